@@ -1,0 +1,139 @@
+"""The stage contract, on one screen.
+
+A stage is a class with:
+  * ``name``      the YAML ``type:``
+  * ``Config``    a pydantic model (extra="forbid") with ``type: Literal[name]``, next to the code
+  * ``version``   bump it to invalidate cached outputs when behaviour changes
+  * ``requires`` / ``produces``  column names (checked by the runner / documented in the card)
+  * ``run(df, ctx) -> df``  over a polars DataFrame
+
+Dropping rows: a stage never deletes a row. It returns the frame with a ``drop_reason`` column
+(Utf8; null = keep). The runner moves rows with a reason to the ``rejected`` split, adding
+``dropped_by`` (the stage label), and counts them by reason in the funnel. ``mark_drop`` helps.
+
+Per-row failures are data (status/reason columns). Only recipe, config, input and backend faults
+raise, as ``curate.errors.CurateError`` subclasses.
+
+Extra numbers and tables a stage wants in the funnel/manifest/card go into ``ctx.stats`` (JSON-able).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+DROP = "drop_reason"
+
+
+class StageConfig(BaseModel):
+    """Base of every stage config. Subclasses declare ``type: Literal["<name>"] = "<name>"``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = None
+    """Optional display name (defaults to the type, suffixed when a type repeats)."""
+
+
+class Progress:
+    """A tiny handle around a rich progress task (no-op when output is not a terminal)."""
+
+    def __init__(self, bar: Any = None, task: Any = None):
+        self._bar, self._task = bar, task
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def update(self, **kw: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, **kw)
+
+
+@dataclass
+class Context:
+    """What a stage may use besides its input frame and its config."""
+
+    work_dir: Path
+    """Persistent state for this recipe (``.curate/<recipe name>/``): durable request logs etc."""
+    base_dir: Path = field(default_factory=Path.cwd)
+    """The recipe's directory: relative paths in stage configs resolve against it."""
+    seed: int = 0
+    num_proc: int = field(default_factory=lambda: os.cpu_count() or 1)
+    limit: int | None = None
+    stage_label: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """Stage-specific numbers/tables (JSON-able): shown in the funnel, stored in the manifest."""
+    show_progress: bool = field(default_factory=lambda: sys.stderr.isatty())
+
+    def resolve(self, path: str | os.PathLike) -> Path:
+        p = Path(os.path.expanduser(str(path)))
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def stage_dir(self) -> Path:
+        """A persistent folder for the current stage (created on demand)."""
+        d = self.work_dir / "stages" / (self.stage_label or "stage")
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @contextlib.contextmanager
+    def progress(self, total: int | None, description: str) -> Iterator[Progress]:
+        """A progress bar with rate and ETA (rich), or nothing when not on a terminal."""
+        if not self.show_progress:
+            yield Progress()
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress as RichProgress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        with RichProgress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task(description, total=total)
+            yield Progress(bar, task)
+
+    @classmethod
+    def for_test(cls, tmp_path: Path, **kw: Any) -> "Context":
+        return cls(work_dir=Path(tmp_path) / ".curate", base_dir=Path(tmp_path), show_progress=False, **kw)
+
+
+class Stage:
+    name: ClassVar[str]
+    Config: ClassVar[type[StageConfig]]
+    version: ClassVar[str] = "1"
+    requires: ClassVar[tuple[str, ...]] = ()
+    produces: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: StageConfig):
+        self.config = config
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check(self, ctx: Context) -> None:
+        """Semantic checks for ``curate validate`` (files exist, ...); raise RecipeError. No work."""
+
+
+def mark_drop(df: pl.DataFrame, mask: pl.Expr, reason: str | pl.Expr) -> pl.DataFrame:
+    """Set ``drop_reason`` where ``mask`` is true (keeping an earlier reason if already set)."""
+    reason_expr = pl.lit(reason) if isinstance(reason, str) else reason
+    new = pl.when(mask).then(reason_expr).otherwise(pl.lit(None, dtype=pl.Utf8))
+    if DROP in df.columns:
+        return df.with_columns(pl.coalesce(pl.col(DROP), new).alias(DROP))
+    return df.with_columns(new.cast(pl.Utf8).alias(DROP))
