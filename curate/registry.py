@@ -25,7 +25,6 @@ BUILTIN_STAGES: dict[str, str] = {
     "curriculum": "curate.stages.curriculum:CurriculumStage",
     "select": "curate.stages.select:SelectStage",
     "audit": "curate.stages.audit:AuditStage",
-    "filter": "curate.stages.filter:FilterStage",
 }
 
 

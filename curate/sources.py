@@ -1,0 +1,442 @@
+"""Problem sources: local files (jsonl/json/parquet/csv, globs), HF hub datasets and presets, field
+mapping, gold-answer extraction, seeded mixing; and a ``traces`` source for datasets that already hold
+teacher outputs (each trace becomes a sample row, so curation and audits run without a teacher).
+
+Every source yields a polars frame with the problem columns of DESIGN.md:
+``problem_id, problem, gold_answer, source, source_index, meta`` (meta: JSON text), plus the sample
+columns for ``traces``.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import unicodedata
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import SourceError
+
+PROBLEM_COLUMNS = ["problem_id", "problem", "gold_answer", "source", "source_index", "meta"]
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    """Value of the ``source`` column (defaults to the file stem / hub id / preset name)."""
+    fields: dict[str, str] = Field(default_factory=dict)
+    """Column mapping target -> column in the data, e.g. ``{problem: question, gold_answer: answer}``."""
+    answer_extractor: Literal["field", "gsm8k", "boxed"] = "field"
+    """How the gold answer is read from its column: as is, after ``####`` (GSM8K), or the last \\boxed{}."""
+    meta_fields: list[str] = Field(default_factory=list)
+    """Extra columns kept inside ``meta`` (e.g. subject, level)."""
+    limit: int | None = Field(default=None, ge=1)
+    """Keep at most this many rows from this source (seeded sample when ``shuffle``)."""
+    shuffle: bool = False
+    seed: int = 0
+    on_bad_row: Literal["reject", "fail"] = "reject"
+    """A row without a problem text: keep it in the rejected split with a reason, or stop the run."""
+
+
+class FileSource(_Base):
+    kind: Literal["file"] = "file"
+    path: str | list[str]
+    """A path or glob (or a list of them), relative to the recipe file."""
+    format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
+
+
+class HubSource(_Base):
+    kind: Literal["hub"] = "hub"
+    path: str
+    """Hub dataset id (``openai/gsm8k``) or anything ``datasets.load_dataset`` accepts."""
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+
+
+class PresetSource(_Base):
+    kind: Literal["preset"] = "preset"
+    preset: str
+    """gsm8k | math500 | aime24 | aime25 (see curate.presets)."""
+
+
+class TracesSource(_Base):
+    """Existing teacher outputs: one row per trace, or a list column of traces per problem."""
+
+    kind: Literal["traces"] = "traces"
+    path: str | list[str]
+    format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
+    hub: bool = False
+    """Treat ``path`` as a hub dataset id (with ``split``/``config``/``revision``)."""
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    trace_field: str = "generation"
+    """Column with the trace text, or a list of traces (e.g. OpenR1-Math's ``generations``)."""
+    teacher: str = "unknown"
+    """Teacher name written to the ``teacher`` column (or a column name via ``teacher_field``)."""
+    teacher_field: str | None = None
+    finish_reason_field: str | None = None
+
+
+SourceConfig = Annotated[
+    Union[FileSource, HubSource, PresetSource, TracesSource], Field(discriminator="kind")
+]
+
+
+# ----------------------------------------------------------------------------- text helpers
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_problem(text: str) -> str:
+    """NFKC, lower case, collapsed whitespace: the basis of the stable ``problem_id``."""
+    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip().lower()
+
+
+def problem_id(text: str) -> str:
+    return hashlib.sha256(normalize_problem(text).encode("utf-8")).hexdigest()[:16]
+
+
+def last_boxed(text: str | None) -> str | None:
+    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` with nested braces, or None."""
+    if not text:
+        return None
+    idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if idx < 0:
+        return None
+    i = text.find("{", idx)
+    if i < 0:
+        # "\boxed 5" form
+        m = re.match(r"\\(?:boxed|fbox)\s+([^\s$]+)", text[idx:])
+        return m.group(1) if m else None
+    depth = 0
+    for j in range(i, len(text)):
+        c = text[j]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j].strip()
+    return None  # unbalanced
+
+
+def gsm8k_answer(text: str | None) -> str | None:
+    if not text or "####" not in text:
+        return None
+    return text.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def extract_gold(text: Any, extractor: str) -> str | None:
+    if text is None:
+        return None
+    s = str(text)
+    if extractor == "gsm8k":
+        return gsm8k_answer(s)
+    if extractor == "boxed":
+        return last_boxed(s)
+    return s.strip()
+
+
+def split_think(text: str) -> tuple[str, str]:
+    """Split a completion into (reasoning, answer_text) at ``</think>``.
+
+    Handles ``<think>..</think>answer``, templates that prefill ``<think>`` (only ``</think>``
+    appears), an unclosed ``<think>`` (all reasoning, empty answer) and no tags (empty reasoning).
+    """
+    close = text.find("</think>")
+    if close >= 0:
+        head, tail = text[:close], text[close + len("</think>") :]
+        open_ = head.find("<think>")
+        if open_ >= 0:
+            head = head[open_ + len("<think>") :]
+        return head.strip("\n").strip(), tail.strip()
+    open_ = text.find("<think>")
+    if open_ >= 0:
+        return text[open_ + len("<think>") :].strip(), ""
+    return "", text.strip()
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def _expand(paths: str | list[str], base_dir: Path, what: str) -> list[Path]:
+    items = [paths] if isinstance(paths, str) else list(paths)
+    out: list[Path] = []
+    for item in items:
+        p = Path(os.path.expanduser(item))
+        p = p if p.is_absolute() else base_dir / p
+        matches = sorted(glob.glob(str(p))) if any(c in item for c in "*?[") else [str(p)]
+        if not matches or not Path(matches[0]).exists():
+            raise SourceError(f"{p}: no such file ({what}.path)")
+        out.extend(Path(m) for m in matches)
+    return out
+
+
+def _fmt(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    mapping = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+    for k, v in mapping.items():
+        if suffix.startswith(k):
+            return v
+    raise SourceError(f"{path}: cannot tell the format from the extension; set format: jsonl|json|parquet|csv")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SourceError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise SourceError(f"{path}:{lineno}: expected a JSON object per line")
+            rows.append(obj)
+    return rows
+
+
+def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
+    kind = _fmt(path, fmt)
+    try:
+        if kind == "jsonl":
+            rows = _read_jsonl(path)
+            return pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
+        if kind == "json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                # {"data": [...]} or {"rows": [...]} style
+                lists = [v for v in data.values() if isinstance(v, list)]
+                data = lists[0] if len(lists) == 1 else [data]
+            return pl.from_dicts(data, infer_schema_length=None) if data else pl.DataFrame()
+        if kind == "parquet":
+            return pl.read_parquet(path)
+        return pl.read_csv(path, infer_schema_length=10000)
+    except SourceError:
+        raise
+    except json.JSONDecodeError as e:
+        raise SourceError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    except Exception as e:  # polars/arrow parse errors
+        raise SourceError(f"{path}: cannot read as {kind}: {str(e).splitlines()[0][:200]}") from None
+
+
+def read_hub(path: str, config: str | None, split: str, revision: str | None) -> pl.DataFrame:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(path, config, split=split, revision=revision)
+    except Exception as e:
+        first = str(e).splitlines()[0][:200] if str(e) else e.__class__.__name__
+        raise SourceError(
+            f"hub dataset {path!r} (config={config}, split={split}): cannot load: {first}; "
+            "for offline use, point a file source at a local copy"
+        ) from None
+    return pl.from_arrow(ds.data.table) if hasattr(ds, "data") else pl.DataFrame(ds.to_dict())
+
+
+def fingerprint_files(paths: list[Path]) -> list[dict]:
+    """Content fingerprints (sha256) of input files, for the manifest and the cache key."""
+    out = []
+    for p in paths:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        out.append({"path": str(p), "bytes": p.stat().st_size, "sha256": h.hexdigest()})
+    return out
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _column(df: pl.DataFrame, cfg: _Base, target: str, where: str, required: bool = True) -> str | None:
+    col = cfg.fields.get(target, target)
+    if col in df.columns:
+        return col
+    if required or target in cfg.fields:
+        raise SourceError(
+            f"{where}: field '{col}' (for {target}) not found; columns are: {', '.join(df.columns[:20])}"
+        )
+    return None
+
+
+def _raw_frame(cfg: Any, base_dir: Path) -> tuple[pl.DataFrame, str, str, list[dict]]:
+    """Read the source's raw rows. Returns (frame, display name, where-label, input fingerprints)."""
+    if isinstance(cfg, PresetSource):
+        from .presets import get_preset
+
+        pre = get_preset(cfg.preset)
+        df = read_hub(pre.path, pre.config, pre.split, pre.revision)
+        return df, cfg.name or pre.name, f"preset {pre.name} ({pre.path})", [
+            {"hub": pre.path, "config": pre.config, "split": pre.split, "revision": pre.revision}
+        ]
+    if isinstance(cfg, HubSource) or (isinstance(cfg, TracesSource) and cfg.hub):
+        path = cfg.path if isinstance(cfg.path, str) else cfg.path[0]
+        df = read_hub(path, cfg.config, cfg.split, cfg.revision)
+        return df, cfg.name or path, f"hub {path}", [
+            {"hub": path, "config": cfg.config, "split": cfg.split, "revision": cfg.revision}
+        ]
+    files = _expand(cfg.path, base_dir, f"sources[{cfg.kind}]")
+    frames = []
+    for f in files:
+        frames.append(read_file(f, cfg.format))
+    df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    name = cfg.name or files[0].stem
+    return df, name, str(files[0]) if len(files) == 1 else f"{files[0].parent}/{cfg.path}", fingerprint_files(files)
+
+
+def _preset_fields(cfg: Any) -> Any:
+    """Apply a preset's field mapping unless the user gave one."""
+    if not isinstance(cfg, PresetSource):
+        return cfg
+    from .presets import get_preset
+
+    pre = get_preset(cfg.preset)
+    upd: dict[str, Any] = {}
+    if not cfg.fields:
+        upd["fields"] = {"problem": pre.problem_field, "gold_answer": pre.answer_field}
+    if cfg.answer_extractor == "field" and pre.answer_extractor != "field":
+        upd["answer_extractor"] = pre.answer_extractor
+    if not cfg.meta_fields and pre.extra_fields:
+        upd["meta_fields"] = list(pre.extra_fields)
+    return cfg.model_copy(update=upd)
+
+
+def load_one(cfg: Any, base_dir: Path, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Load one source. Returns (rows, bad rows with drop_reason, info for the manifest)."""
+    cfg = _preset_fields(cfg)
+    df, name, where, fps = _raw_frame(cfg, base_dir)
+    if df.height == 0:
+        raise SourceError(f"{where}: no rows")
+    pcol = _column(df, cfg, "problem", where)
+    gcol = _column(df, cfg, "gold_answer", where, required=False)
+    for m in cfg.meta_fields:
+        if m not in df.columns:
+            raise SourceError(f"{where}: meta field '{m}' not found; columns are: {', '.join(df.columns[:20])}")
+    df = df.with_row_index("source_index")
+    if cfg.shuffle:
+        df = df.sample(fraction=1.0, shuffle=True, seed=cfg.seed)
+    lim = min(x for x in (cfg.limit, limit) if x is not None) if (cfg.limit or limit) else None
+    if lim is not None:
+        df = df.head(lim)
+
+    problems = df[pcol].cast(pl.Utf8, strict=False)
+    golds = (
+        [extract_gold(g, cfg.answer_extractor) for g in df[gcol].to_list()] if gcol else [None] * df.height
+    )
+    metas = (
+        [json.dumps(r, ensure_ascii=False, default=str) for r in df.select(cfg.meta_fields).to_dicts()]
+        if cfg.meta_fields
+        else ["{}"] * df.height
+    )
+    out = pl.DataFrame(
+        {
+            "problem": problems,
+            "gold_answer": pl.Series(golds, dtype=pl.Utf8),
+            "source": [name] * df.height,
+            "source_index": df["source_index"].cast(pl.Int64),
+            "meta": pl.Series(metas, dtype=pl.Utf8),
+        }
+    )
+    out = out.with_columns(
+        pl.col("problem").map_elements(problem_id, return_dtype=pl.Utf8).alias("problem_id")
+    ).select(PROBLEM_COLUMNS)
+    if isinstance(cfg, TracesSource):
+        out = _traces(out, df, cfg, where)
+    bad_mask = pl.col("problem").is_null() | (pl.col("problem").str.strip_chars() == "")
+    bad = out.filter(bad_mask)
+    if bad.height and cfg.on_bad_row == "fail":
+        idx = bad["source_index"][0]
+        raise SourceError(f"{where}: row {idx}: field '{pcol}' is empty (on_bad_row: fail)")
+    bad = bad.with_columns(pl.lit("empty_problem").alias("drop_reason"))
+    info = {"name": name, "kind": cfg.kind, "where": where, "inputs": fps, "rows": out.height - bad.height}
+    return out.filter(~bad_mask), bad, info
+
+
+def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where: str) -> pl.DataFrame:
+    if cfg.trace_field not in raw.columns:
+        raise SourceError(
+            f"{where}: field '{cfg.trace_field}' (trace_field) not found; columns are: {', '.join(raw.columns[:20])}"
+        )
+    if cfg.teacher_field and cfg.teacher_field not in raw.columns:
+        raise SourceError(f"{where}: field '{cfg.teacher_field}' (teacher_field) not found")
+    if cfg.finish_reason_field and cfg.finish_reason_field not in raw.columns:
+        raise SourceError(f"{where}: field '{cfg.finish_reason_field}' (finish_reason_field) not found")
+    traces = raw[cfg.trace_field].to_list()
+    teachers = raw[cfg.teacher_field].to_list() if cfg.teacher_field else [cfg.teacher] * raw.height
+    finishes = raw[cfg.finish_reason_field].to_list() if cfg.finish_reason_field else [None] * raw.height
+    rows: list[dict] = []
+    counters: dict[str, int] = {}
+    for prob, tr, teacher, fin in zip(problems.to_dicts(), traces, teachers, finishes):
+        items = tr if isinstance(tr, list) else [tr]
+        for text in items:
+            text = "" if text is None else str(text)
+            reasoning, answer = split_think(text)
+            k = counters.get(prob["problem_id"], 0)
+            counters[prob["problem_id"]] = k + 1
+            fin_reason = fin if isinstance(fin, str) else None
+            if fin_reason is None:
+                fin_reason = "length" if ("<think>" in text and "</think>" not in text) else "stop"
+            rows.append(
+                {
+                    **prob,
+                    "sample_id": f"{prob['problem_id']}-{k}",
+                    "sample_index": k,
+                    "teacher": str(teacher),
+                    "prompt": [{"role": "user", "content": prob["problem"] or ""}],
+                    "reasoning": reasoning,
+                    "answer_text": answer,
+                    "finish_reason": fin_reason,
+                    "prompt_tokens": None,
+                    "completion_tokens": None,
+                    "request_hash": None,
+                }
+            )
+    schema = {
+        **dict(problems.schema),
+        "sample_id": pl.Utf8,
+        "sample_index": pl.Int64,
+        "teacher": pl.Utf8,
+        "prompt": pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8})),
+        "reasoning": pl.Utf8,
+        "answer_text": pl.Utf8,
+        "finish_reason": pl.Utf8,
+        "prompt_tokens": pl.Int64,
+        "completion_tokens": pl.Int64,
+        "request_hash": pl.Utf8,
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+def load_sources(
+    configs: list[Any], base_dir: Path, limit: int | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, list[dict]]:
+    """Load and mix several sources (per-source limits, seeded sampling). Returns (rows, bad, infos)."""
+    frames, bads, infos = [], [], []
+    for cfg in configs:
+        df, bad, info = load_one(cfg, base_dir, limit)
+        frames.append(df)
+        if bad.height:
+            bads.append(bad)
+        infos.append(info)
+    rows = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    bad = pl.concat(bads, how="diagonal_relaxed") if bads else pl.DataFrame()
+    return rows, bad, infos
+
+
+def load_source(cfg: Any, ctx: Any) -> pl.DataFrame:
+    """One source config -> problem frame (bad rows dropped). ``ctx`` is a stages.base.Context."""
+    df, _, _ = load_one(cfg, Path(ctx.base_dir), ctx.limit)
+    return df
