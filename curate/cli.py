@@ -1,0 +1,202 @@
+"""The ``curate`` command line. Every command is a few lines over the Python API.
+
+Errors from the API (``CurateError``) print as one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import CurateError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Curate reasoning-distillation datasets.")
+out = Console()
+err = Console(stderr=True)
+
+SetOpt = typer.Option(None, "--set", help="Override a recipe value: dotted.key=value (repeatable).")
+
+
+def _handle(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        try:
+            return fn(*a, **kw)
+        except CurateError as e:
+            err.print(f"[red]error:[/red] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(e.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted: finished stages and finished requests are kept; run again to resume")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def print_funnel(records: list[Any]) -> None:
+    from .publish import FUNNEL_HEADERS, funnel_rows
+
+    t = Table(title="funnel", show_lines=False)
+    for h in FUNNEL_HEADERS:
+        t.add_column(h, justify="right" if h.startswith(("rows", "sec")) else "left")
+    rows = [
+        {"stage": r.stage, "rows_in": r.rows_in, "rows_out": r.rows_out, "dropped": r.dropped,
+         "seconds": r.seconds, "cached": r.cached}
+        for r in records
+    ]  # fmt: skip
+    for row in funnel_rows(rows):
+        t.add_row(*[str(c) for c in row])
+    out.print(t)
+    for r in records:
+        notes = {k: v for k, v in (r.stats or {}).items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+        if notes:
+            out.print(f"  [dim]{r.stage}:[/dim] " + ", ".join(f"{k}={v}" for k, v in notes.items()))
+
+
+@app.command()
+@_handle
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output root (overrides output.dir)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most N rows per source."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse cached stages and logged requests."),
+    set_: Optional[List[str]] = SetOpt,
+) -> None:
+    """Run a recipe and write a new immutable dataset version."""
+    from .recipe import load_recipe
+    from .runner import run_recipe
+
+    lr = load_recipe(recipe, set_)
+    result = run_recipe(lr, output_dir=output, limit=limit, resume=resume, console=err)
+    print_funnel(result.records)
+    if lr.recipe.output.push is not None:
+        from .publish import push as push_version
+
+        tag = push_version(result.version_dir, lr.recipe.output.push.repo_id, private=lr.recipe.output.push.private)
+        out.print(f"pushed to {lr.recipe.output.push.repo_id} ({tag})")
+    out.print(f"wrote [bold]{result.version_dir}[/bold] (train: {result.train.height} rows, "
+              f"rejected: {result.rejected.height} rows)")  # fmt: skip
+
+
+@app.command()
+@_handle
+def validate(recipe: Path = typer.Argument(...), set_: Optional[List[str]] = SetOpt) -> None:
+    """Check a recipe (schema and semantics) without doing any work."""
+    from .validate import validate_recipe
+
+    notes = validate_recipe(recipe, set_)
+    for n in notes:
+        out.print(f"  {n}")
+    out.print(f"[green]ok[/green] {recipe}")
+
+
+@app.command()
+@_handle
+def schema(out_dir: Path = typer.Option(Path("schemas"), "--out", help="Folder for the JSON Schema files.")) -> None:
+    """Write the JSON Schemas of the recipes (curation, train, eval)."""
+    from .schemas import write_schemas
+
+    for p in write_schemas(out_dir):
+        out.print(f"wrote {p}")
+
+
+@app.command()
+@_handle
+def audit(
+    dataset: str = typer.Argument(..., help="A version folder, a parquet/jsonl file, or a hub dataset id."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where audit/report.html goes."),
+    mapping: Optional[List[str]] = typer.Option(None, "--map", help="column mapping target=column (repeatable)."),
+) -> None:
+    """Audit reasoning-trace quality and write a self-contained HTML report."""
+    from .audit import audit_dataset
+
+    cols = dict(m.split("=", 1) for m in (mapping or []))
+    target = out_dir or (Path(dataset) if Path(dataset).is_dir() else Path("audit-" + Path(dataset).stem))
+    summary = audit_dataset(dataset, target, mapping=cols or None)
+    out.print(json.dumps({k: summary[k] for k in list(summary)[:6]}, indent=1, default=str))
+    out.print(f"wrote {target / 'audit' / 'report.html'}")
+
+
+@app.command()
+@_handle
+def push(
+    version_dir: Path = typer.Argument(...),
+    repo_id: str = typer.Argument(...),
+    public: bool = typer.Option(False, "--public", help="Create the repo public (default private)."),
+) -> None:
+    """Push a version folder to a hub dataset repo and tag it v<version>."""
+    from .publish import push as push_version
+
+    tag = push_version(version_dir, repo_id, private=not public)
+    out.print(f"pushed {version_dir} to {repo_id} ({tag})")
+
+
+@app.command()
+@_handle
+def train(
+    recipe: Path = typer.Argument(...),
+    set_: Optional[List[str]] = SetOpt,
+    merge: bool = typer.Option(False, "--merge", help="Merge the LoRA adapter into the base after training."),
+) -> None:
+    """Train a student (SFT or KD) on a curated dataset. Needs: pip install 'curate[train]'."""
+    from .errors import require
+
+    require("torch", "train", "curate train")
+    from .train import merge_lora, run_train
+
+    path = run_train(recipe, set_)
+    out.print(f"trained: {path}")
+    if merge:
+        merged = merge_lora(path, Path(str(path) + "-merged"))
+        out.print(f"merged: {merged}")
+
+
+@app.command()
+@_handle
+def merge(adapter_dir: Path = typer.Argument(...), out_dir: Path = typer.Argument(...)) -> None:
+    """Merge a LoRA adapter into its base model and save it."""
+    from .errors import require
+
+    require("torch", "train", "curate merge")
+    from .train import merge_lora
+
+    out.print(f"merged: {merge_lora(adapter_dir, out_dir)}")
+
+
+@app.command(name="eval", context_settings={"allow_extra_args": False})
+@_handle
+def eval_(
+    args: List[str] = typer.Argument(..., help="RECIPE, or: compare RUN_A RUN_B"),
+    set_: Optional[List[str]] = SetOpt,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder."),
+) -> None:
+    """Evaluate a model on a benchmark (`curate eval RECIPE`) or compare two runs
+    (`curate eval compare RUN_A RUN_B`)."""
+    from . import eval as ev
+
+    if args[0] == "compare":
+        if len(args) != 3:
+            raise CurateError("usage: curate eval compare RUN_A RUN_B")
+        out.print(ev.compare_runs(Path(args[1]), Path(args[2])))
+        return
+    if len(args) != 1:
+        raise CurateError("usage: curate eval RECIPE  |  curate eval compare RUN_A RUN_B")
+    run_dir = ev.run_eval(Path(args[0]), set_, output)
+    md = run_dir / "results.md"
+    if md.exists():
+        out.print(md.read_text())
+    out.print(f"wrote {run_dir}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

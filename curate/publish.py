@@ -1,0 +1,311 @@
+"""Publishing: one immutable version folder per run, a dataset card, a manifest, and hub pushes.
+
+    <output.dir>/<name>/<version>/
+      data/train-0000i-of-0000N.parquet, data/rejected-...   (datasets.load_dataset(version_dir) reads them)
+      README.md       dataset card: YAML header (configs, license, tags) + funnel, order, contamination,
+                      audit summary, the recipe
+      manifest.json   lineage: resolved recipe (secrets unresolved) + hash, input fingerprints, package
+                      versions, git commit, per-stage counts, timings and cache keys
+      audit/report.html, audit/summary.json
+
+Everything is written into a temporary sibling folder and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from . import __version__
+from .errors import CurateError, VersionExistsError
+
+PACKAGES = [
+    "curate", "datasets", "polars", "pyarrow", "pydantic", "math-verify", "datasketch", "openai", "sympy",
+    "numpy", "huggingface_hub", "torch", "transformers", "trl", "peft", "vllm", "ray",
+]  # fmt: skip
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit(cwd: Path) -> dict[str, Any] | None:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, timeout=5,
+        ).stdout.strip()  # fmt: skip
+        return {"commit": sha, "dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ----------------------------------------------------------------------------- training formats
+
+
+def assistant_content(reasoning: str | None, answer: str | None) -> str:
+    r, a = (reasoning or "").strip(), (answer or "").strip()
+    return f"<think>\n{r}\n</think>\n\n{a}" if r else a
+
+
+def add_formats(df: pl.DataFrame, formats: list[str]) -> pl.DataFrame:
+    """Add ``messages`` and/or ``completion`` (with the existing chat ``prompt``) training columns."""
+    if df.height == 0 or "reasoning" not in df.columns or "answer_text" not in df.columns:
+        return df
+    msg_t = pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8}))
+    contents = [assistant_content(r, a) for r, a in zip(df["reasoning"].to_list(), df["answer_text"].to_list())]
+    if "prompt" in df.columns:
+        prompts = df["prompt"].to_list()
+    else:
+        prompts = [[{"role": "user", "content": p or ""}] for p in df["problem"].to_list()]
+    cols = {}
+    if "messages" in formats:
+        cols["messages"] = pl.Series(
+            [list(p) + [{"role": "assistant", "content": c}] for p, c in zip(prompts, contents)], dtype=msg_t
+        )
+    if "prompt_completion" in formats:
+        if "prompt" not in df.columns:
+            cols["prompt"] = pl.Series(prompts, dtype=msg_t)
+        cols["completion"] = pl.Series([[{"role": "assistant", "content": c}] for c in contents], dtype=msg_t)
+    return df.with_columns(**cols)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_split(df: pl.DataFrame, data_dir: Path, split: str, shard_rows: int) -> list[str]:
+    n = max(1, -(-df.height // shard_rows))
+    names = []
+    for i in range(n):
+        name = f"{split}-{i:05d}-of-{n:05d}.parquet"
+        df.slice(i * shard_rows, shard_rows).write_parquet(data_dir / name)
+        names.append(f"data/{name}")
+    return names
+
+
+def _md_table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(x: Any) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def funnel_rows(funnel: list[dict]) -> list[list[Any]]:
+    return [
+        [
+            f["stage"],
+            f["rows_in"],
+            f["rows_out"],
+            ", ".join(f"{k}: {v}" for k, v in f["dropped"].items()) or "-",
+            f"{f['seconds']:.2f}" + (" (cached)" if f.get("cached") else ""),
+        ]
+        for f in funnel
+    ]
+
+
+FUNNEL_HEADERS = ["stage", "rows in", "rows out", "dropped (reason: rows)", "seconds"]
+
+
+def contamination_tables(manifest: dict) -> str:
+    parts = []
+    for st in manifest.get("stages", []):
+        table = (st.get("stats") or {}).get("contamination")
+        if not table:
+            continue
+        rows = [
+            [b, t.get("checked", "-"), t.get("contaminated", "-"),
+             "; ".join(f"`{str(ex.get('matched', ''))[:80]}`" for ex in (t.get("examples") or [])[:3]) or "-"]
+            for b, t in table.items()
+        ]  # fmt: skip
+        parts.append(_md_table(["benchmark", "rows checked", "rows contaminated", "examples (matched text)"], rows))
+    return "\n\n".join(parts)
+
+
+def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -> str:
+    r = manifest["recipe"]
+    has_rejected = manifest["splits"].get("rejected", 0) > 0
+    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}]
+    if has_rejected:
+        configs.append(
+            {"config_name": "rejected", "data_files": [{"split": "rejected", "path": "data/rejected-*.parquet"}]}
+        )
+    header = {
+        "license": r.get("license", "other"),
+        "pretty_name": r["name"],
+        "tags": ["curate", "reasoning", "distillation", "synthetic"],
+        "task_categories": ["text-generation"],
+        "configs": configs,
+    }
+    order = manifest.get("order")
+    body = [
+        f"# {r['name']} v{r['version']}",
+        "",
+        r.get("description") or "",
+        "",
+        f"Built by [curate](https://pypi.org/project/curate/) {manifest['curate_version']} on "
+        f"{manifest['created_at']}. Recipe hash `{manifest['recipe_hash'][:16]}`"
+        + (f", git commit `{manifest['git']['commit'][:12]}`" if manifest.get("git") else "")
+        + ".",
+        "",
+        "## Splits",
+        "",
+        _md_table(["config", "split", "rows"], [["default", "train", manifest["splits"]["train"]]]
+                  + ([["rejected", "rejected", manifest["splits"]["rejected"]]] if has_rejected else [])),  # fmt: skip
+        "",
+        "```python\nfrom datasets import load_dataset\n"
+        "train = load_dataset(\"<this folder or repo>\", split=\"train\")\n"
+        + ("rejected = load_dataset(\"<this folder or repo>\", \"rejected\", split=\"rejected\")\n" if has_rejected else "")
+        + "```",
+        "",
+        "## Row order",
+        "",
+        (
+            "The train split is written in **curriculum order** (`curriculum_rank` ascending, "
+            "`curriculum_stage` marks the stages). Trainers should not shuffle across stages."
+            if order == "curriculum_rank"
+            else "The train split has no curriculum order; shuffle it for training."
+        ),
+        "",
+        "## Funnel",
+        "",
+        _md_table(FUNNEL_HEADERS, funnel_rows(manifest["funnel"])),
+        "",
+    ]
+    cont = contamination_tables(manifest)
+    body += ["## Decontamination", "", cont if cont else "No decontamination stage ran.", ""]
+    if audit_summary:
+        flags = audit_summary.get("flag_counts") or {}
+        body += ["## Audit", "", "See `audit/report.html` (self-contained) and `audit/summary.json`.", ""]
+        if flags:
+            body += [_md_table(["flag", "rows"], [[k, v] for k, v in flags.items()]), ""]
+    body += ["## Recipe", "", "```yaml", recipe_text.rstrip(), "```", ""]
+    body += ["## License", "", f"{r.get('license', 'other')}. Check the licenses of the sources and teachers.", ""]
+    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + "\n".join(body)
+
+
+def _audit_config(lr: Any) -> Any:
+    for st in lr.recipe.stages:
+        if st.type == "audit":
+            return st
+    return None
+
+
+def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Path:
+    recipe = lr.recipe
+    if vdir.exists():
+        raise VersionExistsError(f"{vdir}: version {recipe.version} exists; versions are immutable")
+    vdir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = vdir.parent / f".tmp-{recipe.version}-{uuid.uuid4().hex[:8]}"
+    (tmp / "data").mkdir(parents=True)
+    try:
+        train = add_formats(result.train, recipe.output.formats)
+        files = write_split(train, tmp / "data", "train", recipe.output.shard_rows)
+        rejected = result.rejected
+        if recipe.output.include_rejected and rejected.height:
+            files += write_split(rejected, tmp / "data", "rejected", recipe.output.shard_rows)
+        else:
+            rejected = pl.DataFrame()
+        funnel = [
+            {k: v for k, v in asdict(r).items() if k in ("stage", "rows_in", "rows_out", "dropped", "seconds", "cached")}
+            for r in result.records
+        ]
+        manifest: dict[str, Any] = {
+            "name": recipe.name,
+            "version": recipe.version,
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "curate_version": __version__,
+            "recipe": lr.public,
+            "recipe_hash": lr.hash(),
+            "recipe_path": str(lr.path),
+            "limit": limit,
+            "inputs": result.inputs,
+            "packages": package_versions(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "git": git_commit(lr.base_dir),
+            "splits": {"train": result.train.height, "rejected": rejected.height},
+            "files": files,
+            "order": "curriculum_rank" if "curriculum_rank" in result.train.columns else None,
+            "funnel": funnel,
+            "stages": [asdict(r) for r in result.records],
+        }
+        audit_summary = None
+        try:
+            from .audit import write_report  # type: ignore[attr-defined]
+        except ImportError:
+            write_report = None
+        if write_report is not None:
+            audit_summary = write_report(tmp, result.train, rejected if rejected.height else None, manifest,
+                                         _audit_config(lr))  # fmt: skip
+            manifest["audit"] = {"report": "audit/report.html", "summary": "audit/summary.json"}
+        recipe_text = yaml.safe_dump(lr.public, sort_keys=False, allow_unicode=True)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str, ensure_ascii=False))
+        (tmp / "README.md").write_text(dataset_card(manifest, recipe_text, audit_summary), encoding="utf-8")
+        try:
+            os.rename(tmp, vdir)
+        except OSError:
+            raise VersionExistsError(f"{vdir}: version {recipe.version} appeared while writing; nothing replaced")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return vdir
+
+
+# ----------------------------------------------------------------------------- hub
+
+
+def push(version_dir: Path, repo_id: str, *, private: bool = True, api: Any = None, token: str | None = None) -> str:
+    """Upload a version folder to a hub dataset repo and tag the revision ``v<version>``.
+
+    ``api`` is an ``huggingface_hub.HfApi`` (injected in tests). The token comes from the
+    environment / the HF login, never from the recipe; it is never logged.
+    """
+    mpath = version_dir / "manifest.json"
+    if not mpath.is_file():
+        raise CurateError(f"{version_dir}: not a curate version folder (no manifest.json)")
+    manifest = json.loads(mpath.read_text())
+    version = manifest["version"]
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        info = api.upload_folder(
+            folder_path=str(version_dir),
+            repo_id=repo_id,
+            repo_type="dataset",
+            commit_message=f"{manifest['name']} v{version} (curate)",
+        )
+        revision = getattr(info, "oid", None)
+        api.create_tag(repo_id, tag=f"v{version}", repo_type="dataset", revision=revision,
+                       tag_message=f"{manifest['name']} v{version}")  # fmt: skip
+    except CurateError:
+        raise
+    except Exception as e:
+        raise CurateError(f"push {version_dir} -> {repo_id}: {e.__class__.__name__}: {str(e).splitlines()[0][:200]}")
+    return f"v{version}"

@@ -1,0 +1,216 @@
+"""Runs a recipe's stages in order with a content-addressed, stage-level cache and per-stage stats.
+
+Cache key of a stage = sha256(previous key, stage type, stage version, the stage's public config);
+the first key covers the sources' configs, their input fingerprints and ``--limit``. Changing a later
+stage's config therefore recomputes from that stage only. Each finished stage is written to
+``<work_dir>/cache/<key>/`` at once, so Ctrl-C or a crash keeps everything finished so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from . import __version__
+from .errors import RecipeError, VersionExistsError
+from .recipe import LoadedRecipe
+from .registry import get_stage
+from .sources import load_sources
+from .stages.base import DROP, Context
+
+CACHE_FORMAT = "1"
+
+
+@dataclass
+class StageRecord:
+    stage: str
+    type: str
+    version: str
+    cache_key: str
+    rows_in: int
+    rows_out: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    cached: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    train: pl.DataFrame
+    rejected: pl.DataFrame
+    records: list[StageRecord]
+    inputs: list[dict]
+    version_dir: Path | None = None
+    executed: list[str] = field(default_factory=list)
+    """Labels of the stages that actually ran (not served from the cache)."""
+
+
+def curate_home() -> Path:
+    return Path(os.environ.get("CURATE_HOME", ".curate"))
+
+
+def work_dir_for(name: str) -> Path:
+    return curate_home() / name
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _split_drops(out: pl.DataFrame, label: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if DROP not in out.columns:
+        return out, pl.DataFrame()
+    mask = pl.col(DROP).is_not_null()
+    rejected = out.filter(mask).with_columns(pl.lit(label).alias("dropped_by"))
+    return out.filter(~mask).drop(DROP), rejected
+
+
+def _counts(rejected: pl.DataFrame) -> dict[str, int]:
+    if rejected.height == 0 or DROP not in rejected.columns:
+        return {}
+    g = rejected.group_by(DROP).len().sort("len", descending=True)
+    return {str(r[DROP]): int(r["len"]) for r in g.to_dicts()}
+
+
+def _save(cache: Path, kept: pl.DataFrame, rejected: pl.DataFrame, meta: dict) -> None:
+    tmp = cache.parent / f".tmp-{cache.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    kept.write_parquet(tmp / "kept.parquet")
+    if rejected.height:
+        rejected.write_parquet(tmp / "rejected.parquet")
+    (tmp / "stage.json").write_text(json.dumps(meta, default=str, indent=1))
+    try:
+        os.rename(tmp, cache)
+    except OSError:  # another run wrote the same key meanwhile: identical content by construction
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(cache: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict] | None:
+    if not (cache / "stage.json").exists():
+        return None
+    kept = pl.read_parquet(cache / "kept.parquet")
+    rej_p = cache / "rejected.parquet"
+    rejected = pl.read_parquet(rej_p) if rej_p.exists() else pl.DataFrame()
+    return kept, rejected, json.loads((cache / "stage.json").read_text())
+
+
+def version_dir_for(lr: LoadedRecipe, output_dir: str | os.PathLike | None) -> Path:
+    root = Path(output_dir) if output_dir else Path(lr.recipe.output.dir)
+    return root / lr.recipe.name / lr.recipe.version
+
+
+def execute(
+    lr: LoadedRecipe,
+    *,
+    limit: int | None = None,
+    resume: bool = True,
+    console: Any = None,
+) -> RunResult:
+    """Run sources and stages; return the final frames and the funnel (no publishing)."""
+    recipe = lr.recipe
+    work = work_dir_for(recipe.name)
+    cache_root = work / "cache"
+    cache_root.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    df, bad, infos = load_sources(recipe.sources, lr.base_dir, limit)
+    src_key = _key(CACHE_FORMAT, lr.public.get("sources"), [i["inputs"] for i in infos], limit)
+    bad_rows = bad.with_columns(pl.lit("source").alias("dropped_by")) if bad.height else bad
+    records = [
+        StageRecord(
+            stage="source",
+            type="source",
+            version=__version__,
+            cache_key=src_key,
+            rows_in=df.height + bad.height,
+            rows_out=df.height,
+            dropped=_counts(bad),
+            seconds=round(time.perf_counter() - t0, 3),
+            stats={"sources": [{k: v for k, v in i.items() if k != "inputs"} for i in infos]},
+        )
+    ]
+    rejected_parts = [bad_rows] if bad.height else []
+    executed: list[str] = []
+    prev = src_key
+    public_stages = lr.public.get("stages") or []
+    for idx, (cfg, label) in enumerate(zip(recipe.stages, lr.stage_labels())):
+        cls = get_stage(cfg.type)
+        stage = cls(cfg)
+        pub_cfg = public_stages[idx] if idx < len(public_stages) else cfg.model_dump(mode="json")
+        key = _key(prev, cls.name, cls.version, pub_cfg)
+        cache = cache_root / key
+        hit = _load(cache) if resume else None
+        if hit is not None:
+            kept, rejected, meta = hit
+            rec = StageRecord(**{**meta["record"], "cached": True})
+        else:
+            missing = [c for c in cls.requires if c not in df.columns]
+            if missing:
+                raise RecipeError(
+                    f"{lr.path}: stage '{label}' needs column(s) {', '.join(missing)} that no earlier "
+                    f"source or stage produces"
+                )
+            ctx = Context(
+                work_dir=work,
+                base_dir=lr.base_dir,
+                seed=recipe.seed,
+                limit=limit,
+                stage_label=label,
+                show_progress=bool(console is not None and getattr(console, "is_terminal", False)),
+            )
+            start = time.perf_counter()
+            out = stage.run(df, ctx)
+            seconds = time.perf_counter() - start
+            kept, rejected = _split_drops(out, label)
+            rec = StageRecord(
+                stage=label,
+                type=cls.name,
+                version=cls.version,
+                cache_key=key,
+                rows_in=df.height,
+                rows_out=kept.height,
+                dropped=_counts(rejected),
+                seconds=round(seconds, 3),
+                stats=ctx.stats,
+            )
+            _save(cache, kept, rejected, {"record": asdict(rec)})
+            executed.append(label)
+        records.append(rec)
+        if rejected.height:
+            rejected_parts.append(rejected)
+        df = kept
+        prev = key
+    rejected_all = pl.concat(rejected_parts, how="diagonal_relaxed") if rejected_parts else pl.DataFrame()
+    return RunResult(train=df, rejected=rejected_all, records=records, inputs=infos, executed=executed)
+
+
+def run_recipe(
+    lr: LoadedRecipe,
+    *,
+    output_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    resume: bool = True,
+    console: Any = None,
+) -> RunResult:
+    """Execute a recipe and publish the version. Refuses (exit 2) if the version already exists."""
+    from .publish import publish
+
+    vdir = version_dir_for(lr, output_dir)
+    if vdir.exists():
+        raise VersionExistsError(
+            f"{vdir}: version {lr.recipe.version} of '{lr.recipe.name}' exists; versions are immutable "
+            "(bump `version:` in the recipe or use --set version=X.Y.Z)"
+        )
+    result = execute(lr, limit=limit, resume=resume, console=console)
+    result.version_dir = publish(lr, result, vdir, limit=limit)
+    return result
