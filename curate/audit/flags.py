@@ -1,0 +1,290 @@
+"""Per-row trace-quality measures and flags, vectorised with polars string expressions.
+
+``measure(df, cfg)`` adds per-row numbers (columns prefixed ``audit_``, independent of other rows);
+``audit_frame(df, cfg)`` adds ``reasoning_tokens``, ``reflections_per_1k`` and ``flags`` (a list of
+strings, see ``config.ALL_FLAGS``). Nothing is dropped.
+
+Columns read (all optional except ``reasoning``): ``reasoning``, ``answer_text``, ``problem``,
+``finish_reason``, ``verdict``, ``correct``, ``pred_answer`` and ``think_status`` (written by the
+``messages`` splitter of :mod:`curate.audit.load`: ok | missing | unclosed | orphan_close).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .config import AuditConfig
+
+#: Scripts compared between problem and reasoning (Greek is left out: it is math notation).
+SCRIPTS: dict[str, str] = {
+    "latin": r"\p{Latin}",
+    "han": r"\p{Han}",
+    "kana": r"[\p{Hiragana}\p{Katakana}]",
+    "hangul": r"\p{Hangul}",
+    "cyrillic": r"\p{Cyrillic}",
+    "arabic": r"\p{Arabic}",
+    "hebrew": r"\p{Hebrew}",
+    "devanagari": r"\p{Devanagari}",
+    "thai": r"\p{Thai}",
+}
+_NON_LATIN_LETTER = r"[\p{L}--\p{Latin}--\p{Greek}]"
+#: The token approximation: one per CJK/kana/hangul character, per digit, per letter run (split
+#: at 12 letters), per other symbol. Close to BPE counts on math text (digits are split by the
+#: Qwen/Llama-3 tokenizers too); documented in docs/audit.md.
+APPROX_TOKEN_RE = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|\d|[^\W\d_\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]{1,12}|[^\w\s]"
+_BOXED = r"\\(?:boxed|fbox)\s*\{"
+_LAST_BOXED = r"(?s).*\\(?:boxed|fbox)\s*\{((?:[^{}]|\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\})*)\}"
+_ANSWER_WORDS = r"(?i)final answer|answer is|answer:|####"
+_SENTENCE = r"[^.!?\n]{%d,}"
+_TRUNC_REASONS = ["length", "max_tokens", "max_length"]
+
+
+def _col(df: pl.DataFrame, name: str, dtype: Any = pl.Utf8) -> pl.Expr:
+    if name in df.columns:
+        return pl.col(name).cast(dtype, strict=False)
+    return pl.lit(None, dtype=dtype)
+
+
+def _blank(e: pl.Expr) -> pl.Expr:
+    return e.is_null() | ~e.str.contains(r"\S")
+
+
+def reflection_regex(markers: list[str]) -> str:
+    alts = "|".join(re.escape(m.strip()).replace(r"\ ", r"\s+") for m in markers if m.strip())
+    return r"(?i-u)\b(?:" + alts + r")\b" if alts else r"(?!x)x"
+
+
+def _repeat_counts(tails: pl.Series, min_chars: int) -> np.ndarray:
+    """Occurrences of the most frequent sentence/line (>= min_chars) in each tail."""
+    n = len(tails)
+    s = (
+        pl.DataFrame({"t": tails})
+        .with_row_index("i")
+        .select("i", pl.col("t").str.extract_all(_SENTENCE % min_chars).alias("s"))
+        .explode("s")
+        .drop_nulls("s")
+        .with_columns(pl.col("s").str.strip_chars())
+        .filter(pl.col("s").str.len_chars() >= min_chars)
+        .group_by("i", "s")
+        .len()
+        .group_by("i")
+        .agg(pl.col("len").max())
+    )
+    out = np.zeros(n, dtype=np.int64)
+    out[s["i"].to_numpy()] = s["len"].to_numpy()
+    return out
+
+
+def _compress_ratios(tails: pl.Series) -> np.ndarray:
+    """len(bytes) / len(zlib(bytes)) per tail; 0 for tails under 1000 characters."""
+    out = np.zeros(len(tails), dtype=np.float64)
+    for i, t in enumerate(tails.to_list()):
+        if t is not None and len(t) >= 1000:
+            b = t.encode("utf-8", "replace")
+            out[i] = len(b) / max(1, len(zlib.compress(b, 1)))
+    return out
+
+
+def _script_counts(texts: pl.Series) -> pl.DataFrame:
+    return pl.DataFrame({"t": texts}).select(
+        [pl.col("t").str.count_matches(p).fill_null(0).alias(k) for k, p in SCRIPTS.items()]
+    )
+
+
+def _foreign_letters(df: pl.DataFrame, reasoning: pl.Series, problem: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(letters of the reasoning in a script foreign to the problem, letters of the reasoning)."""
+    n = len(reasoning)
+    foreign = np.zeros(n, dtype=np.int64)
+    letters = np.zeros(n, dtype=np.int64)
+    need = (
+        pl.DataFrame({"r": reasoning, "p": problem})
+        .select(
+            (pl.col("r").str.contains(_NON_LATIN_LETTER).fill_null(False)
+             | pl.col("p").str.contains(_NON_LATIN_LETTER).fill_null(False)).alias("need")
+        )["need"]
+        .to_numpy()
+    )
+    idx = np.flatnonzero(need)
+    if len(idx) == 0:
+        return foreign, letters
+    rc = _script_counts(reasoning.gather(idx)).to_numpy()
+    pc = _script_counts(problem.gather(idx)).to_numpy()
+    names = list(SCRIPTS)
+    latin, han, kana = names.index("latin"), names.index("han"), names.index("kana")
+    ptot = pc.sum(axis=1, keepdims=True)
+    # the problem's scripts: each with >= 10% of its letters; no letters at all -> Latin
+    allowed = pc >= np.maximum(1, 0.1 * ptot)
+    allowed[ptot[:, 0] == 0, latin] = True
+    allowed[allowed[:, kana], han] = True  # Japanese mixes kana and kanji
+    non_latin_problem = ~allowed[:, latin]
+    allowed[non_latin_problem, latin] = True  # Latin letters are math notation there
+    foreign[idx] = np.where(allowed, 0, rc).sum(axis=1)
+    letters[idx] = rc.sum(axis=1)
+    return foreign, letters
+
+
+def count_tokens(texts: pl.Series, tokenizer: str | None) -> np.ndarray:
+    if tokenizer is None:
+        return pl.DataFrame({"t": texts}).select(
+            pl.col("t").str.count_matches(APPROX_TOKEN_RE).fill_null(0)
+        )["t"].to_numpy().astype(np.int64)
+    from ..errors import RecipeError, require
+
+    tr = require("transformers", "train", "a tokenizer for the audit")
+    try:
+        tok = tr.AutoTokenizer.from_pretrained(tokenizer)
+    except Exception as e:  # noqa: BLE001 - any load failure is a config fault
+        raise RecipeError(f"audit.tokenizer: cannot load tokenizer '{tokenizer}' ({type(e).__name__}: {e})") from None
+    out = np.zeros(len(texts), dtype=np.int64)
+    vals = texts.fill_null("").to_list()
+    for start in range(0, len(vals), 1024):
+        enc = tok(vals[start : start + 1024], add_special_tokens=False)["input_ids"]
+        out[start : start + len(enc)] = [len(x) for x in enc]
+    return out
+
+
+def measure(df: pl.DataFrame, cfg: AuditConfig | None = None) -> pl.DataFrame:
+    """Add per-row measures (``audit_*`` columns and ``reasoning_tokens``/``reflections_per_1k``)."""
+    cfg = cfg or AuditConfig()
+    r = _col(df, "reasoning").fill_null("")
+    a = _col(df, "answer_text").fill_null("")
+    tail = r.str.slice(-cfg.tail_chars)
+    m = df.select(
+        r.str.len_chars().alias("audit_chars"),
+        r.str.slice(0, 4 * cfg.min_reasoning_chars + 4096).str.count_matches(r"\S").alias("audit_head_nonspace"),
+        (r.str.count_matches("<think>", literal=True) + a.str.count_matches("<think>", literal=True)).alias("_open"),
+        (r.str.count_matches("</think>", literal=True) + a.str.count_matches("</think>", literal=True)).alias("_close"),
+        tail.str.contains(_BOXED).alias("_boxed_tail"),
+        a.str.contains(_BOXED).alias("_boxed_ans"),
+        tail.str.extract(_LAST_BOXED, 1).str.replace_all(r"\s+", "").alias("_last_tail"),
+        a.str.extract(_LAST_BOXED, 1).str.replace_all(r"\s+", "").alias("_last_ans"),
+        tail.str.contains(_ANSWER_WORDS).alias("_answer_words"),
+        r.str.count_matches(reflection_regex(cfg.reflection_markers)).alias("_reflections"),
+        tail.alias("_tail"),
+    )
+    tails = m["_tail"]
+    reasoning = df.select(r.alias("r"))["r"]
+    problem = df.select(_col(df, "problem").fill_null("").alias("p"))["p"]
+    tokens = count_tokens(reasoning, cfg.tokenizer)
+    foreign, letters = _foreign_letters(df, reasoning, problem)
+    refl = m["_reflections"].to_numpy().astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_1k = np.where(tokens > 0, refl * 1000.0 / np.maximum(tokens, 1), 0.0)
+    m = m.drop("_tail", "_reflections").with_columns(
+        pl.Series("reasoning_tokens", tokens, dtype=pl.Int64),
+        pl.Series("reflections_per_1k", np.round(per_1k, 3), dtype=pl.Float64),
+        pl.Series("audit_repeat", _repeat_counts(tails, cfg.repeat_min_chars), dtype=pl.Int64),
+        pl.Series("audit_compress", np.round(_compress_ratios(tails), 3), dtype=pl.Float64),
+        pl.Series("audit_foreign", foreign, dtype=pl.Int64),
+        pl.Series("audit_letters", letters, dtype=pl.Int64),
+    )
+    return pl.concat([df, m], how="horizontal")
+
+
+def length_stats(tokens: np.ndarray) -> tuple[float, float] | None:
+    """(median, MAD) of log1p(tokens) over non-empty rows; None when too few or degenerate."""
+    x = np.log1p(tokens[tokens > 0].astype(np.float64))
+    if len(x) < 3:
+        return None
+    med = float(np.median(x))
+    mad = float(np.median(np.abs(x - med)))
+    return (med, mad) if mad > 0 else None
+
+
+def length_z(tokens: np.ndarray, stats: tuple[float, float] | None) -> np.ndarray:
+    if stats is None:
+        return np.zeros(len(tokens))
+    med, mad = stats
+    return 0.6745 * (np.log1p(tokens.astype(np.float64)) - med) / mad
+
+
+def flag_exprs(df: pl.DataFrame, cfg: AuditConfig) -> dict[str, pl.Expr]:
+    """One boolean expression per flag over a measured frame."""
+    a = _col(df, "answer_text")
+    finish = _col(df, "finish_reason").str.to_lowercase()
+    verdict = _col(df, "verdict").str.to_lowercase()
+    correct = _col(df, "correct", pl.Boolean)
+    pred = _col(df, "pred_answer")
+    think = _col(df, "think_status")
+    unclosed = (pl.col("_open") > pl.col("_close")) | (think == "unclosed")
+    has_answer = ~_blank(a) | ~_blank(pred) | pl.col("_boxed_tail") | pl.col("_answer_words")
+    missing_think = (think == "missing") if "think_status" in df.columns else (_blank(_col(df, "reasoning")) & ~_blank(a))
+    return {
+        "truncated": finish.is_in(_TRUNC_REASONS).fill_null(False) | (verdict == "truncated").fill_null(False) | unclosed,
+        "unclosed_think": unclosed,
+        "missing_think": pl.lit(cfg.expect_think) & missing_think.fill_null(False),
+        "empty_reasoning": pl.col("audit_head_nonspace") < cfg.min_reasoning_chars,
+        "no_answer": ~has_answer.fill_null(False),
+        "no_boxed": pl.lit(cfg.require_boxed) & ~(pl.col("_boxed_tail") | pl.col("_boxed_ans")).fill_null(False),
+        "repetition_loop": (pl.col("audit_repeat") >= cfg.repeat_min_count)
+        | (pl.col("audit_compress") >= cfg.compress_ratio_max),
+        "language_mix": (pl.col("audit_foreign") >= cfg.lang_mix_min_chars)
+        & (pl.col("audit_foreign") >= cfg.lang_mix_min_ratio * pl.col("audit_letters")),
+        "length_outlier": pl.col("audit_length_z").abs() > cfg.length_z_max,
+        "answer_mismatch": (
+            (pl.col("_last_tail").is_not_null() & pl.col("_last_ans").is_not_null()
+             & (pl.col("_last_tail") != pl.col("_last_ans")))
+            | (correct.is_not_null() & verdict.is_not_null() & (correct != (verdict == "correct")))
+            | ((verdict == "correct") & _blank(pred) & pl.lit("pred_answer" in df.columns))
+        ).fill_null(False),
+    }
+
+
+def audit_frame(
+    df: pl.DataFrame,
+    cfg: AuditConfig | None = None,
+    *,
+    keep_measures: bool = False,
+    length_ref: tuple[float, float] | None | str = "self",
+) -> pl.DataFrame:
+    """Add ``flags``, ``reasoning_tokens`` and ``reflections_per_1k`` (and the ``audit_*`` measures
+    when ``keep_measures``). ``length_ref``: (median, MAD) of log tokens for ``length_outlier``;
+    by default taken from this frame (none below ``cfg.length_min_rows`` rows)."""
+    cfg = cfg or AuditConfig()
+    base_cols = [c for c in df.columns if c not in ("flags", "reasoning_tokens", "reflections_per_1k")]
+    df = df.select(base_cols)
+    if df.height == 0:
+        return df.with_columns(
+            pl.Series("reasoning_tokens", [], dtype=pl.Int64),
+            pl.Series("reflections_per_1k", [], dtype=pl.Float64),
+            pl.Series("flags", [], dtype=pl.List(pl.Utf8)),
+        )
+    m = measure(df, cfg)
+    tokens = m["reasoning_tokens"].to_numpy()
+    if isinstance(length_ref, str):
+        length_ref = length_stats(tokens) if df.height >= cfg.length_min_rows else None
+    z = length_z(tokens, length_ref)
+    z[tokens == 0] = 0.0  # empty reasoning has its own flag
+    m = m.with_columns(pl.Series("audit_length_z", np.round(z, 3), dtype=pl.Float64))
+    exprs = flag_exprs(m, cfg)
+    enabled = cfg.enabled()
+    bits = m.select([exprs[f].fill_null(False).alias(f) for f in enabled])
+    flags = bits.select(
+        pl.concat_list([pl.when(pl.col(f)).then(pl.lit(f)).otherwise(pl.lit(None, pl.Utf8)) for f in enabled])
+        .list.drop_nulls()
+        .alias("flags")
+    )["flags"] if enabled else pl.Series("flags", [[] for _ in range(df.height)], dtype=pl.List(pl.Utf8))
+    measures = ["audit_chars", "audit_repeat", "audit_compress", "audit_foreign", "audit_letters", "audit_length_z"]
+    keep = ["reasoning_tokens", "reflections_per_1k"] + (measures if keep_measures else [])
+    return pl.concat([df, m.select(keep)], how="horizontal").with_columns(flags.cast(pl.List(pl.Utf8)))
+
+
+def severity(df: pl.DataFrame, flag: str) -> pl.Expr:
+    """How bad a flagged row is, for picking the worst examples per flag (higher = worse)."""
+    if flag == "repetition_loop":
+        return pl.col("audit_repeat").cast(pl.Float64) + pl.col("audit_compress")
+    if flag == "language_mix":
+        return pl.col("audit_foreign").cast(pl.Float64)
+    if flag == "length_outlier":
+        return pl.col("audit_length_z").abs()
+    if flag in ("empty_reasoning", "missing_think"):
+        return -pl.col("audit_chars").cast(pl.Float64)
+    return pl.col("reasoning_tokens").cast(pl.Float64)
+
+
+__all__ = ["audit_frame", "measure", "length_stats", "length_z", "severity", "count_tokens"]

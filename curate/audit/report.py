@@ -1,0 +1,260 @@
+"""The audit report: ``<out>/audit/report.html`` (one self-contained file: inline CSS and SVG charts,
+no scripts, no network) and ``<out>/audit/summary.json`` with the same numbers.
+
+HTML is rendered with jinja2 with autoescaping on: every trace, problem and answer string is
+untrusted and is escaped. A Content-Security-Policy meta tag forbids scripts and remote loads
+as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from . import charts
+from .config import FLAG_HELP, AuditConfig
+from .flags import audit_frame, length_stats, length_z, measure, severity
+from .summary import summarize
+
+_ID_COLS = ("sample_id", "problem_id", "source", "sample_index", "finish_reason", "verdict", "pred_answer",
+            "gold_answer", "difficulty_bucket")
+
+
+def ensure_audited(df: pl.DataFrame, cfg: AuditConfig) -> pl.DataFrame:
+    """The frame with ``flags``/``reasoning_tokens``/``reflections_per_1k`` (computed when absent)."""
+    if all(c in df.columns for c in ("flags", "reasoning_tokens", "reflections_per_1k")):
+        return df
+    if "reasoning" not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.Utf8).alias("reasoning"))
+    return audit_frame(df, cfg)
+
+
+def _clip(text: str | None, n: int) -> tuple[str, bool]:
+    if text is None:
+        return "", False
+    if len(text) <= n:
+        return text, False
+    half = n // 2
+    return text[:half] + f"\n\n[... {len(text) - 2 * half:,} characters omitted ...]\n\n" + text[-half:], True
+
+
+def worst_examples(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int]) -> dict[str, list[dict]]:
+    """Up to ``cfg.examples_per_flag`` rows per flag, worst first."""
+    k = cfg.examples_per_flag
+    if k == 0 or df.height == 0:
+        return {}
+    df = df.with_row_index("__row")
+    stats = length_stats(df["reasoning_tokens"].to_numpy()) if df.height >= cfg.length_min_rows else None
+    out: dict[str, list[dict]] = {}
+    for flag, n in counts.items():
+        if not n:
+            continue
+        sub = df.filter(pl.col("flags").list.contains(flag))
+        if "audit_repeat" not in sub.columns:
+            if sub.height > 2000:  # rank a bounded candidate set: the longest traces and a spread sample
+                sub = sub.sort("reasoning_tokens", descending=True).gather_every(max(1, sub.height // 2000))
+            base = sub.drop([c for c in ("reasoning_tokens", "reflections_per_1k") if c in sub.columns])
+            m = measure(base, cfg)
+            z = length_z(m["reasoning_tokens"].to_numpy(), stats)
+            sub = sub.with_columns(
+                *[m[c] for c in ("audit_chars", "audit_repeat", "audit_compress", "audit_foreign", "audit_letters")],
+                pl.Series("audit_length_z", np.round(z, 3)),
+            )
+        top = sub.with_columns(severity(sub, flag).alias("__sev")).sort("__sev", descending=True).head(k)
+        rows = []
+        for r in top.iter_rows(named=True):
+            reasoning, cut = _clip(r.get("reasoning"), cfg.example_chars)
+            answer, _ = _clip(r.get("answer_text"), 2000)
+            problem, _ = _clip(r.get("problem"), 2000)
+            rows.append({
+                "row": int(r["__row"]),
+                "severity": round(float(r["__sev"]), 3),
+                "flags": list(r.get("flags") or []),
+                "ids": {c: r[c] for c in _ID_COLS if c in r and r[c] is not None},
+                "reasoning_tokens": int(r.get("reasoning_tokens") or 0),
+                "reflections_per_1k": r.get("reflections_per_1k"),
+                "measures": {"max sentence repeats (tail)": r.get("audit_repeat"),
+                             "tail compression ratio": r.get("audit_compress"),
+                             "foreign-script letters": r.get("audit_foreign"),
+                             "length robust z": r.get("audit_length_z")},
+                "problem": problem,
+                "reasoning": reasoning,
+                "reasoning_clipped": cut,
+                "answer_text": answer,
+            })
+        out[flag] = rows
+    return out
+
+
+_TEMPLATE = r"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1100px;padding:1.5em;color:#222}
+h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;vertical-align:top}
+th{background:#f4f6f8}td.l,th.l{text-align:left}td.l{word-break:break-word;max-width:42em}.muted{color:#777}.chart svg{max-width:100%;height:auto}
+.cards{display:flex;flex-wrap:wrap;gap:.8em}.card{border:1px solid #ddd;border-radius:6px;padding:.5em .9em;min-width:9em}
+.card b{display:block;font-size:1.4em}pre{white-space:pre-wrap;word-break:break-word;background:#f8f8f8;border:1px solid #eee;padding:.6em;max-height:32em;overflow:auto;font-size:12px}
+details{margin:.3em 0 .8em}summary{cursor:pointer}.flag{display:inline-block;background:#fdecea;color:#922;border-radius:3px;padding:0 5px;margin:1px;font-size:12px}
+.ex{border-left:3px solid #c0392b;padding-left:.8em;margin:.8em 0}
+</style>
+</head>
+<body>
+<h1>{{ title }}</h1>
+<p class="muted">Trace-quality audit by curate. Token counts: {{ s.token_count_method }}{% if s.token_count_method == "approx-regex" %} (one per CJK character, digit, letter run and symbol; see docs/audit.md){% endif %}.</p>
+
+<div class="cards">
+<div class="card">rows<b>{{ "{:,}".format(s.rows) }}</b></div>
+<div class="card">flagged rows<b>{{ "{:,}".format(s.rows_flagged) }}</b>{{ pct(s.rows_flagged, s.rows) }}</div>
+{% if s.correct_rate is not none %}<div class="card">correct<b>{{ "%.1f%%"|format(100 * s.correct_rate) }}</b></div>{% endif %}
+<div class="card">median reasoning tokens<b>{{ num(s.reasoning_tokens.p50) }}</b></div>
+<div class="card">reflections / 1k tokens (mean)<b>{{ num(s.reflections_per_1k.mean) }}</b></div>
+{% if s.rejected.rows %}<div class="card">rejected rows<b>{{ "{:,}".format(s.rejected.rows) }}</b></div>{% endif %}
+</div>
+
+{% if s.funnel %}
+<h2 id="funnel">Funnel</h2>
+{% if charts.funnel %}<div class="chart" id="chart-funnel">{{ charts.funnel|safe }}</div>{% endif %}
+<table><tr><th class="l">stage</th><th>rows in</th><th>rows out</th><th class="l">dropped</th><th>seconds</th></tr>
+{% for f in s.funnel %}<tr><td class="l">{{ f.stage }}</td><td>{{ num(f.rows_in) }}</td><td>{{ num(f.rows_out) }}</td>
+<td class="l">{% for k, v in f.dropped.items() %}{{ k }}: {{ num(v) }}{% if not loop.last %}, {% endif %}{% endfor %}</td><td>{{ num(f.seconds) }}</td></tr>
+{% endfor %}</table>
+{% endif %}
+
+{% if s.contamination %}
+<h2 id="contamination">Contamination</h2>
+<table><tr><th class="l">benchmark</th><th>checked</th><th>contaminated</th><th class="l">examples</th></tr>
+{% for b, c in s.contamination.items() %}<tr><td class="l">{{ b }}</td><td>{{ num(c.checked) }}</td><td>{{ num(c.contaminated) }}</td>
+<td class="l">{% if c.examples %}<details><summary>{{ c.examples|length }} shown</summary><pre>{% for e in c.examples %}{{ e if e is string else (e|tojson) }}
+{% endfor %}</pre></details>{% endif %}</td></tr>
+{% endfor %}</table>
+{% endif %}
+
+<h2 id="flags">Flags</h2>
+{% if charts.flags %}<div class="chart" id="chart-flags">{{ charts.flags|safe }}</div>{% endif %}
+<table><tr><th class="l">flag</th><th>rows</th><th>rate</th><th class="l">meaning</th></tr>
+{% for f, c in s.flags.items() %}<tr><td class="l"><a href="#ex-{{ f }}">{{ f }}</a></td><td>{{ "{:,}".format(c.count) }}</td><td>{{ pct(c.count, s.rows) }}</td><td class="l">{{ help.get(f, "") }}</td></tr>
+{% endfor %}</table>
+
+<h2 id="length">Reasoning length</h2>
+{% if charts.length %}<div class="chart" id="chart-length">{{ charts.length|safe }}</div>{% endif %}
+<table><tr><th class="l">rows</th><th>n</th><th>mean</th><th>p10</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>
+{% for name, d in [("all", s.reasoning_tokens)] + (s.reasoning_tokens_by_correct.items()|list) %}<tr><td class="l">{{ name }}</td><td>{{ num(d.n) }}</td><td>{{ num(d.mean) }}</td><td>{{ num(d.p10) }}</td><td>{{ num(d.p50) }}</td><td>{{ num(d.p90) }}</td><td>{{ num(d.p99) }}</td><td>{{ num(d.max) }}</td></tr>
+{% endfor %}</table>
+
+{% if charts.difficulty %}
+<h2 id="difficulty">Pass rate and difficulty</h2>
+<div class="chart" id="chart-difficulty">{{ charts.difficulty|safe }}</div>
+<p class="muted">{{ s.difficulty_histogram.problems }} problems{% if s.difficulty_histogram.pass_rate_mean is not none %}; mean pass rate {{ num(s.difficulty_histogram.pass_rate_mean) }}{% endif %}.</p>
+{% endif %}
+
+{% for key, title_ in [("by_source", "By source"), ("by_difficulty", "By difficulty bucket")] %}{% if s[key] %}
+<h2 id="{{ key }}">{{ title_ }}</h2>
+<table><tr><th class="l">{{ "source" if key == "by_source" else "difficulty bucket" }}</th><th>rows</th><th>correct</th><th>mean tokens</th><th>median tokens</th><th>reflections/1k</th><th>flagged</th><th class="l">flags</th></tr>
+{% for g in s[key] %}<tr><td class="l">{{ g.source if key == "by_source" else g.difficulty_bucket }}</td><td>{{ "{:,}".format(g.rows) }}</td><td>{{ pctf(g.correct_rate) }}</td><td>{{ num(g.tokens_mean) }}</td><td>{{ num(g.tokens_p50) }}</td><td>{{ num(g.reflections_per_1k) }}</td><td>{{ pctf(g.flagged_rate) }}</td>
+<td class="l">{% for f, n in g.flags.items() %}{{ f }}: {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>
+{% endfor %}</table>
+{% endif %}{% endfor %}
+
+{% if s.rejected.rows %}
+<h2 id="rejected">Rejected rows</h2>
+<table><tr><th class="l">stage / reason</th><th>rows</th></tr>
+{% for k, v in s.rejected.by_reason.items() %}<tr><td class="l">{{ k }}</td><td>{{ "{:,}".format(v) }}</td></tr>{% endfor %}
+</table>
+{% endif %}
+
+<h2 id="examples">Worst examples per flag</h2>
+{% if not examples %}<p class="muted">No flagged rows.</p>{% endif %}
+{% for flag, rows in examples.items() %}
+<h3 id="ex-{{ flag }}">{{ flag }} <span class="muted">({{ "{:,}".format(s.flags[flag].count) }} rows; worst {{ rows|length }})</span></h3>
+{% for r in rows %}<div class="ex">
+<div>row {{ r.row }}{% for k, v in r.ids.items() %} · {{ k }}: <code>{{ v }}</code>{% endfor %} · {{ "{:,}".format(r.reasoning_tokens) }} tokens</div>
+<div>{% for f in r.flags %}<span class="flag">{{ f }}</span>{% endfor %}
+<span class="muted">{% for k, v in r.measures.items() %}{% if v is not none %}{{ k }}: {{ v }}; {% endif %}{% endfor %}</span></div>
+{% if r.problem %}<details><summary>problem</summary><pre>{{ r.problem }}</pre></details>{% endif %}
+<details><summary>reasoning{% if r.reasoning_clipped %} (head and tail){% endif %}</summary><pre class="trace">{{ r.reasoning }}</pre></details>
+{% if r.answer_text %}<details><summary>answer</summary><pre class="trace">{{ r.answer_text }}</pre></details>{% endif %}
+</div>{% endfor %}
+{% endfor %}
+
+<h2 id="thresholds">Thresholds</h2>
+<pre>{{ thresholds }}</pre>
+</body>
+</html>
+"""
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _pct(a: int, b: int) -> str:
+    return f"{100.0 * a / b:.1f}%" if b else "–"
+
+
+def _pctf(x: float | None) -> str:
+    return "–" if x is None else f"{100.0 * x:.1f}%"
+
+
+def render_html(summary: dict[str, Any], examples: dict[str, list[dict]], title: str) -> str:
+    import jinja2
+
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    tmpl = env.from_string(_TEMPLATE)
+    svg = {
+        "funnel": charts.funnel_chart(summary["funnel"]),
+        "length": charts.length_chart(summary["length_histogram"]),
+        "difficulty": charts.difficulty_chart(summary["difficulty_histogram"]),
+        "flags": charts.flag_chart(summary["flags"]),
+    }
+    return tmpl.render(
+        s=summary, examples=examples, charts=svg, title=title, help=FLAG_HELP,
+        num=_num, pct=_pct, pctf=_pctf,
+        thresholds=json.dumps(summary["thresholds"], indent=1, sort_keys=True),
+    )
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def write_report(out_dir: Path, train: pl.DataFrame, rejected: pl.DataFrame | None = None,
+                 manifest: dict | None = None, config: AuditConfig | None = None) -> dict:
+    """Audit ``train`` (flags computed when absent) and write ``out_dir/audit/report.html`` and
+    ``out_dir/audit/summary.json``. Returns the summary dict."""
+    cfg = config or AuditConfig()
+    train = ensure_audited(train, cfg)
+    summary = summarize(train, cfg, rejected=rejected, manifest=manifest)
+    examples = worst_examples(train, cfg, {f: c["count"] for f, c in summary["flags"].items()})
+    summary["examples"] = {f: [{"row": r["row"], "severity": r["severity"], **r["ids"]} for r in rows]
+                           for f, rows in examples.items()}
+    m = manifest or {}
+    recipe = m.get("recipe") if isinstance(m.get("recipe"), dict) else {}
+    name = m.get("name") or recipe.get("name")
+    title = "Audit: " + " ".join(str(x) for x in (name, m.get("version")) if x) if name else "Audit report"
+    out = Path(out_dir) / "audit"
+    _atomic_write(out / "report.html", render_html(summary, examples, title))
+    _atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=str, ensure_ascii=False) + "\n")
+    return summary

@@ -1,0 +1,38 @@
+"""The ``audit`` stage: per-row trace-quality flags. It never drops rows.
+
+Adds ``flags`` (list of strings), ``reasoning_tokens`` and ``reflections_per_1k``; the per-flag counts
+go to ``ctx.stats`` (the funnel/manifest). The publisher writes the HTML report with the same config.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ..audit.config import AuditConfig
+from ..audit.flags import audit_frame
+from ..audit.summary import flag_counts
+from ..errors import RecipeError
+from .base import Context, Stage
+
+
+class AuditStage(Stage):
+    name = "audit"
+    Config = AuditConfig
+    version = "1"
+    requires = ("reasoning",)
+    produces = ("flags", "reasoning_tokens", "reflections_per_1k")
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        cfg: AuditConfig = self.config  # type: ignore[assignment]
+        if "reasoning" not in df.columns:
+            raise RecipeError(
+                f"stages.{ctx.stage_label or 'audit'}: the audit needs a 'reasoning' column "
+                "(put it after a sample stage or use a traces source)"
+            )
+        out = audit_frame(df, cfg)
+        counts = flag_counts(out, cfg.enabled())
+        ctx.stats["flag_counts"] = counts
+        ctx.stats["rows_flagged"] = int((out["flags"].list.len() > 0).sum()) if out.height else 0
+        if out.height:
+            ctx.stats["reasoning_tokens_p50"] = float(out["reasoning_tokens"].median())
+        return out
