@@ -1,0 +1,89 @@
+"""Near-duplicate search over a list of texts: exact keys, MinHash + LSH candidates, verification,
+connected components (scipy) and the keep policy inside a cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+
+from .minhash import MinHashParams, estimated_jaccard, lsh_candidate_pairs, shingle_sets, signatures
+from .text import jaccard
+
+Verify = Literal["exact", "minhash"]
+
+
+@dataclass
+class DedupResult:
+    labels: np.ndarray  # component label per text (connected components of duplicate edges)
+    keys: np.ndarray  # exact key per text (xxh3-64 of the canonical text)
+    pairs_i: np.ndarray  # verified near-duplicate pairs (i < j) with their similarity
+    pairs_j: np.ndarray
+    similarity: np.ndarray
+    n_candidates: int = 0
+    lsh_params: tuple[int, int] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def find_duplicates(
+    texts: Sequence[str | None],
+    params: MinHashParams = MinHashParams(),
+    threshold: float = 0.8,
+    *,
+    near: bool = True,
+    verify: Verify = "exact",
+    lsh_threshold: float | None = None,
+    lsh_weights: tuple[float, float] = (0.1, 0.9),
+    num_proc: int = 1,
+) -> DedupResult:
+    """Group ``texts`` into duplicate clusters.
+
+    Exact duplicates share the hash of their canonical text. Near duplicates: MinHash signatures
+    (vectorised, ``num_proc`` processes) of one representative per exact group go into datasketch's
+    MinHashLSH, built for recall at ``lsh_threshold`` (default ``threshold - 0.1``); candidate pairs
+    are then kept if their exact shingle-set Jaccard (``verify="exact"``) or the signature estimate
+    (``verify="minhash"``) is >= ``threshold``. Clusters are connected components (scipy).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(texts)
+    sigs, keys = signatures(texts, params, num_proc=num_proc)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rep = first[inverse.reshape(-1)]  # first text with the same exact key
+    reps = np.sort(first)
+    pi = pj = np.empty(0, dtype=np.int64)
+    sim = np.empty(0)
+    n_cand, lsh_params = 0, None
+    if near and len(reps) > 1:
+        lt = max(0.05, threshold - 0.1) if lsh_threshold is None else lsh_threshold
+        ci, cj, lsh_params = lsh_candidate_pairs(sigs, params, lt, lsh_weights, rows=reps)
+        n_cand = len(ci)
+        if n_cand:
+            if verify == "exact":
+                involved = np.unique(np.concatenate([ci, cj]))
+                sets = shingle_sets([texts[k] for k in involved], params, num_proc=num_proc)
+                where = {int(k): s for k, s in zip(involved, sets)}
+                sim = np.array([jaccard(where[int(a)], where[int(b)]) for a, b in zip(ci, cj)])
+            else:
+                sim = estimated_jaccard(sigs, ci, cj)
+            ok = sim >= threshold
+            pi, pj, sim = ci[ok], cj[ok], sim[ok]
+    src = np.concatenate([np.arange(n), pi])
+    dst = np.concatenate([rep, pj])
+    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return DedupResult(labels, keys, pi, pj, sim, n_candidates=n_cand, lsh_params=lsh_params)
+
+
+def choose_kept(labels: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Index of the kept member for every element: the lowest ``score`` in its cluster (ties: first)."""
+    n = len(labels)
+    idx = np.arange(n)
+    order = np.lexsort((idx, score, labels))
+    lab_sorted = labels[order]
+    starts = np.r_[True, lab_sorted[1:] != lab_sorted[:-1]]
+    best_of_label = np.empty(labels.max() + 1 if n else 0, dtype=np.int64)
+    best_of_label[lab_sorted[starts]] = order[starts]
+    return best_of_label[labels]

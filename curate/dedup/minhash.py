@@ -1,0 +1,197 @@
+"""Vectorised MinHash signatures (numpy arrays, one row per document) and datasketch LSH.
+
+Signatures follow datasketch's permutation schemes exactly, so they can be handed to
+``datasketch.MinHashLSH`` as ``LeanMinHash`` objects and compared with datasketch's own MinHash:
+
+* ``affine32`` (datasketch >= 2.0 default): h -> fmix32(h); a*h + b mod 2^32 (uint32 wraparound)
+* ``legacy``: (a*h + b) mod (2^61 - 1), truncated to 32 bits (universal hashing)
+
+where h is the 32-bit fold of our uint64 shingle hash and (a, b) come from
+``datasketch.MinHash(num_perm, seed, scheme).permutations``. One document costs a handful of numpy
+calls over an (n_shingles x num_perm) block instead of one Python hash call per shingle.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+from .text import ShingleKind, features, ngram_hashes, token_ids
+
+Scheme = Literal["affine32", "legacy"]
+
+_MERSENNE = np.uint64((1 << 61) - 1)
+_MAX32 = np.uint64((1 << 32) - 1)
+_F32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
+
+
+@dataclass(frozen=True)
+class MinHashParams:
+    num_perm: int = 128
+    seed: int = 1
+    scheme: Scheme = "affine32"
+    ngram: int = 5
+    shingle: ShingleKind = "word"
+
+
+@lru_cache(maxsize=16)
+def permutations(num_perm: int, seed: int, scheme: Scheme) -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b) permutation parameters datasketch itself draws for this num_perm/seed/scheme."""
+    from datasketch import MinHash
+
+    a, b = MinHash(num_perm=num_perm, seed=seed, scheme=scheme).permutations
+    return np.ascontiguousarray(a), np.ascontiguousarray(b)
+
+
+def fold32(h: np.ndarray) -> np.ndarray:
+    """uint64 shingle hashes -> 32-bit hash values (xor of the halves), as datasketch hashes to 32 bits."""
+    return ((h >> np.uint64(32)) ^ h).astype(np.uint32)
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    s1, m1, s2, m2, s3 = _F32
+    h = h ^ (h >> s1)
+    h = h * m1
+    h = h ^ (h >> s2)
+    h = h * m2
+    return h ^ (h >> s3)
+
+
+def signature(hv32: np.ndarray, params: MinHashParams, perms: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """MinHash signature of one set of 32-bit hash values (repeats allowed)."""
+    a, b = perms if perms is not None else permutations(params.num_perm, params.seed, params.scheme)
+    if params.scheme == "affine32":
+        if len(hv32) == 0:
+            return np.full(params.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
+        h = _fmix32(hv32.astype(np.uint32, copy=False))
+        block = h[:, None] * a[None, :]
+        block += b
+        return block.min(axis=0)
+    if len(hv32) == 0:
+        return np.full(params.num_perm, _MAX32, dtype=np.uint64)
+    block = hv32.astype(np.uint64)[:, None] * a[None, :] + b
+    block %= _MERSENNE
+    block &= _MAX32
+    return block.min(axis=0)
+
+
+def _empty_sigs(n: int, params: MinHashParams) -> np.ndarray:
+    dtype = np.uint32 if params.scheme == "affine32" else np.uint64
+    return np.empty((n, params.num_perm), dtype=dtype)
+
+
+def _sign_chunk(
+    texts: Sequence[str | None], params: MinHashParams, perms: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Signatures and exact-duplicate keys (xxh3-64 of the canonical text) of a chunk."""
+    sigs = _empty_sigs(len(texts), params)
+    keys = np.empty(len(texts), dtype=np.uint64)
+    for i, t in enumerate(texts):
+        sh, keys[i] = features(t, params.ngram, params.shingle)
+        sigs[i] = signature(fold32(sh), params, perms)
+    return sigs, keys
+
+
+def _sets_chunk(texts: Sequence[str | None], params: MinHashParams, perms: object = None) -> list[np.ndarray]:
+    return [np.unique(ngram_hashes(token_ids(t, params.shingle), params.ngram)) for t in texts]
+
+
+def _pool(num_proc: int) -> ProcessPoolExecutor:
+    # forkserver: safe next to polars' thread pool (plain fork can deadlock), cheap to start.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(max_workers=num_proc, mp_context=multiprocessing.get_context(method))
+
+
+def _chunks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+def _map(fn, texts: Sequence[str | None], params: MinHashParams, num_proc: int, chunk: int, min_parallel: int):
+    n = len(texts)
+    # permutations drawn once here (workers then never import datasketch/scipy)
+    perms = permutations(params.num_perm, params.seed, params.scheme)
+    num_proc = max(1, min(num_proc, os.cpu_count() or 1))
+    if num_proc == 1 or n < min_parallel:
+        return [fn(texts, params, perms)]
+    spans = _chunks(n, max(1, min(chunk, -(-n // (num_proc * 4)))))
+    try:
+        with _pool(num_proc) as ex:
+            futs = [ex.submit(fn, list(texts[s:e]), params, perms) for s, e in spans]
+            return [f.result() for f in futs]
+    except BrokenProcessPool:  # e.g. a __main__ that cannot be re-imported: do it here instead
+        return [fn(texts, params, perms)]
+
+
+def signatures(
+    texts: Sequence[str | None],
+    params: MinHashParams = MinHashParams(),
+    num_proc: int = 1,
+    chunk: int = 1000,
+    min_parallel: int = 2000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(signatures [n, num_perm], exact keys [n]) for ``texts``, over ``num_proc`` worker processes."""
+    if len(texts) == 0:
+        return _empty_sigs(0, params), np.empty(0, dtype=np.uint64)
+    parts = _map(_sign_chunk, texts, params, num_proc, chunk, min_parallel)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def shingle_sets(
+    texts: Sequence[str | None], params: MinHashParams, num_proc: int = 1, chunk: int = 1000, min_parallel: int = 2000
+) -> list[np.ndarray]:
+    """Sorted unique shingle hashes per text (for exact Jaccard of LSH candidates)."""
+    out: list[np.ndarray] = []
+    for part in _map(_sets_chunk, texts, params, num_proc, chunk, min_parallel):
+        out.extend(part)
+    return out
+
+
+def estimated_jaccard(sigs: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Fraction of equal signature slots for row pairs (i, j), vectorised."""
+    if len(i) == 0:
+        return np.empty(0)
+    return (sigs[i] == sigs[j]).mean(axis=1)
+
+
+def lean(sig: np.ndarray, params: MinHashParams):
+    from datasketch import LeanMinHash
+
+    return LeanMinHash(seed=params.seed, hashvalues=sig, scheme=params.scheme)
+
+
+def make_lsh(threshold: float, num_perm: int, weights: tuple[float, float] = (0.5, 0.5)):
+    """datasketch's MinHashLSH; it picks bands x rows minimising weighted false positives + negatives."""
+    from datasketch import MinHashLSH
+
+    return MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
+
+
+def lsh_candidate_pairs(
+    sigs: np.ndarray,
+    params: MinHashParams,
+    threshold: float,
+    weights: tuple[float, float] = (0.5, 0.5),
+    rows: Iterable[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Candidate pairs (i < j) among ``rows`` (default all) whose signatures share an LSH band.
+
+    Each row is queried against the rows inserted before it, then inserted, so every pair shows
+    up once. Returns (i, j, (bands, rows_per_band)).
+    """
+    lsh = make_lsh(threshold, params.num_perm, weights)
+    ii: list[int] = []
+    jj: list[int] = []
+    for k in rows if rows is not None else range(len(sigs)):
+        k = int(k)
+        m = lean(sigs[k], params)
+        for other in lsh.query(m):
+            ii.append(other)
+            jj.append(k)
+        lsh.insert(k, m, check_duplication=False)
+    return np.asarray(ii, dtype=np.int64), np.asarray(jj, dtype=np.int64), (lsh.b, lsh.r)

@@ -1,0 +1,185 @@
+"""dedup: exact and MinHash-LSH near-duplicate removal.
+
+    - type: dedup
+      field: problem          # problem | reasoning | both (problem + reasoning) | any text column
+      scope: problem          # problem: a duplicate problem takes all its samples with it; sample: per row
+      method: minhash         # exact (normalised-text hash only) | minhash (exact + near duplicates)
+      shingle: word           # word | char n-grams
+      ngram: 5
+      num_perm: 128
+      threshold: 0.8          # Jaccard similarity of the shingle sets
+      keep: first            # first | most_correct | shortest | longest
+
+Adds ``cluster_id`` (id of the kept member of the row's cluster; the row's own id when unique) and
+``duplicate_of`` (id of the kept member, on dropped rows). Dropped rows get ``exact_duplicate`` or
+``near_duplicate``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import Field, model_validator
+
+from ..dedup.cluster import choose_kept, find_duplicates
+from ..dedup.minhash import MinHashParams
+from ..errors import RecipeError
+from .base import DROP, Context, Stage, StageConfig, mark_drop
+
+
+class DedupConfig(StageConfig):
+    type: Literal["dedup"] = "dedup"
+    field: str = "problem"
+    """Text to compare: problem | reasoning | both (problem + reasoning) | any text column."""
+    scope: Literal["problem", "sample"] | None = None
+    """problem: units are problems (a duplicate takes all its samples); sample: each row.
+    Default: problem when field is problem, else sample."""
+    method: Literal["exact", "minhash"] = "minhash"
+    shingle: Literal["word", "char"] = "word"
+    ngram: int = Field(5, ge=1, le=64)
+    num_perm: int = Field(128, ge=16, le=1024)
+    threshold: float = Field(0.8, gt=0.0, le=1.0)
+    keep: Literal["first", "most_correct", "shortest", "longest"] = "first"
+    verify: Literal["exact", "minhash"] = "exact"
+    """How LSH candidates are confirmed: exact Jaccard of shingle sets, or the signature estimate."""
+    lsh_threshold: float | None = Field(None, gt=0.0, le=1.0)
+    """Threshold the LSH bands are tuned for (default threshold - 0.1: favour recall, verify after)."""
+    lsh_weights: tuple[float, float] = (0.1, 0.9)
+    """datasketch's (false positive, false negative) weights for choosing bands x rows."""
+    seed: int = 1
+    num_proc: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _scope(self) -> "DedupConfig":
+        if self.scope is None:
+            self.scope = "problem" if self.field == "problem" else "sample"
+        if self.scope == "problem" and self.field != "problem":
+            raise ValueError(f"scope 'problem' compares problem texts; field {self.field!r} needs scope: sample")
+        if abs(sum(self.lsh_weights) - 1.0) > 1e-9:
+            raise ValueError("lsh_weights must sum to 1")
+        return self
+
+
+def _text(df: pl.DataFrame, fld: str, where: str) -> pl.Expr:
+    cols = ["problem", "reasoning"] if fld == "both" else [fld]
+    for c in cols:
+        if c not in df.columns:
+            raise RecipeError(f"{where}: field '{c}' is not a column of the input (columns: {', '.join(df.columns)})")
+    exprs = [pl.col(c).cast(pl.Utf8).fill_null("") for c in cols]
+    return pl.concat_str(exprs, separator="\n\n") if len(exprs) > 1 else exprs[0]
+
+
+def _length(df: pl.DataFrame) -> pl.Expr:
+    if "completion_tokens" in df.columns:
+        return pl.col("completion_tokens").cast(pl.Float64)
+    cols = [c for c in ("reasoning", "answer_text") if c in df.columns] or ["problem"]
+    return pl.sum_horizontal([pl.col(c).cast(pl.Utf8).fill_null("").str.len_chars() for c in cols]).cast(pl.Float64)
+
+
+class DedupStage(Stage):
+    name = "dedup"
+    Config = DedupConfig
+    version = "1"
+    requires = ("problem",)
+    produces = ("cluster_id", "duplicate_of")
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        cfg: DedupConfig = self.config  # type: ignore[assignment]
+        where = f"stage {ctx.stage_label or self.name}"
+        text = _text(df, cfg.field, where)
+        if cfg.keep == "most_correct" and "correct" not in df.columns:
+            raise RecipeError(f"{where}: keep 'most_correct' needs the 'correct' column (put verify before dedup)")
+        alive = pl.col(DROP).is_null() if DROP in df.columns else pl.lit(True)
+        rows = df.with_row_index("_row").with_columns(
+            _text=text,
+            _len=_length(df),
+            _correct=pl.col("correct").cast(pl.Float64).fill_null(0.0) if "correct" in df.columns else pl.lit(0.0),
+            _alive=alive,
+        )
+        if cfg.scope == "problem":
+            unit_col = "problem_id" if "problem_id" in df.columns else "problem"
+            units = (
+                rows.filter(pl.col("_alive"))
+                .group_by(unit_col, maintain_order=True)
+                .agg(
+                    pl.col("_text").first(),
+                    pl.col("_len").mean(),
+                    pl.col("_correct").sum(),
+                )
+                .with_columns(pl.col(unit_col).cast(pl.Utf8).alias("_uid"))
+            )
+        else:
+            uid = (
+                pl.col("sample_id").cast(pl.Utf8)
+                if "sample_id" in df.columns
+                else (pl.col("problem_id").cast(pl.Utf8) if "problem_id" in df.columns else pl.col("_row").cast(pl.Utf8))
+            )
+            units = rows.filter(pl.col("_alive")).select(uid.alias("_uid"), "_text", "_len", "_correct", "_row")
+
+        texts = units["_text"].to_list()
+        params = MinHashParams(num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, shingle=cfg.shingle)
+        res = find_duplicates(
+            texts,
+            params,
+            cfg.threshold,
+            near=cfg.method == "minhash",
+            verify=cfg.verify,
+            lsh_threshold=cfg.lsh_threshold,
+            lsh_weights=cfg.lsh_weights,
+            num_proc=cfg.num_proc or ctx.num_proc,
+        )
+        n = len(texts)
+        score = {
+            "first": np.arange(n, dtype=np.float64),
+            "shortest": units["_len"].fill_null(0.0).to_numpy().astype(np.float64),
+            "longest": -units["_len"].fill_null(0.0).to_numpy().astype(np.float64),
+            "most_correct": -units["_correct"].to_numpy().astype(np.float64),
+        }[cfg.keep]
+        kept = choose_kept(res.labels, score) if n else np.empty(0, dtype=np.int64)
+        uids = np.asarray(units["_uid"].to_list(), dtype=object)
+        dropped = kept != np.arange(n)
+        exact = res.keys == res.keys[kept]
+        reason = np.where(dropped, np.where(exact, "exact_duplicate", "near_duplicate"), None)
+        unit_frame = pl.DataFrame(
+            {
+                "_uid": uids.tolist(),
+                "cluster_id": uids[kept].tolist() if n else [],
+                "duplicate_of": np.where(dropped, uids[kept], None).tolist() if n else [],
+                "_reason": reason.tolist() if n else [],
+            },
+            schema={"_uid": pl.Utf8, "cluster_id": pl.Utf8, "duplicate_of": pl.Utf8, "_reason": pl.Utf8},
+        )
+        if cfg.scope == "problem":
+            key = pl.col(unit_col).cast(pl.Utf8)
+            out = rows.with_columns(key.alias("_uid")).join(unit_frame, on="_uid", how="left", maintain_order="left")
+        else:
+            out = rows.with_columns(uid.alias("_uid")).join(unit_frame, on="_uid", how="left", maintain_order="left")
+        out = out.with_columns(pl.when(pl.col("_alive")).then(pl.col("_reason")).alias("_reason"))
+        out = mark_drop(out, pl.col("_reason").is_not_null(), pl.col("_reason"))
+        out = out.drop("_row", "_text", "_len", "_correct", "_alive", "_uid", "_reason")
+        cols = [c for c in df.columns if c not in ("cluster_id", "duplicate_of")]
+        out = out.select(*cols, "cluster_id", "duplicate_of", *([DROP] if DROP not in cols else []))
+
+        n_exact = int((dropped & exact).sum())
+        n_near = int((dropped & ~exact).sum())
+        sizes = np.bincount(res.labels) if n else np.empty(0, dtype=np.int64)
+        ctx.stats.update(
+            {
+                "units": n,
+                "scope": cfg.scope,
+                "exact_duplicates": n_exact,
+                "near_duplicates": n_near,
+                "clusters_with_duplicates": int((sizes > 1).sum()),
+                "largest_cluster": int(sizes.max()) if n else 0,
+                "lsh_candidates": res.n_candidates,
+                "lsh_bands_rows": list(res.lsh_params) if res.lsh_params else None,
+                "rows_dropped": int(out[DROP].is_not_null().sum()) - int(df[DROP].is_not_null().sum() if DROP in df.columns else 0),
+                "examples": [
+                    {"kept": texts[int(a)][:300], "dropped": texts[int(b)][:300], "similarity": round(float(s), 4)}
+                    for a, b, s in list(zip(res.pairs_i, res.pairs_j, res.similarity))[:5]
+                ],
+            }
+        )
+        return out
