@@ -1,0 +1,275 @@
+"""Difficulty primitives: Wilson intervals, rank combination, buckets, judge-reply parsing.
+
+Pure functions over numbers, strings and polars frames; the ``difficulty``, ``curriculum`` and
+``select`` stages are thin layers over them. Nothing here evaluates untrusted text: judge replies
+are read with bounded regular expressions only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from statistics import NormalDist
+from typing import Iterable, Sequence
+
+import numpy as np
+import polars as pl
+
+__all__ = [
+    "z_for",
+    "wilson_interval",
+    "wilson_exprs",
+    "normalized_rank",
+    "combine_ranks",
+    "quantile_edges",
+    "assign_buckets",
+    "default_bucket_labels",
+    "parse_judge_score",
+    "seeded_permutation",
+    "weighted_interleave",
+]
+
+
+# --------------------------------------------------------------------------- Wilson interval
+
+
+def z_for(confidence: float) -> float:
+    """Two-sided normal quantile for a confidence level (0.95 -> 1.959964)."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval (no continuity correction) for ``successes`` out of ``n``.
+
+    ``n == 0`` gives the uninformative interval (0, 1).
+    """
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes}/{n}")
+    if n == 0:
+        return 0.0, 1.0
+    z = z_for(confidence)
+    p = successes / n
+    z2n = z * z / n
+    centre = (p + z2n / 2.0) / (1.0 + z2n)
+    half = z * math.sqrt(p * (1.0 - p) / n + z2n / (4.0 * n)) / (1.0 + z2n)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+def wilson_exprs(successes: str, n: str, confidence: float = 0.95) -> tuple[pl.Expr, pl.Expr]:
+    """The Wilson bounds as polars expressions over integer columns (null where n == 0)."""
+    z = z_for(confidence)
+    k = pl.col(successes).cast(pl.Float64)
+    nn = pl.col(n).cast(pl.Float64)
+    p = k / nn
+    z2n = z * z / nn
+    centre = (p + z2n / 2.0) / (1.0 + z2n)
+    half = z * ((p * (1.0 - p) / nn + z2n / (4.0 * nn)).sqrt()) / (1.0 + z2n)
+    ok = nn > 0
+    low = (
+        pl.when(~ok).then(None).when(k == 0).then(0.0)
+        .otherwise(pl.max_horizontal(centre - half, pl.lit(0.0)))
+    )
+    high = (
+        pl.when(~ok).then(None).when(k == nn).then(1.0)
+        .otherwise(pl.min_horizontal(centre + half, pl.lit(1.0)))
+    )
+    return low, high
+
+
+# --------------------------------------------------------------------------- ranks
+
+
+def normalized_rank(values: Sequence[float | None]) -> np.ndarray:
+    """Average-tie ranks scaled to [0, 1] over the non-null values (null stays NaN).
+
+    The smallest value gets 0, the largest 1; a single non-null value gets 0.5.
+    """
+    v = np.array([np.nan if x is None else float(x) for x in values], dtype=float)
+    ok = ~np.isnan(v)
+    out = np.full(v.shape, np.nan)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    if m == 1:
+        out[ok] = 0.5
+        return out
+    vals = v[ok]
+    order = np.argsort(vals, kind="stable")
+    ranks = np.empty(m, dtype=float)
+    sorted_vals = vals[order]
+    i = 0
+    while i < m:  # average ranks over ties
+        j = i
+        while j + 1 < m and sorted_vals[j + 1] == sorted_vals[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0
+        i = j + 1
+    out[ok] = ranks / (m - 1)
+    return out
+
+
+def combine_ranks(scores: Sequence[Sequence[float | None]], weights: Sequence[float]) -> np.ndarray:
+    """Weighted mean of normalized ranks, per item, over the methods that have a value for it.
+
+    ``scores[j][i]`` is method j's raw difficulty for item i (higher = harder, None = no signal).
+    An item no method scores gets NaN.
+    """
+    if len(scores) != len(weights):
+        raise ValueError("one weight per method")
+    if not scores:
+        return np.array([], dtype=float)
+    n = len(scores[0])
+    num = np.zeros(n)
+    den = np.zeros(n)
+    for s, w in zip(scores, weights):
+        r = normalized_rank(s)
+        ok = ~np.isnan(r)
+        num[ok] += w * r[ok]
+        den[ok] += w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+# --------------------------------------------------------------------------- buckets
+
+
+def default_bucket_labels(n: int) -> list[str]:
+    named = {1: ["all"], 2: ["easy", "hard"], 3: ["easy", "medium", "hard"],
+             4: ["easy", "medium", "hard", "very_hard"],
+             5: ["very_easy", "easy", "medium", "hard", "very_hard"]}
+    return named.get(n, [f"level_{i + 1}" for i in range(n)])
+
+
+def quantile_edges(values: Iterable[float], n_buckets: int) -> list[float]:
+    """The n-1 inner edges splitting ``values`` (NaN ignored) into equal-count buckets."""
+    v = np.array([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if n_buckets < 1:
+        raise ValueError("n_buckets must be >= 1")
+    if v.size == 0 or n_buckets == 1:
+        return []
+    qs = np.quantile(v, [i / n_buckets for i in range(1, n_buckets)])
+    return [float(q) for q in qs]
+
+
+def assign_buckets(values: Sequence[float | None], edges: Sequence[float]) -> list[int | None]:
+    """Bucket index per value: bucket i holds edges[i-1] < x <= edges[i] (None stays None)."""
+    e = np.asarray(list(edges), dtype=float)
+    out: list[int | None] = []
+    for x in values:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            out.append(None)
+        else:
+            out.append(int(np.searchsorted(e, float(x), side="left")))
+    return out
+
+
+# --------------------------------------------------------------------------- judge replies
+
+_NUM = r"(\d{1,2}(?:\.\d+)?)"
+_RANGE = _NUM + r"(?:\s*(?:-|–|to)\s*" + _NUM + r")?"
+_THINK = re.compile(r"<think>.*?(?:</think>|$)", re.S | re.I)
+_PATTERNS = [
+    # \boxed{7}
+    re.compile(r"\\boxed\s*\{\s*" + _RANGE + r"\s*(?:/\s*10\s*)?\}"),
+    # "Difficulty: 7", "**Score** = 7/10", '"difficulty": 7', "difficulty rating of 8", "rate it a 6"
+    re.compile(
+        r"(?:difficulty|score|rating|rate(?:d)?(?:\s+(?:it|this|the\s+problem))?)\b"
+        r"[^0-9\n]{0,24}?" + _RANGE + r"(?!\s*/\s*(?!10\b)\d)(?!\.\d)(?!\s*%)",
+        re.I,
+    ),
+    # "7/10", "7 out of 10"
+    re.compile(r"(?<![\d.])" + _RANGE + r"\s*(?:/|out\s+of)\s*10\b", re.I),
+]
+_BARE = re.compile(r"^[\s*_`#>\"'(\[]*" + _RANGE + r"[\s*_`\"')\].!]*$")
+
+
+def parse_judge_score(text: str | None, lo: float = 1.0, hi: float = 10.0) -> float | None:
+    """A difficulty score in [lo, hi] read from a judge reply, or None when it cannot be read.
+
+    Looks (last mention wins) for ``\\boxed{N}``, then "difficulty/score/rating ... N", then "N/10"
+    or "N out of 10", then a reply that is just a number. A range "6-7" gives its midpoint.
+    Reasoning inside ``<think>`` is ignored. Out-of-range numbers give None.
+    """
+    if not text:
+        return None
+    body = _THINK.sub(" ", str(text)[:20000]).strip()
+    if not body:
+        return None
+    for pat in _PATTERNS:
+        matches = list(pat.finditer(body))
+        if matches:
+            return _score(matches[-1], lo, hi)
+    m = _BARE.match(body)
+    if m:
+        return _score(m, lo, hi)
+    return None
+
+
+def _score(m: re.Match, lo: float, hi: float) -> float | None:
+    a = float(m.group(1))
+    b = m.group(2)
+    x = (a + float(b)) / 2.0 if b is not None else a
+    return x if lo <= x <= hi else None
+
+
+# --------------------------------------------------------------------------- seeded orders
+
+
+def seeded_permutation(n: int, seed: int, salt: str = "") -> np.ndarray:
+    """A permutation of range(n) that depends only on (n, seed, salt)."""
+    import zlib
+
+    s = (int(seed) & 0xFFFFFFFF, zlib.crc32(salt.encode("utf-8")))
+    return np.random.default_rng(s).permutation(n)
+
+
+def weighted_interleave(queues: Sequence[Sequence[int]], weights: Sequence[float]) -> list[int]:
+    """Merge queues so that, at every prefix, each queue's share follows ``weights``.
+
+    Smooth weighted round-robin: deterministic, no randomness; an exhausted queue drops out and the
+    others continue in their ratio.
+    """
+    pos = [0] * len(queues)
+    cur = [0.0] * len(queues)
+    out: list[int] = []
+    total_items = sum(len(q) for q in queues)
+    while len(out) < total_items:
+        live = [i for i, q in enumerate(queues) if pos[i] < len(q) and weights[i] > 0]
+        if not live:  # only zero-weight queues remain: append them in order
+            for i, q in enumerate(queues):
+                out.extend(q[pos[i]:])
+                pos[i] = len(q)
+            break
+        tot = sum(weights[i] for i in live)
+        for i in live:
+            cur[i] += weights[i]
+        best = max(live, key=lambda i: (cur[i], -i))
+        cur[best] -= tot
+        out.append(queues[best][pos[best]])
+        pos[best] += 1
+    return out
+
+
+def stable_row_keys(df: pl.DataFrame) -> list[str]:
+    """A content key per row (sample_id, else problem_id + sample_index, else problem_id + position)."""
+    if "sample_id" in df.columns:
+        return [str(x) for x in df["sample_id"].to_list()]
+    pids = [str(p) for p in df["problem_id"].to_list()] if "problem_id" in df.columns else [""] * df.height
+    if "sample_index" in df.columns:
+        return [f"{p}\x00{i:012d}" if isinstance(i, int) else f"{p}\x00{i}" for p, i in zip(pids, df["sample_index"].to_list())]
+    return [f"{p}\x00{i:012d}" for i, p in enumerate(pids)]
+
+
+def random_keys(keys: Sequence[str], seed: int, salt: str = "") -> np.ndarray:
+    """A seeded random rank per key: depends on the set of keys and the seed, not on their order."""
+    n = len(keys)
+    out = np.empty(n, dtype=np.int64)
+    if n == 0:
+        return out
+    order = sorted(range(n), key=lambda i: (keys[i], i))
+    out[np.array(order, dtype=np.int64)] = seeded_permutation(n, seed, salt)
+    return out

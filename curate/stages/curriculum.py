@@ -1,0 +1,212 @@
+"""``curriculum``: order the rows for training and return the frame sorted in that order.
+
+Adds ``curriculum_rank`` (0-based position) and ``curriculum_stage`` (1-based training phase). The
+publisher writes the train split in frame order, so the split *is* the curriculum; stages after this
+one must keep the row order (filters only mark rows).
+
+Orders:
+  * ``easy_to_hard`` / ``hard_to_easy``: by ``difficulty`` (ties between problems broken by a seeded
+    random key, rows of a problem kept together); stage = the difficulty bucket, in traversal order.
+  * ``staged``: S stages from easy to hard (the difficulty buckets, or ``stages`` equal-count groups
+    of problems), rows shuffled (seeded) inside a stage.
+  * ``interleaved``: the buckets mixed by a ratio (smooth weighted round-robin over per-bucket
+    queues, each shuffled with the seed); one stage.
+  * ``random``: a seeded shuffle; one stage.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+import polars as pl
+from pydantic import Field, model_validator
+
+from .. import difficulty as D
+from ..errors import RecipeError
+from .base import Context, Stage, StageConfig
+
+ORDERS = ("easy_to_hard", "hard_to_easy", "staged", "interleaved", "random")
+
+
+class CurriculumConfig(StageConfig):
+    type: Literal["curriculum"] = "curriculum"
+    order: Literal["easy_to_hard", "hard_to_easy", "staged", "interleaved", "random"] = "easy_to_hard"
+    stages: int | None = Field(None, ge=1, le=1000)
+    """staged: the number of stages (equal-count groups of problems by difficulty);
+    default: one stage per difficulty bucket."""
+    ratio: dict[str, float] | list[float] | None = None
+    """interleaved: weight per difficulty bucket, as {label: weight} or a list from easiest to hardest
+    bucket (default: equal weights). E.g. {easy: 1, medium: 2, hard: 1}."""
+    seed: int | None = None
+    """Seed of the shuffles and tie-breaks (default: the run seed)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "CurriculumConfig":
+        if self.ratio is not None:
+            if self.order != "interleaved":
+                raise ValueError("curriculum.ratio applies to order: interleaved only")
+            ws = list(self.ratio.values()) if isinstance(self.ratio, dict) else list(self.ratio)
+            if not ws or any(w < 0 for w in ws) or sum(ws) <= 0:
+                raise ValueError("curriculum.ratio: weights must be >= 0 with a positive sum")
+        if self.stages is not None and self.order != "staged":
+            raise ValueError("curriculum.stages applies to order: staged only")
+        return self
+
+
+class CurriculumStage(Stage):
+    name: ClassVar[str] = "curriculum"
+    Config: ClassVar[type[StageConfig]] = CurriculumConfig
+    version: ClassVar[str] = "1"
+    requires: ClassVar[tuple[str, ...]] = ("difficulty",)
+    produces: ClassVar[tuple[str, ...]] = ("curriculum_rank", "curriculum_stage")
+
+    config: CurriculumConfig
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        cfg = self.config
+        label = ctx.stage_label or self.name
+        seed = ctx.seed if cfg.seed is None else cfg.seed
+        df = df.drop([c for c in ("curriculum_rank", "curriculum_stage") if c in df.columns])
+        need = [] if cfg.order == "random" else ["difficulty"]
+        if cfg.order == "interleaved" or (cfg.order == "staged" and cfg.stages is None):
+            need.append("difficulty_bucket")
+        if cfg.order != "random" and "problem_id" not in df.columns:
+            need.append("problem_id")
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            raise RecipeError(
+                f"{label}: order {cfg.order} needs column(s) {', '.join(missing)}; add a difficulty stage before it"
+            )
+
+        keys = D.stable_row_keys(df)
+        tmp = df.with_columns(
+            pl.Series("_row_rand", D.random_keys(keys, seed, "curriculum:row")),
+            pl.Series("_row_key", keys, dtype=pl.Utf8),
+        )
+        if "problem_id" in tmp.columns:
+            pids = [str(p) for p in tmp["problem_id"].to_list()]
+            uniq = sorted(set(pids))
+            prand = dict(zip(uniq, D.random_keys(uniq, seed, "curriculum:problem").tolist()))
+            tmp = tmp.with_columns(pl.Series("_prob_rand", [prand[p] for p in pids], dtype=pl.Int64))
+
+        if cfg.order in ("easy_to_hard", "hard_to_easy"):
+            out = self._sorted(tmp, descending=cfg.order == "hard_to_easy")
+        elif cfg.order == "staged":
+            out = self._staged(tmp)
+        elif cfg.order == "interleaved":
+            out = self._interleaved(tmp, label)
+        else:
+            out = tmp.sort("_row_rand").with_columns(pl.lit(1, pl.Int32).alias("curriculum_stage"))
+
+        out = out.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("curriculum_rank"))
+        out = out.drop([c for c in ("_row_rand", "_row_key", "_prob_rand", "_stage_ord") if c in out.columns])
+        sizes = out.group_by("curriculum_stage").len().sort("curriculum_stage")
+        ctx.stats.update(
+            {
+                "order": cfg.order,
+                "seed": seed,
+                "stage_sizes": {str(s): int(n) for s, n in sizes.iter_rows()},
+                "description": describe(cfg, seed),
+            }
+        )
+        return out
+
+    # ------------------------------------------------------------------ orders
+    @staticmethod
+    def _bucket_order(df: pl.DataFrame) -> list[str]:
+        """Bucket labels from easiest to hardest (by their lowest, then mean, difficulty)."""
+        b = (
+            df.filter(pl.col("difficulty_bucket").is_not_null())
+            .group_by("difficulty_bucket")
+            .agg(pl.col("difficulty").min().alias("lo"), pl.col("difficulty").mean().alias("mu"))
+            .sort(["lo", "mu", "difficulty_bucket"], nulls_last=True)
+        )
+        return b["difficulty_bucket"].to_list()
+
+    def _sorted(self, df: pl.DataFrame, descending: bool) -> pl.DataFrame:
+        out = df.sort(
+            ["difficulty", "_prob_rand", "problem_id", "_row_key"],
+            descending=[descending, False, False, False],
+            nulls_last=True,
+        )
+        if "difficulty_bucket" in out.columns:
+            # stage = position of the row's bucket in traversal order
+            seen: dict[str | None, int] = {}
+            stages = []
+            for b in out["difficulty_bucket"].to_list():
+                if b not in seen:
+                    seen[b] = len(seen) + 1
+                stages.append(seen[b])
+            return out.with_columns(pl.Series("curriculum_stage", stages, dtype=pl.Int32))
+        return out.with_columns(pl.lit(1, pl.Int32).alias("curriculum_stage"))
+
+    def _staged(self, df: pl.DataFrame) -> pl.DataFrame:
+        cfg = self.config
+        if cfg.stages is None:
+            order = self._bucket_order(df)
+            rank = {b: i + 1 for i, b in enumerate(order)}
+            stage = pl.col("difficulty_bucket").replace_strict(rank, default=len(order) + 1, return_dtype=pl.Int32)
+            df = df.with_columns(stage.alias("curriculum_stage"))
+        else:
+            probs = df.select("problem_id", "difficulty", "_prob_rand").unique("problem_id").sort(
+                ["difficulty", "_prob_rand", "problem_id"], nulls_last=True
+            )
+            n = probs.height
+            # equal-count contiguous groups of problems by difficulty (ties split by the seeded key)
+            st = [min(cfg.stages, (i * cfg.stages) // max(n, 1) + 1) for i in range(n)]
+            probs = probs.with_columns(pl.Series("curriculum_stage", st, dtype=pl.Int32)).select(
+                "problem_id", "curriculum_stage"
+            )
+            df = df.join(probs, on="problem_id", how="left", maintain_order="left")
+        return df.sort(["curriculum_stage", "_row_rand", "_row_key"])
+
+    def _interleaved(self, df: pl.DataFrame, label: str) -> pl.DataFrame:
+        cfg = self.config
+        order = self._bucket_order(df)
+        if isinstance(cfg.ratio, dict):
+            unknown = sorted(set(cfg.ratio) - set(order))
+            lacking = [b for b in order if b not in cfg.ratio]
+            if lacking:
+                raise RecipeError(
+                    f"{label}: curriculum.ratio has no weight for bucket(s) {', '.join(lacking)} "
+                    f"(buckets: {', '.join(order)})"
+                )
+            weights = [float(cfg.ratio[b]) for b in order]
+            if unknown:
+                # a bucket the data does not have is fine (empty); keep going
+                pass
+        elif isinstance(cfg.ratio, list):
+            if len(cfg.ratio) != len(order):
+                raise RecipeError(
+                    f"{label}: curriculum.ratio lists {len(cfg.ratio)} weights for {len(order)} buckets "
+                    f"({', '.join(order)})"
+                )
+            weights = [float(w) for w in cfg.ratio]
+        else:
+            weights = [1.0] * len(order)
+        df = df.with_row_index("_i")
+        queues = []
+        for b in order:
+            q = df.filter(pl.col("difficulty_bucket") == b).sort(["_row_rand", "_row_key"])["_i"].to_list()
+            queues.append(q)
+        rest = df.filter(pl.col("difficulty_bucket").is_null()).sort(["_row_rand", "_row_key"])["_i"].to_list()
+        seq = D.weighted_interleave(queues, weights) + rest
+        idx = np.array(seq, dtype=np.int64)
+        out = df[idx] if len(idx) else df.clear()
+        return out.drop("_i").with_columns(pl.lit(1, pl.Int32).alias("curriculum_stage"))
+
+
+def describe(cfg: CurriculumConfig, seed: int) -> str:
+    """One sentence for the dataset card: how the train split is ordered."""
+    if cfg.order == "easy_to_hard":
+        return "Rows are ordered from easiest to hardest problem (difficulty ascending); curriculum_stage is the difficulty bucket."
+    if cfg.order == "hard_to_easy":
+        return "Rows are ordered from hardest to easiest problem (difficulty descending); curriculum_stage counts buckets in that order."
+    if cfg.order == "staged":
+        how = f"{cfg.stages} equal-count difficulty groups" if cfg.stages else "the difficulty buckets"
+        return f"Rows come in stages from easy to hard ({how}), shuffled inside each stage with seed {seed}."
+    if cfg.order == "interleaved":
+        ratio = cfg.ratio if cfg.ratio is not None else "equal weights"
+        return f"Rows interleave the difficulty buckets in the ratio {ratio} (each bucket shuffled with seed {seed})."
+    return f"Rows are shuffled with seed {seed}."

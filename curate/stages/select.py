@@ -1,0 +1,202 @@
+"""``select``: budgeted selection (s1 / LIMO style): N problems (or rows) favouring difficulty, spread
+across a category column, deterministic for a seed.
+
+Inside each category, problems get a seeded random order in which harder problems come earlier:
+a Gumbel-top-k draw, i.e. sampling without replacement with probability proportional to
+``exp(strength * difficulty)`` (strength 0: uniform; large: hardest first). Categories then share
+the budget: ``balanced`` takes one problem per category in turn (small categories give their unused
+share to the others), ``proportional`` gives each category a quota proportional to its size. Rows
+are only marked (``drop_reason: not_selected``); the frame order is kept.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from .. import difficulty as D
+from ..errors import RecipeError
+from .base import DROP, Context, Stage, StageConfig, mark_drop
+
+UNKNOWN = "unknown"
+
+
+class SelectConfig(StageConfig):
+    type: Literal["select"] = "select"
+    n: int = Field(ge=1)
+    """The budget."""
+    unit: Literal["problems", "rows"] = "problems"
+    """What ``n`` counts: problems (all their kept rows go along) or rows."""
+    by: str = "difficulty"
+    """The numeric column to favour (higher is preferred)."""
+    strength: float = Field(4.0, ge=0, le=1000)
+    """How strongly to favour ``by``: 0 = uniform random, large = strictly highest first."""
+    category: str | None = None
+    """Column (or key of the ``meta`` JSON) to spread the selection across, e.g. subject."""
+    spread: Literal["balanced", "proportional"] = "balanced"
+    seed: int | None = None
+    """Default: the run seed."""
+
+
+class SelectStage(Stage):
+    name: ClassVar[str] = "select"
+    Config: ClassVar[type[StageConfig]] = SelectConfig
+    version: ClassVar[str] = "1"
+    requires: ClassVar[tuple[str, ...]] = ("problem_id",)
+    produces: ClassVar[tuple[str, ...]] = ()
+
+    config: SelectConfig
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        cfg = self.config
+        label = ctx.stage_label or self.name
+        seed = ctx.seed if cfg.seed is None else cfg.seed
+        if "problem_id" not in df.columns:
+            raise RecipeError(f"{label}: the input has no 'problem_id' column")
+        if cfg.by not in df.columns:
+            raise RecipeError(f"{label}: select.by: column '{cfg.by}' is not in the frame (add a difficulty stage before select)")
+        if not df.schema[cfg.by].is_numeric():
+            raise RecipeError(f"{label}: select.by: column '{cfg.by}' is {df.schema[cfg.by]}, not numeric")
+
+        live = df.filter(pl.col(DROP).is_null()) if DROP in df.columns else df
+        cat = _category_expr(df, cfg.category, label)
+        probs = (
+            live.with_columns(cat.alias("_cat"))
+            .group_by("problem_id", maintain_order=True)
+            .agg(pl.col(cfg.by).cast(pl.Float64).max().alias("_score"), pl.col("_cat").first(), pl.len().alias("_rows"))
+        )
+        pids = [str(p) for p in probs["problem_id"].to_list()]
+        # Gumbel-top-k keys: seeded per problem content, independent of the input order
+        rng = np.random.default_rng((int(seed) & 0xFFFFFFFF, 0x5E1EC7))
+        gumbel_sorted = rng.gumbel(size=len(pids))
+        order = sorted(range(len(pids)), key=lambda i: pids[i])
+        gumbel = np.empty(len(pids))
+        gumbel[np.array(order, dtype=np.int64)] = gumbel_sorted
+        scores = probs["_score"].to_numpy().astype(float) if probs.height else np.array([])
+        scores = np.where(np.isnan(scores), -np.inf, scores) if scores.size else scores
+        with np.errstate(invalid="ignore"):
+            key = cfg.strength * scores + gumbel if cfg.strength > 0 else gumbel
+        key = np.where(np.isnan(key), -np.inf, key)
+        probs = probs.with_columns(pl.Series("_key", key), pl.Series("_pid", pids))
+
+        queues: dict[str, list[int]] = {}
+        for i, c in enumerate(probs["_cat"].to_list()):
+            queues.setdefault(c, []).append(i)
+        cats = sorted(queues)
+        for c in cats:
+            queues[c].sort(key=lambda i: (-key[i], pids[i]))
+        rows_per = probs["_rows"].to_list()
+        budget = cfg.n
+        chosen = self._allocate(queues, cats, rows_per, budget, seed)
+
+        # rows: all kept rows of chosen problems; with unit rows the last problem may be cut
+        take_rows: dict[str, int] = {}
+        used = 0
+        for i in chosen:
+            if cfg.unit == "rows":
+                k = min(rows_per[i], budget - used)
+            else:
+                k = rows_per[i]
+            if k <= 0:
+                break
+            take_rows[pids[i]] = k
+            used += k
+        keys = D.stable_row_keys(df)
+        tmp = df.with_columns(pl.Series("_rk", keys, dtype=pl.Utf8), pl.int_range(pl.len()).alias("_ix"))
+        live_mask = pl.col(DROP).is_null() if DROP in df.columns else pl.lit(True)
+        ranked = (
+            tmp.filter(live_mask)
+            .with_columns(pl.col("problem_id").cast(pl.Utf8).alias("_p"))
+            .sort(["_p", "_rk"])
+            .with_columns(pl.int_range(pl.len()).over("_p").alias("_k"))
+        )
+        limits = pl.DataFrame({"_p": list(take_rows), "_lim": list(take_rows.values())}, schema={"_p": pl.Utf8, "_lim": pl.Int64})
+        keep_ix = ranked.join(limits, on="_p", how="inner").filter(pl.col("_k") < pl.col("_lim"))["_ix"]
+        out = mark_drop(tmp, live_mask & ~pl.col("_ix").is_in(keep_ix.implode()), "not_selected").drop(["_rk", "_ix"])
+
+        sel = probs.filter(pl.col("_pid").is_in(list(take_rows)))
+        avail = probs.group_by("_cat").len()
+        got = sel.group_by("_cat").len()
+        per_cat = {
+            c: {"available": int(a), "selected": int(dict(got.iter_rows()).get(c, 0))} for c, a in avail.sort("_cat").iter_rows()
+        }
+        ctx.stats.update(
+            {
+                "budget": cfg.n,
+                "unit": cfg.unit,
+                "selected_problems": len(take_rows),
+                "selected_rows": used,
+                "categories": per_cat,
+                "mean_selected_" + cfg.by: (round(float(sel["_score"].mean()), 4) if sel.height else None),
+                "mean_available_" + cfg.by: (round(float(probs["_score"].mean()), 4) if probs.height else None),
+            }
+        )
+        return out
+
+    def _allocate(self, queues: dict[str, list[int]], cats: list[str], rows_per: list[int], budget: int, seed: int) -> list[int]:
+        """The chosen problem indices, in selection order."""
+        cfg = self.config
+        spent = 0
+        chosen: list[int] = []
+
+        def cost(i: int) -> int:
+            return rows_per[i] if cfg.unit == "rows" else 1
+
+        if cfg.spread == "balanced":
+            # seeded category order for the rounds, so no category is always served first
+            perm = D.random_keys(cats, seed, "select:categories")
+            turn = [c for _, c in sorted(zip(perm.tolist(), cats))]
+            pos = {c: 0 for c in cats}
+            while spent < budget:
+                progressed = False
+                for c in turn:
+                    if spent >= budget:
+                        break
+                    if pos[c] < len(queues[c]):
+                        i = queues[c][pos[c]]
+                        pos[c] += 1
+                        chosen.append(i)
+                        spent += cost(i)
+                        progressed = True
+                if not progressed:
+                    break
+            return chosen
+        # proportional: largest-remainder quotas by category size (in problems), unused quota passed on
+        sizes = {c: len(queues[c]) for c in cats}
+        total = sum(sizes.values())
+        if total == 0:
+            return []
+        n_probs = budget if cfg.unit == "problems" else total
+        target = min(n_probs, total)
+        raw = {c: target * sizes[c] / total for c in cats}
+        quota = {c: int(raw[c]) for c in cats}
+        rem = target - sum(quota.values())
+        for c in sorted(cats, key=lambda c: (-(raw[c] - quota[c]), c))[:rem]:
+            quota[c] += 1
+        if cfg.unit == "problems":
+            for c in cats:
+                chosen.extend(queues[c][: quota[c]])
+            # interleave by each problem's position inside its category so rows mode can cut fairly
+            return chosen
+        # rows: walk categories in proportion to their size until the row budget is spent
+        ordered = D.weighted_interleave([queues[c] for c in cats], [sizes[c] for c in cats])
+        for i in ordered:
+            if spent >= budget:
+                break
+            chosen.append(i)
+            spent += cost(i)
+        return chosen
+
+
+def _category_expr(df: pl.DataFrame, category: str | None, label: str) -> pl.Expr:
+    if category is None:
+        return pl.lit(UNKNOWN)
+    if category in df.columns:
+        return pl.col(category).cast(pl.Utf8).fill_null(UNKNOWN)
+    if "meta" in df.columns and df.schema["meta"] == pl.Utf8:
+        key = category.replace('"', "")
+        return pl.col("meta").str.json_path_match(f"$.{key}").fill_null(UNKNOWN)
+    raise RecipeError(f"{label}: select.category: '{category}' is neither a column nor a key of 'meta'")
