@@ -62,3 +62,26 @@ def get_stage(name: str) -> type[Stage]:
     if name not in classes:
         raise RecipeError(f"unknown stage type '{name}' (known: {', '.join(sorted(classes))})")
     return classes[name]
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    """Register a stage class from Python (tests, notebooks); usable as a class decorator.
+
+    Packages should prefer the ``curate.stages`` entry point, which needs no import side effect.
+    """
+    classes = stage_classes()
+    existing = classes.get(cls.name)
+    if existing is not None and existing is not cls:
+        raise RecipeError(f"stage type '{cls.name}' is already registered by {existing.__module__}")
+    classes[cls.name] = cls
+    from .recipe import recipe_model
+
+    recipe_model.cache_clear()
+    return cls
+
+
+def unregister_stage(name: str) -> None:
+    stage_classes().pop(name, None)
+    from .recipe import recipe_model
+
+    recipe_model.cache_clear()

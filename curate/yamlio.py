@@ -176,6 +176,9 @@ def format_validation_error(err: ValidationError, path: Path, lines: dict[tuple,
         if (*doc_loc, disc) in lines:
             doc_loc = (*doc_loc, disc)
             field.append(disc)
+    elif etype == "literal_error" and loc and loc[-1] in ("type", "kind", "backend", "method"):
+        expected = e.get("ctx", {}).get("expected", "")
+        msg = f"unknown {loc[-1]} {e.get('input')!r} (known: {expected})"
     elif etype == "missing":
         msg = f"missing required key '{loc[-1]}'"
     else:

@@ -1,0 +1,159 @@
+"""Sources: file formats, hub loading (on a local folder), field mapping, gold extraction, traces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curate.errors import RecipeError, SourceError
+from curate.sources import (
+    FileSource,
+    HubSource,
+    TracesSource,
+    last_boxed,
+    load_one,
+    load_sources,
+    problem_id,
+    split_think,
+)
+from curate.yamlio import load_yaml
+
+ROWS = [
+    {"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4", "subject": "arith"},
+    {"question": "How many cents in $1,234?", "answer": "#### 123,400", "subject": "money"},
+    {"question": "  ", "answer": "#### 0", "subject": "blank"},
+]
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet", "csv"])
+def test_file_formats_mapping_and_gsm8k_extraction(tmp_path, fmt):
+    df = pl.DataFrame(ROWS)
+    path = tmp_path / f"data.{fmt}"
+    if fmt == "jsonl":
+        _jsonl(path, ROWS)
+    elif fmt == "json":
+        path.write_text(json.dumps(ROWS))
+    elif fmt == "parquet":
+        df.write_parquet(path)
+    else:
+        df.write_csv(path)
+    cfg = FileSource(path=path.name, fields={"problem": "question", "gold_answer": "answer"},
+                     answer_extractor="gsm8k", meta_fields=["subject"])  # fmt: skip
+    rows, bad, info = load_one(cfg, tmp_path)
+    assert rows["gold_answer"].to_list() == ["4", "123400"]
+    assert json.loads(rows["meta"][1]) == {"subject": "money"}
+    assert rows["source"].to_list() == ["data", "data"] and rows["source_index"].to_list() == [0, 1]
+    assert bad.height == 1 and bad["drop_reason"][0] == "empty_problem"
+    assert info["inputs"][0]["sha256"] and rows["problem_id"][0] == problem_id("what is 2 +  2?")
+
+
+def test_on_bad_row_fail_names_the_file_and_row(tmp_path):
+    _jsonl(tmp_path / "d.jsonl", ROWS)
+    cfg = FileSource(path="d.jsonl", fields={"problem": "question"}, on_bad_row="fail")
+    with pytest.raises(SourceError, match=r"d.jsonl: row 2: field 'question' is empty"):
+        load_one(cfg, tmp_path)
+
+
+def test_malformed_jsonl_line_is_named(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"problem": "a"}\n{"problem": oops}\n')
+    with pytest.raises(SourceError, match=r"d.jsonl:2: malformed JSON line"):
+        load_one(FileSource(path="d.jsonl"), tmp_path)
+
+
+def test_missing_field_and_glob_and_limits(tmp_path):
+    for i in range(3):
+        _jsonl(tmp_path / f"part{i}.jsonl", [{"problem": f"p{i}-{j}", "answer": "1"} for j in range(5)])
+    with pytest.raises(SourceError, match="field 'gold' .*not found"):
+        load_one(FileSource(path="part*.jsonl", fields={"gold_answer": "gold"}), tmp_path)
+    rows, _, _ = load_one(FileSource(path="part*.jsonl", fields={"gold_answer": "answer"}), tmp_path)
+    assert rows.height == 15
+    a, _, _ = load_one(FileSource(path="part*.jsonl", limit=4, shuffle=True, seed=1), tmp_path)
+    b, _, _ = load_one(FileSource(path="part*.jsonl", limit=4, shuffle=True, seed=1), tmp_path)
+    c, _, _ = load_one(FileSource(path="part*.jsonl", limit=4, shuffle=True, seed=2), tmp_path)
+    assert a["problem"].to_list() == b["problem"].to_list() != c["problem"].to_list()
+    mixed, _, infos = load_sources(
+        [FileSource(path="part0.jsonl", limit=2), FileSource(path="part1.jsonl", name="other")], tmp_path, limit=3
+    )
+    assert mixed["source"].to_list() == ["part0"] * 2 + ["other"] * 3 and len(infos) == 2
+
+
+def test_hub_source_through_load_dataset_on_a_local_folder(tmp_path):
+    d = tmp_path / "hubish"
+    (d / "data").mkdir(parents=True)
+    pl.DataFrame({"problem": ["x?", "y?"], "solution": ["so \\boxed{\\frac{1}{2}}", "\\boxed{3}"]}).write_parquet(
+        d / "data" / "test-00000-of-00001.parquet"
+    )
+    cfg = HubSource(path=str(d), split="test", fields={"gold_answer": "solution"}, answer_extractor="boxed")
+    rows, _, info = load_one(cfg, tmp_path)
+    assert rows["gold_answer"].to_list() == ["\\frac{1}{2}", "3"] and info["inputs"][0]["hub"] == str(d)
+    with pytest.raises(SourceError, match="cannot load"):
+        load_one(HubSource(path=str(tmp_path / "nope")), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("so \\boxed{42}.", "42"),
+        ("\\boxed{1} then \\boxed{\\frac{a}{b^{2}}}", "\\frac{a}{b^{2}}"),
+        ("\\fbox{7}", "7"),
+        ("\\boxed{unbalanced", None),
+        ("no box", None),
+        ("\\boxed 5$", "5"),
+    ],
+)
+def test_last_boxed(text, expected):
+    assert last_boxed(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, reasoning, answer",
+    [
+        ("<think>\nr\n</think>\n\nA", "r", "A"),
+        ("r only closed</think>A", "r only closed", "A"),  # template prefilled <think>
+        ("<think>never closed", "never closed", ""),
+        ("plain chain of thought", "", "plain chain of thought"),
+    ],
+)
+def test_split_think(text, reasoning, answer):
+    assert split_think(text) == (reasoning, answer)
+
+
+def test_traces_source_list_column_and_one_row_per_trace(tmp_path):
+    _jsonl(tmp_path / "t.jsonl", [
+        {"problem": "p1", "answer": "1", "generations": ["<think>a</think>\\boxed{1}", "<think>b"]},
+        {"problem": "p2", "answer": "2", "generations": ["<think>c</think>2"]},
+    ])  # fmt: skip
+    cfg = TracesSource(path="t.jsonl", fields={"gold_answer": "answer"}, trace_field="generations", teacher="r1")
+    rows, _, _ = load_one(cfg, tmp_path)
+    assert rows.height == 3
+    assert rows["sample_index"].to_list() == [0, 1, 0]
+    assert rows["finish_reason"].to_list() == ["stop", "length", "stop"]
+    assert rows["reasoning"].to_list() == ["a", "b", "c"] and rows["teacher"].unique().to_list() == ["r1"]
+    _jsonl(tmp_path / "u.jsonl", [{"problem": "p1", "trace": "<think>x</think>y", "model": "m"}])
+    rows, _, _ = load_one(TracesSource(path="u.jsonl", trace_field="trace", teacher_field="model"), tmp_path)
+    assert rows["teacher"][0] == "m" and rows["answer_text"][0] == "y"
+
+
+def test_env_interpolation_and_overrides(tmp_path, monkeypatch):
+    p = tmp_path / "r.yaml"
+    p.write_text("a: ${FOO}\nb: ${BAR:-dflt}\nc: {d: 1}\nlst: [1, 2]\nk: ${SOME_TOKEN}\n")
+    monkeypatch.setenv("FOO", "foo")
+    monkeypatch.setenv("SOME_TOKEN", "tok-123")
+    loaded = load_yaml(p, ["c.d=5", "lst.1=x", "new.key=[1, 2]"])
+    assert loaded.resolved == {"a": "foo", "b": "dflt", "c": {"d": 5}, "lst": [1, "x"], "k": "tok-123",
+                               "new": {"key": [1, 2]}}  # fmt: skip
+    assert loaded.public["k"] == "${SOME_TOKEN}" and loaded.public["a"] == "foo"
+    monkeypatch.delenv("FOO")
+    with pytest.raises(RecipeError, match=r"r.yaml:1: a uses \$\{FOO\}"):
+        load_yaml(p)
+    (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
+    with pytest.raises(RecipeError, match="bad.yaml:.*invalid YAML"):
+        load_yaml(tmp_path / "bad.yaml")
