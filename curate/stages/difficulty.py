@@ -1,0 +1,434 @@
+"""``difficulty``: score each problem, bucket it, and filter traces by pass rate.
+
+Methods (combined by weighted rank, higher = harder):
+  * ``pass_rate``: share of correct samples, from the teacher's own verdicts (``source: teacher``)
+    or from a probe model sampled ``probe.n`` times per problem (``source: probe``), with a
+    Wilson score interval so 1/2 and 50/100 are not treated alike (``estimate: lower`` ranks by the
+    pessimistic bound);
+  * ``length``: median completion tokens of the correct teacher traces;
+  * ``judge``: an LLM rates difficulty 1-10; unparseable replies are counted in the stats.
+
+Filters (all optional, rows are marked, never deleted): a pass-rate window, unsolved problems,
+incorrect traces, at most m correct traces per problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .. import difficulty as D
+from ..errors import RecipeError
+try:  # written in parallel by the sampling / verify engineers
+    from ..sampling import SampleConfig
+except ModuleNotFoundError as _e:  # pragma: no cover - only while curate.sampling is absent
+    if _e.name != "curate.sampling":
+        raise
+    SampleConfig = dict  # type: ignore[misc,assignment]
+try:
+    from ..verify import VerifyConfig
+except (ModuleNotFoundError, ImportError) as _e:  # pragma: no cover - only while curate.verify is absent
+    VerifyConfig = dict  # type: ignore[misc,assignment]
+from .base import DROP, Context, Stage, StageConfig, mark_drop
+
+PROBLEM_COLUMNS = ("problem_id", "problem", "gold_answer", "source", "source_index", "meta")
+UNGRADED_VERDICTS = ("no_gold", "timeout")
+
+DEFAULT_JUDGE_PROMPT = (
+    "Rate the difficulty of the following problem on a scale from 1 (trivial) to 10 "
+    "(olympiad-level, very hard). Do not solve it. Reply with one line: 'Difficulty: N'.\n\n"
+    "Problem:\n{problem}"
+)
+
+
+class _Method(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weight: float = Field(1.0, gt=0)
+
+
+class PassRateMethod(_Method):
+    method: Literal["pass_rate"] = "pass_rate"
+    source: Literal["teacher", "probe"] = "teacher"
+    estimate: Literal["point", "lower", "upper"] = "lower"
+    """Which pass-rate estimate ranks problems: the point estimate or a Wilson bound."""
+
+
+class LengthMethod(_Method):
+    method: Literal["length"] = "length"
+
+
+class JudgeMethod(_Method):
+    method: Literal["judge"] = "judge"
+
+
+Method = Annotated[Union[PassRateMethod, LengthMethod, JudgeMethod], Field(discriminator="method")]
+
+
+class Buckets(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int | None = Field(None, ge=1, le=100)
+    """Number of equal-count (quantile) buckets; default 3 unless ``edges`` is given."""
+    edges: list[float] | None = None
+    """Fixed inner edges on ``difficulty`` (e.g. [0.33, 0.66]); bucket i holds edges[i-1] < d <= edges[i]."""
+    labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Buckets":
+        if self.edges is not None:
+            if self.n is not None and self.n != len(self.edges) + 1:
+                raise ValueError(f"buckets: n={self.n} but {len(self.edges)} edges make {len(self.edges) + 1} buckets")
+            if any(not 0.0 <= e <= 1.0 for e in self.edges) or any(
+                b <= a for a, b in zip(self.edges, self.edges[1:])
+            ):
+                raise ValueError("buckets.edges must be strictly increasing values in [0, 1]")
+        if self.labels is not None:
+            if len(self.labels) != self.count:
+                raise ValueError(f"buckets.labels has {len(self.labels)} labels for {self.count} buckets")
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError("buckets.labels must be distinct")
+        return self
+
+    @property
+    def count(self) -> int:
+        if self.edges is not None:
+            return len(self.edges) + 1
+        return self.n or 3
+
+    def names(self) -> list[str]:
+        return list(self.labels) if self.labels else D.default_bucket_labels(self.count)
+
+
+class DifficultyConfig(StageConfig):
+    type: Literal["difficulty"] = "difficulty"
+    methods: list[Method] = Field(default_factory=lambda: [PassRateMethod()], min_length=1)
+    combine: Literal["rank", "score"] = "rank"
+    """rank: weighted mean of per-method normalized ranks; score: weighted mean of natural [0,1] scores
+    (1 - pass rate, (judge - 1) / 9, min-max of log tokens)."""
+    confidence: float = Field(0.95, gt=0, lt=1)
+    """Confidence level of the Wilson interval."""
+    probe: SampleConfig | None = None
+    """The probe model (any backend), sampled ``n`` times per problem; needed by ``source: probe``."""
+    probe_verify: VerifyConfig | None = None
+    """How the probe's answers are verified (default: the verify defaults)."""
+    judge: SampleConfig | None = None
+    """The judge model; needed by ``method: judge``. Its prompt is ``judge_prompt``."""
+    judge_prompt: str = DEFAULT_JUDGE_PROMPT
+    """The judge's user message; ``{problem}`` is replaced by the problem text."""
+    buckets: Buckets = Field(default_factory=Buckets)
+
+    min_pass_rate: float | None = Field(None, ge=0, le=1)
+    """Drop problems whose pass rate is below this (reason ``pass_rate_below_window``)."""
+    max_pass_rate: float | None = Field(None, ge=0, le=1)
+    """Drop problems whose pass rate is above this (reason ``pass_rate_above_window``)."""
+    window: Literal["point", "interval"] = "point"
+    """point: test the pass rate itself; interval: drop only when the whole Wilson interval is outside."""
+    unsolved: Literal["drop", "keep", "resample"] = "drop"
+    """Problems with graded teacher samples and none correct: drop (reason ``unsolved``), keep, or
+    resample (drop, and write the problems to ``<stage dir>/unsolved.jsonl`` for another teacher)."""
+    keep_incorrect: bool = False
+    """Keep incorrect teacher traces in the train split (reason ``incorrect_trace`` otherwise)."""
+    keep_ungraded: bool = True
+    """Keep traces that could not be graded (no gold answer, verifier timeout): reason ``ungraded_trace``."""
+    max_correct_per_problem: int | None = Field(None, ge=1)
+    """Keep at most m correct traces per problem (reason ``max_correct_per_problem``)."""
+    prefer: Literal["shortest", "longest", "random"] = "shortest"
+    """Which correct traces ``max_correct_per_problem`` keeps (by completion tokens; random is seeded)."""
+    seed: int | None = None
+    """Seed for ``prefer: random`` (default: the run seed)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "DifficultyConfig":
+        kinds = [m.method for m in self.methods]
+        if any(isinstance(m, PassRateMethod) and m.source == "probe" for m in self.methods) and self.probe is None:
+            raise ValueError("difficulty.probe is required by a pass_rate method with source: probe")
+        if "judge" in kinds and self.judge is None:
+            raise ValueError("difficulty.judge is required by method: judge")
+        if kinds.count("judge") > 1 or kinds.count("length") > 1:
+            raise ValueError("difficulty.methods: list judge and length at most once each")
+        srcs = [m.source for m in self.methods if isinstance(m, PassRateMethod)]
+        if len(srcs) != len(set(srcs)):
+            raise ValueError("difficulty.methods: one pass_rate method per source")
+        if self.min_pass_rate is not None and self.max_pass_rate is not None and self.min_pass_rate > self.max_pass_rate:
+            raise ValueError("difficulty: min_pass_rate must be <= max_pass_rate")
+        if "{problem}" not in self.judge_prompt:
+            raise ValueError("difficulty.judge_prompt must contain {problem}")
+        return self
+
+
+OUT_COLUMNS = ("n_samples", "pass_rate", "pass_rate_low", "pass_rate_high", "difficulty", "difficulty_bucket")
+
+
+class DifficultyStage(Stage):
+    name: ClassVar[str] = "difficulty"
+    Config: ClassVar[type[StageConfig]] = DifficultyConfig
+    version: ClassVar[str] = "1"
+    requires: ClassVar[tuple[str, ...]] = ("problem_id",)
+    produces: ClassVar[tuple[str, ...]] = OUT_COLUMNS
+
+    config: DifficultyConfig
+
+    # ------------------------------------------------------------------ run
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        cfg = self.config
+        label = ctx.stage_label or self.name
+        if "problem_id" not in df.columns:
+            raise RecipeError(f"{label}: the input has no 'problem_id' column")
+        df = df.drop([c for c in (*OUT_COLUMNS, "judge_score") if c in df.columns])
+        has_correct = "correct" in df.columns
+        for m in cfg.methods:
+            if isinstance(m, PassRateMethod) and m.source == "teacher" and not has_correct:
+                raise RecipeError(
+                    f"{label}: pass_rate with source: teacher needs verified samples (column 'correct'); "
+                    "add a verify stage before it or use source: probe"
+                )
+            if isinstance(m, LengthMethod) and not (has_correct and "completion_tokens" in df.columns):
+                raise RecipeError(f"{label}: method length needs columns 'correct' and 'completion_tokens'")
+
+        probs = self._problems(df)
+        stats: dict[str, Any] = {"problems": probs.height}
+
+        # teacher aggregates (always, when verdicts exist)
+        if has_correct:
+            teacher = _aggregate(df)
+            probs = probs.join(teacher, on="problem_id", how="left")
+        # probe aggregates
+        pass_src = next((m.source for m in cfg.methods if isinstance(m, PassRateMethod)), "teacher")
+        if any(isinstance(m, PassRateMethod) and m.source == "probe" for m in cfg.methods):
+            probe = self._probe(probs, ctx, stats)
+            probs = probs.join(probe, on="problem_id", how="left")
+        if any(isinstance(m, JudgeMethod) for m in cfg.methods):
+            judge = self._judge(probs, ctx, stats)
+            probs = probs.join(judge, on="problem_id", how="left")
+        if any(isinstance(m, LengthMethod) for m in cfg.methods):
+            probs = probs.join(_median_correct_tokens(df), on="problem_id", how="left")
+
+        # the pass-rate columns describe the first pass_rate method's source (teacher by default)
+        n_col, c_col = f"{pass_src}_n", f"{pass_src}_c"
+        if n_col not in probs.columns:
+            probs = probs.with_columns(pl.lit(None, pl.Int64).alias(n_col), pl.lit(None, pl.Int64).alias(c_col))
+        low, high = D.wilson_exprs(c_col, n_col, cfg.confidence)
+        probs = probs.with_columns(
+            pl.col(n_col).fill_null(0).cast(pl.Int64).alias("n_samples"),
+            pl.when(pl.col(n_col) > 0).then(pl.col(c_col) / pl.col(n_col)).otherwise(None).alias("pass_rate"),
+            low.alias("pass_rate_low"),
+            high.alias("pass_rate_high"),
+        )
+
+        probs = probs.with_columns(pl.Series("difficulty", self._combine(probs), dtype=pl.Float64))
+        probs = self._bucket(probs, stats)
+
+        keep_cols = ["problem_id", *OUT_COLUMNS]
+        if "judge_score" in probs.columns:
+            keep_cols.append("judge_score")
+        out = df.join(probs.select(keep_cols), on="problem_id", how="left", maintain_order="left")
+        out = self._filter(out, probs, ctx, stats)
+        pr = probs["pass_rate"].drop_nulls()
+        stats["pass_rate_source"] = pass_src
+        stats["pass_rate_mean"] = round(float(pr.mean()), 4) if pr.len() else None
+        stats["methods"] = [m.model_dump() for m in cfg.methods]
+        ctx.stats.update(stats)
+        return out
+
+    # ------------------------------------------------------------------ pieces
+    @staticmethod
+    def _problems(df: pl.DataFrame) -> pl.DataFrame:
+        cols = [c for c in PROBLEM_COLUMNS if c in df.columns]
+        return df.select(cols).unique(subset="problem_id", keep="first", maintain_order=True)
+
+    def _probe(self, probs: pl.DataFrame, ctx: Context, stats: dict) -> pl.DataFrame:
+        from ..sampling import sample_rows
+        from ..verify import verify_frame
+
+        cfg = self.config
+        src = probs.select([c for c in PROBLEM_COLUMNS if c in probs.columns])
+        if "gold_answer" not in src.columns:
+            raise RecipeError(f"{ctx.stage_label or self.name}: source: probe needs a 'gold_answer' column to verify against")
+        rows = sample_rows(src, cfg.probe, ctx, log_name="difficulty_probe")
+        rows = verify_frame(rows, cfg.probe_verify or VerifyConfig(), ctx)
+        agg = _aggregate(rows).rename({"teacher_n": "probe_n", "teacher_c": "probe_c"})
+        stats["probe_samples"] = rows.height
+        if "verdict" in rows.columns:
+            stats["probe_verdicts"] = {
+                str(k): int(v) for k, v in rows["verdict"].value_counts().iter_rows()
+            }
+        return agg
+
+    def _judge(self, probs: pl.DataFrame, ctx: Context, stats: dict) -> pl.DataFrame:
+        from ..sampling import sample_rows
+
+        cfg = self.config
+        src = probs.select([c for c in PROBLEM_COLUMNS if c in probs.columns])
+        # the judge sees its own prompt: the problem text is substituted here, so the judge's
+        # user_template must pass the text through unchanged
+        prompt = cfg.judge_prompt
+        src = src.with_columns(
+            pl.col("problem").map_elements(lambda p: prompt.replace("{problem}", str(p)), return_dtype=pl.Utf8)
+        )
+        judge_cfg = cfg.judge.model_copy(update={"user_template": "{problem}"}) if _has_field(cfg.judge, "user_template") else cfg.judge
+        rows = sample_rows(src, judge_cfg, ctx, log_name="difficulty_judge")
+        texts = rows["answer_text"].to_list() if "answer_text" in rows.columns else [None] * rows.height
+        scores = [D.parse_judge_score(t) for t in texts]
+        rows = rows.select("problem_id").with_columns(pl.Series("_judge", scores, dtype=pl.Float64))
+        n_bad = sum(s is None for s in scores)
+        stats["judge_replies"] = len(scores)
+        stats["judge_unparseable"] = n_bad
+        return rows.group_by("problem_id").agg(pl.col("_judge").mean().alias("judge_score"))
+
+    def _combine(self, probs: pl.DataFrame) -> np.ndarray:
+        cfg = self.config
+        raws: list[list[float | None]] = []
+        weights: list[float] = []
+        for m in cfg.methods:
+            if isinstance(m, PassRateMethod):
+                n, c = probs[f"{m.source}_n"].to_list(), probs[f"{m.source}_c"].to_list()
+                vals: list[float | None] = []
+                for ni, ci in zip(n, c):
+                    if not ni:
+                        vals.append(None)
+                        continue
+                    if m.estimate == "point":
+                        p = ci / ni
+                    else:
+                        lo, hi = D.wilson_interval(int(ci), int(ni), cfg.confidence)
+                        p = lo if m.estimate == "lower" else hi
+                    vals.append(1.0 - p)
+            elif isinstance(m, LengthMethod):
+                toks = probs["median_correct_tokens"].to_list()
+                vals = [None if t is None else math.log1p(float(t)) for t in toks]
+                if cfg.combine == "score":
+                    vals = _minmax(vals)
+            else:
+                js = probs["judge_score"].to_list()
+                vals = [None if s is None else (float(s) - 1.0) / 9.0 for s in js]
+            raws.append(vals)
+            weights.append(m.weight)
+        if cfg.combine == "rank":
+            return D.combine_ranks(raws, weights)
+        num = np.zeros(probs.height)
+        den = np.zeros(probs.height)
+        for vals, w in zip(raws, weights):
+            arr = np.array([np.nan if v is None else v for v in vals], dtype=float)
+            ok = ~np.isnan(arr)
+            num[ok] += w * arr[ok]
+            den[ok] += w
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+    def _bucket(self, probs: pl.DataFrame, stats: dict) -> pl.DataFrame:
+        b = self.config.buckets
+        diff = probs["difficulty"].to_list()
+        diff = [None if d is None or math.isnan(d) else d for d in diff]
+        probs = probs.with_columns(pl.Series("difficulty", diff, dtype=pl.Float64))
+        edges = list(b.edges) if b.edges is not None else D.quantile_edges([d for d in diff if d is not None], b.count)
+        names = b.names()
+        idx = D.assign_buckets(diff, edges)
+        labels = [None if i is None else names[i] for i in idx]
+        stats["bucket_edges"] = [round(e, 6) for e in edges]
+        stats["bucket_counts"] = {n: labels.count(n) for n in names}
+        stats["no_difficulty_signal"] = sum(d is None for d in diff)
+        return probs.with_columns(pl.Series("difficulty_bucket", labels, dtype=pl.Utf8))
+
+    def _filter(self, df: pl.DataFrame, probs: pl.DataFrame, ctx: Context, stats: dict) -> pl.DataFrame:
+        cfg = self.config
+        has_correct = "correct" in df.columns
+        if DROP not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=pl.Utf8).alias(DROP))
+        graded = _graded_expr(df)
+        # unsolved: graded teacher samples, none correct
+        if has_correct and cfg.unsolved != "keep":
+            unsolved_ids = probs.filter((pl.col("teacher_n") > 0) & (pl.col("teacher_c") == 0))["problem_id"]
+            df = mark_drop(df, pl.col("problem_id").is_in(unsolved_ids.implode()), "unsolved")
+            stats["unsolved_problems"] = unsolved_ids.len()
+            if cfg.unsolved == "resample":
+                path = ctx.stage_dir() / "unsolved.jsonl"
+                rows = probs.filter(pl.col("problem_id").is_in(unsolved_ids.implode())).select(
+                    [c for c in PROBLEM_COLUMNS if c in probs.columns]
+                )
+                with open(path, "w", encoding="utf-8") as f:
+                    for r in rows.iter_rows(named=True):
+                        f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+                stats["unsolved_file"] = str(path)
+        # pass-rate window
+        if cfg.min_pass_rate is not None:
+            test = pl.col("pass_rate") if cfg.window == "point" else pl.col("pass_rate_high")
+            df = mark_drop(df, test.is_not_null() & (test < cfg.min_pass_rate), "pass_rate_below_window")
+        if cfg.max_pass_rate is not None:
+            test = pl.col("pass_rate") if cfg.window == "point" else pl.col("pass_rate_low")
+            df = mark_drop(df, test.is_not_null() & (test > cfg.max_pass_rate), "pass_rate_above_window")
+        # trace-level filters
+        if has_correct:
+            if not cfg.keep_incorrect:
+                df = mark_drop(df, graded & (pl.col("correct") == False), "incorrect_trace")  # noqa: E712
+            if not cfg.keep_ungraded:
+                df = mark_drop(df, ~graded, "ungraded_trace")
+            if cfg.max_correct_per_problem is not None:
+                df = self._cap_correct(df, graded, ctx)
+        return df
+
+    def _cap_correct(self, df: pl.DataFrame, graded: pl.Expr, ctx: Context) -> pl.DataFrame:
+        cfg = self.config
+        seed = ctx.seed if cfg.seed is None else cfg.seed
+        df = df.with_row_index("_row")
+        stable = D.stable_row_keys(df)
+        rand = D.random_keys(stable, seed, "max_correct_per_problem")
+        length = (
+            pl.col("completion_tokens").cast(pl.Float64)
+            if "completion_tokens" in df.columns
+            else (pl.col("reasoning").fill_null("").str.len_chars() + pl.col("answer_text").fill_null("").str.len_chars()).cast(pl.Float64)
+            if {"reasoning", "answer_text"} <= set(df.columns)
+            else pl.lit(0.0)
+        )
+        df = df.with_columns(pl.Series("_rand", rand), pl.Series("_stable", stable), length.fill_null(float("inf")).alias("_len"))
+        elig = df.filter(pl.col(DROP).is_null() & graded & (pl.col("correct") == True))  # noqa: E712
+        if cfg.prefer == "random":
+            elig = elig.sort(["problem_id", "_rand"])
+        else:
+            elig = elig.sort(["problem_id", "_len", "_stable"], descending=[False, cfg.prefer == "longest", False])
+        over = elig.with_columns(pl.int_range(pl.len()).over("problem_id").alias("_k")).filter(
+            pl.col("_k") >= cfg.max_correct_per_problem
+        )["_row"]
+        df = mark_drop(df, pl.col("_row").is_in(over.implode()), "max_correct_per_problem")
+        return df.drop(["_row", "_rand", "_stable", "_len"])
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _graded_expr(df: pl.DataFrame) -> pl.Expr:
+    g = pl.col("correct").is_not_null()
+    if "verdict" in df.columns:
+        g = g & ~pl.col("verdict").is_in(list(UNGRADED_VERDICTS)).fill_null(False)
+    return g
+
+
+def _aggregate(rows: pl.DataFrame) -> pl.DataFrame:
+    """Per problem: graded samples (teacher_n) and correct ones (teacher_c)."""
+    g = _graded_expr(rows)
+    return rows.group_by("problem_id").agg(
+        g.cast(pl.Int64).sum().alias("teacher_n"),
+        (g & pl.col("correct").fill_null(False)).cast(pl.Int64).sum().alias("teacher_c"),
+    )
+
+
+def _median_correct_tokens(df: pl.DataFrame) -> pl.DataFrame:
+    return (
+        df.filter(pl.col("correct") == True)  # noqa: E712
+        .group_by("problem_id")
+        .agg(pl.col("completion_tokens").cast(pl.Float64).median().alias("median_correct_tokens"))
+    )
+
+
+def _minmax(vals: list[float | None]) -> list[float | None]:
+    xs = [v for v in vals if v is not None]
+    if not xs:
+        return vals
+    lo, hi = min(xs), max(xs)
+    return [None if v is None else (0.5 if hi == lo else (v - lo) / (hi - lo)) for v in vals]
+
+
+def _has_field(model: BaseModel, name: str) -> bool:
+    return name in type(model).model_fields
