@@ -203,3 +203,30 @@ def test_push_uploads_and_tags(tmp_path):
     ] == ("upload_folder", "me/demo", ["README.md", "data", "manifest.json"])
     assert api.calls[2][0] == "create_tag" and api.calls[2][2]["tag"] == "v0.1.0"
     assert api.calls[2][2]["revision"] == "abc123"
+
+
+class BoomConfig(StageConfig):
+    type: Literal["boom_test"] = "boom_test"
+
+
+class BoomStage(Stage):
+    name = "boom_test"
+    Config = BoomConfig
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        raise KeyboardInterrupt  # what Ctrl-C does in the middle of a stage
+
+
+def test_ctrl_c_keeps_finished_stages_cached(tmp_path):
+    register_stage(BoomStage)
+    try:
+        p = write_recipe(tmp_path, STAGES.format(second=2) + "  - type: boom_test\n")
+        result = CliRunner().invoke(app, ["run", str(p)])
+        assert result.exit_code == 130 and "resume" in result.output
+        assert CALLS == ["first", "second"]
+        assert not (tmp_path / "out" / "demo" / "0.1.0").exists()
+        p.write_text(p.read_text().replace("  - type: boom_test\n", ""))
+        assert CliRunner().invoke(app, ["run", str(p)]).exit_code == 0
+        assert CALLS == ["first", "second"]  # both served from the cache on the second run
+    finally:
+        unregister_stage("boom_test")
