@@ -1,0 +1,274 @@
+"""``backend: openai``: any OpenAI-compatible chat endpoint through the official ``openai`` async client.
+
+* ``AsyncOpenAI`` with its own retries off (``max_retries=0``) so ours govern: tenacity, exponential
+  backoff with jitter, at least the server's ``Retry-After``, on 429 / 408 / 409 / 5xx / timeouts /
+  connection errors / malformed bodies. Other 4xx fail at once (a per-row failure).
+* The client's aiohttp transport (``openai.DefaultAioHttpClient``) when aiohttp is installed, else its
+  default httpx transport; the request goes through ``client.post`` and the JSON body is read as a
+  dict (the typed ``ChatCompletion`` model would drop vendor fields such as ``reasoning_content``
+  and costs CPU that a 1,000-request/s run does not have).
+* ``concurrency`` worker tasks; ``rpm`` / ``tpm`` limits with ``aiolimiter``.
+* Logprobs: ``logprobs: k`` -> ``logprobs=true, top_logprobs=k``; with ``token_ids: true``
+  (vLLM servers) ``return_tokens_as_token_ids`` makes tokens read ``token_id:<id>`` -> exact ids.
+* The API key is read from the environment variable named by ``api_key_env`` and lives only in the
+  client object: it never enters the request hash, the log, a row or a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import threading
+from typing import Any
+
+import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from ..errors import BackendError
+from ..sampling import OpenAITeacher, Request, SampleConfig, Sink
+
+_MAX_RETRY_AFTER = 300.0
+
+
+class MalformedResponse(Exception):
+    """The server answered 200 with a body that is not a chat completion."""
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status_code", None)
+
+
+def retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.APIConnectionError, MalformedResponse, json.JSONDecodeError, openai.APIResponseValidationError)):
+        return True  # APITimeoutError is an APIConnectionError
+    if isinstance(exc, openai.APIStatusError):
+        s = exc.status_code
+        return s in (408, 409, 429) or s >= 500
+    return False
+
+
+def retry_after(exc: BaseException | None) -> float | None:
+    """Seconds from a ``Retry-After`` (or ``retry-after-ms``) header on an API error, if any."""
+    resp = getattr(exc, "response", None)
+    if resp is None:
+        return None
+    h = resp.headers
+    try:
+        if h.get("retry-after-ms"):
+            return float(h["retry-after-ms"]) / 1000.0
+        if h.get("retry-after"):
+            return float(h["retry-after"])
+    except (TypeError, ValueError):
+        return None  # an HTTP date: fall back to our backoff
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    s = _status(exc)
+    msg = str(exc).splitlines()[0] if str(exc) else ""
+    name = type(exc).__name__
+    return f"{name} (HTTP {s}): {msg}" if s else f"{name}: {msg}"
+
+
+class _Wait:
+    """Exponential backoff with full jitter, never shorter than the server's Retry-After."""
+
+    def __init__(self, initial: float, cap: float):
+        self.initial, self.cap = initial, cap
+
+    def __call__(self, state: Any) -> float:
+        exp = min(self.cap, self.initial * (2 ** (state.attempt_number - 1)))
+        wait = exp / 2 + random.uniform(0, exp / 2)
+        exc = state.outcome.exception() if state.outcome is not None else None
+        ra = retry_after(exc)
+        if ra is not None:
+            wait = max(wait, min(ra, _MAX_RETRY_AFTER))
+        return wait
+
+
+def parse_logprobs(lp: Any, k: int) -> dict:
+    """OpenAI ``choices[i].logprobs`` -> token_ids / topk_ids / topk_logprobs (or topk_tokens)."""
+    content = (lp or {}).get("content") or []
+    ids: list[int] = []
+    top_ids: list[list[int]] = []
+    top_lps: list[list[float]] = []
+    top_toks: list[list[str]] = []
+    exact = True
+
+    def tid(tok: str) -> int | None:
+        if isinstance(tok, str) and tok.startswith("token_id:"):
+            try:
+                return int(tok[9:])
+            except ValueError:
+                return None
+        return None
+
+    for entry in content:
+        i = tid(entry.get("token"))
+        exact = exact and i is not None
+        ids.append(i if i is not None else -1)
+        tops = (entry.get("top_logprobs") or [])[:k] if k else []
+        row_ids = [tid(t.get("token")) for t in tops]
+        exact = exact and all(x is not None for x in row_ids)
+        top_ids.append([x if x is not None else -1 for x in row_ids])
+        top_lps.append([float(t.get("logprob")) for t in tops])
+        top_toks.append([str(t.get("token")) for t in tops])
+    if exact:
+        return {"token_ids": ids, "topk_ids": top_ids, "topk_logprobs": top_lps}
+    return {"token_ids": None, "topk_ids": None, "topk_logprobs": top_lps, "topk_tokens": top_toks}
+
+
+def parse_completion(body: Any, n: int, k: int | None) -> dict:
+    """A chat.completions JSON body -> the sampling payload (see ``curate.sampling.Backend``)."""
+    if not isinstance(body, dict) or not isinstance(body.get("choices"), list) or not body["choices"]:
+        raise MalformedResponse(f"response has no choices: {str(body)[:200]}")
+    choices = sorted(body["choices"], key=lambda c: c.get("index", 0))
+    if len(choices) < n:
+        raise MalformedResponse(f"asked for n={n}, got {len(choices)} choices")
+    samples = []
+    for ch in choices[:n]:
+        msg = ch.get("message") or {}
+        s: dict[str, Any] = {
+            "content": msg.get("content") or "",
+            "reasoning_content": msg.get("reasoning_content") or msg.get("reasoning"),
+            "finish_reason": ch.get("finish_reason") or "stop",
+            "completion_tokens": None,
+        }
+        if k is not None:
+            s.update(parse_logprobs(ch.get("logprobs"), k))
+            if s.get("token_ids") is not None or s.get("topk_tokens"):
+                s["completion_tokens"] = len(s["topk_logprobs"])
+        samples.append(s)
+    usage = body.get("usage") or {}
+    if n == 1 and usage.get("completion_tokens") is not None:
+        samples[0]["completion_tokens"] = int(usage["completion_tokens"])
+    return {"samples": samples, "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens")}
+
+
+def resolve_endpoint(t: OpenAITeacher) -> tuple[str | None, str]:
+    base_url = t.base_url or os.environ.get(t.base_url_env) or None
+    key = os.environ.get(t.api_key_env)
+    if not key:
+        if base_url is None:
+            raise BackendError(
+                f"teacher.api_key_env: the environment variable {t.api_key_env} is not set "
+                f"(and no teacher.base_url / ${t.base_url_env} for a local server)"
+            )
+        key = "EMPTY"  # local servers (vllm serve, the test server) accept any key
+    return base_url, key
+
+
+class OpenAIBackend:
+    def __init__(self, t: OpenAITeacher, cfg: SampleConfig):
+        self.t, self.cfg = t, cfg
+        self.base_url, self._key = resolve_endpoint(t)
+        self.teacher = t.model
+        self.tokenizer = (t.tokenizer or t.model) if cfg.logprobs is not None else None
+
+    # ------------------------------------------------------------------ request body
+    def body(self, req: Request) -> dict:
+        cfg, t = self.cfg, self.t
+        b: dict[str, Any] = {"model": t.model, "messages": req.messages}
+        if req.n > 1:
+            b["n"] = req.n
+        for name in ("temperature", "top_p", "max_tokens"):
+            v = getattr(cfg, name)
+            if v is not None:
+                b[name] = v
+        if req.seed is not None:
+            b["seed"] = req.seed
+        if cfg.stop:
+            b["stop"] = cfg.stop
+        if cfg.logprobs is not None:
+            b["logprobs"] = True
+            if cfg.logprobs > 0:
+                b["top_logprobs"] = cfg.logprobs
+            if t.token_ids:
+                b["return_tokens_as_token_ids"] = True
+        b.update(cfg.extra_body)
+        return b
+
+    def _estimate_tokens(self, req: Request) -> int:
+        chars = sum(len(str(m.get("content") or "")) for m in req.messages)
+        return chars // 4 + 1 + (self.cfg.max_tokens or 1024) * req.n
+
+    # ------------------------------------------------------------------ run
+    def run(self, requests: list[Request], sink: Sink) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self._main(requests, sink))
+            return
+        # called from inside an event loop (a notebook, an async caller): run ours on a thread
+        err: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(self._main(requests, sink))
+            except BaseException as e:  # pragma: no cover - re-raised below
+                err.append(e)
+
+        th = threading.Thread(target=target, name="curate-openai-sampler")
+        th.start()
+        th.join()
+        if err:
+            raise err[0]
+
+    def _client(self) -> openai.AsyncOpenAI:
+        import httpx2
+
+        limits = httpx2.Limits(max_connections=self.t.concurrency, max_keepalive_connections=self.t.concurrency)
+        timeout = httpx2.Timeout(self.t.timeout, connect=min(self.t.timeout, 30.0))
+        try:
+            http = openai.DefaultAioHttpClient(limits=limits, timeout=timeout)
+        except RuntimeError:  # aiohttp not installed: the default httpx transport
+            http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)
+        return openai.AsyncOpenAI(api_key=self._key, base_url=self.base_url, max_retries=0,
+                                  timeout=timeout, http_client=http)
+
+    async def _main(self, requests: list[Request], sink: Sink) -> None:
+        from aiolimiter import AsyncLimiter
+
+        t = self.t
+        rpm = AsyncLimiter(t.rpm, 60) if t.rpm else None
+        tpm = AsyncLimiter(t.tpm, 60) if t.tpm else None
+        client = self._client()
+        it = iter(requests)
+
+        async def worker() -> None:
+            for req in it:
+                if sink.stop_reason:
+                    return
+                if rpm is not None:
+                    await rpm.acquire()
+                if tpm is not None:
+                    await tpm.acquire(min(self._estimate_tokens(req), t.tpm))
+                try:
+                    payload = await self._send(client, req)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    sink.failed(req, describe(e))
+                    continue
+                sink.done(req, payload)
+
+        try:
+            await asyncio.gather(*[worker() for _ in range(min(t.concurrency, len(requests)))])
+        finally:
+            await client.close()
+
+    async def _send(self, client: openai.AsyncOpenAI, req: Request) -> dict:
+        body = self.body(req)
+        opts = {"headers": {"X-Curate-Request-Hash": req.key, "X-Curate-Sample-Index": str(req.sample_index)}}
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.t.max_retries + 1),
+            wait=_Wait(self.t.backoff_initial, self.t.backoff_max),
+            retry=retry_if_exception(retryable),
+            reraise=True,
+        ):
+            with attempt:
+                raw = await client.post("/chat/completions", body=body, cast_to=object, options=opts)
+                return parse_completion(raw, req.n, self.cfg.logprobs)
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,621 @@
+"""Teacher sampling: problems -> one row per teacher sample, durable and resumable.
+
+Public API (used by the ``sample`` stage, the ``difficulty`` probe and ``curate eval``)::
+
+    from curate.sampling import SampleConfig, sample_rows
+    cfg = SampleConfig(teacher={"backend": "openai", "model": "deepseek-reasoner",
+                                "api_key_env": "DEEPSEEK_API_KEY"}, n=4, max_tokens=8192)
+    samples = sample_rows(problems, cfg, ctx, log_name="sample")
+
+How a run works
+  1. Every problem row becomes prompts: ``system_prompt`` (optional) + ``user_template`` with
+     ``{column}`` placeholders filled from the row (other braces, e.g. ``\\boxed{}``, stay literal).
+  2. Requests are planned: one per problem with native ``n`` (vLLM, transformers, OpenAI-compatible
+     servers by default) or ``n`` requests of ``n=1`` (``teacher.native_n: false``) with seeds
+     ``seed + sample_index``. Each request has a hash over (backend, model, messages, sampling params,
+     first sample index, count, seed) - never a key, a URL or a header.
+  3. A durable log (SQLite, WAL, autocommit: ``<work_dir>/sampling/<log_name>.sqlite``) holds every
+     finished response under its hash *before* it counts as done. Re-running sends only what is not
+     in the log; a SIGKILL or Ctrl-C at any moment loses nothing that was logged.
+  4. A request that still fails after its retries becomes rows with ``finish_reason == "error"``
+     and the text in ``error`` (and is retried by the next run). ``max_failures`` stops a run against
+     a broken endpoint with a ``BackendError``; the ``budget`` stops cleanly with ``BudgetExceeded``.
+  5. Rows: DESIGN.md's sample columns, problem columns carried over, ordered by problem then sample.
+
+The reasoning comes from the server's ``reasoning_content`` (or ``reasoning``) when it sends one,
+otherwise from ``<think>...</think>`` in the text; a template that prefills ``<think>`` leaves only
+``</think>`` in the text, which is handled the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .errors import BackendError, BudgetExceeded, RecipeError
+
+if TYPE_CHECKING:
+    from .stages.base import Context
+
+DEFAULT_USER_TEMPLATE = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}."
+
+__all__ = [
+    "Budget",
+    "DEFAULT_USER_TEMPLATE",
+    "OpenAITeacher",
+    "Request",
+    "RequestLog",
+    "SampleConfig",
+    "TeacherConfig",
+    "TransformersTeacher",
+    "VLLMTeacher",
+    "build_messages",
+    "plan_requests",
+    "sample_rows",
+    "split_reasoning",
+]
+
+
+# --------------------------------------------------------------------------- configuration
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenAITeacher(_Strict):
+    """Any OpenAI-compatible chat endpoint (OpenAI, DeepSeek, ``vllm serve``, SGLang, ...)."""
+
+    backend: Literal["openai"] = "openai"
+    model: str
+    base_url: str | None = None
+    """Default: ``$<base_url_env>`` (``OPENAI_BASE_URL``), else the OpenAI API."""
+    base_url_env: str = "OPENAI_BASE_URL"
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the key (keys never go in a recipe). Unset with a
+    ``base_url`` (a local server): the key ``EMPTY`` is sent."""
+    concurrency: int = Field(64, ge=1, le=8192)
+    rpm: float | None = Field(None, gt=0)
+    """Requests-per-minute limit (aiolimiter)."""
+    tpm: float | None = Field(None, gt=0)
+    """Tokens-per-minute limit; each request reserves its estimated prompt + ``max_tokens * n``."""
+    timeout: float = Field(600.0, gt=0)
+    """Per-request timeout in seconds."""
+    max_retries: int = Field(6, ge=0)
+    """Retries on 429 / 5xx / 408 / timeouts / connection errors / malformed bodies."""
+    backoff_initial: float = Field(1.0, ge=0)
+    backoff_max: float = Field(60.0, ge=0)
+    native_n: bool = True
+    """Ask for ``n`` choices in one request; false = fan out ``n`` requests with ``n=1``."""
+    token_ids: bool = False
+    """Send ``return_tokens_as_token_ids`` (vLLM servers) so logprob tokens carry exact ids."""
+    tokenizer: str | None = None
+    """Name stored in the ``tokenizer`` column when logprobs are kept (default: the model)."""
+
+
+class VLLMTeacher(_Strict):
+    """In-process ``vllm.LLM`` (needs ``pip install 'curate[vllm]'`` and a GPU)."""
+
+    backend: Literal["vllm"] = "vllm"
+    model: str
+    tensor_parallel_size: int = Field(1, ge=1)
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    trust_remote_code: bool = False
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    chunk_size: int = Field(1024, ge=1)
+    """Requests per ``LLM.chat`` call; each finished chunk is logged durably."""
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Passed to ``vllm.LLM`` as is (e.g. ``enable_prefix_caching``)."""
+
+
+class TransformersTeacher(_Strict):
+    """A local Hugging Face model (path or hub id) with ``generate``, batched, CPU or GPU."""
+
+    backend: Literal["transformers"] = "transformers"
+    model: str
+    device: str = "auto"
+    """``auto`` = cuda when available, else cpu."""
+    dtype: str = "auto"
+    batch_size: int = Field(8, ge=1)
+    trust_remote_code: bool = False
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+TeacherConfig = Annotated[Union[OpenAITeacher, VLLMTeacher, TransformersTeacher], Field(discriminator="backend")]
+
+
+class Budget(_Strict):
+    """Stop cleanly (``BudgetExceeded``, resumable) once the run's logged usage reaches a limit."""
+
+    max_completion_tokens: int | None = Field(None, ge=1)
+    max_usd: float | None = Field(None, gt=0)
+    usd_per_million_prompt: float = Field(0.0, ge=0)
+    usd_per_million_completion: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _prices(self) -> "Budget":
+        if self.max_usd is not None and not (self.usd_per_million_prompt or self.usd_per_million_completion):
+            raise ValueError("max_usd needs usd_per_million_prompt and/or usd_per_million_completion")
+        return self
+
+
+class SampleConfig(_Strict):
+    teacher: TeacherConfig
+    n: int = Field(1, ge=1, le=1024)
+    """Samples per problem."""
+    temperature: float | None = Field(0.6, ge=0)
+    """``None`` leaves it to the server (some reasoning APIs reject it)."""
+    top_p: float | None = Field(0.95, gt=0, le=1)
+    max_tokens: int | None = Field(4096, ge=1)
+    seed: int | None = None
+    """Default: the run seed."""
+    stop: list[str] | None = None
+    logprobs: int | None = Field(None, ge=0, le=100)
+    """Keep the top-k raw (T=1) logprobs per completion token: ``token_ids``/``topk_ids``/``topk_logprobs``."""
+    system_prompt: str | None = None
+    user_template: str = DEFAULT_USER_TEMPLATE
+    """``{column}`` placeholders are filled from the problem row; other braces stay literal."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Passed through to the request body (openai) or merged into the sampling params."""
+    max_failures: float = Field(0.05, ge=0)
+    """Failed requests (after retries) tolerated: a count (>= 1) or a fraction of the requests (< 1)."""
+    budget: Budget | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+# --------------------------------------------------------------------------- prompts
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def template_fields(template: str) -> list[str]:
+    return _PLACEHOLDER.findall(template or "")
+
+
+def fill_template(template: str, row: dict) -> str:
+    """Replace ``{column}`` with the row's value; any other brace is literal (``\\boxed{}``)."""
+
+    def sub(m: re.Match) -> str:
+        v = row.get(m.group(1))
+        return "" if v is None else str(v)
+
+    return _PLACEHOLDER.sub(sub, template)
+
+
+def build_messages(row: dict, cfg: SampleConfig) -> list[dict]:
+    msgs = []
+    if cfg.system_prompt:
+        msgs.append({"role": "system", "content": fill_template(cfg.system_prompt, row)})
+    msgs.append({"role": "user", "content": fill_template(cfg.user_template, row)})
+    return msgs
+
+
+def split_reasoning(content: str | None, reasoning_content: str | None = None) -> tuple[str, str, bool]:
+    """(reasoning, answer_text, think_closed) from a reply.
+
+    ``reasoning_content`` wins when present; otherwise ``<think>...</think>`` in the text, including a
+    prefilled ``<think>`` (only ``</think>`` appears). An opened but unclosed think block is all
+    reasoning (a truncated trace): answer_text is empty and think_closed False.
+    """
+    text = content or ""
+    if reasoning_content:
+        ans = text
+        if "</think>" in ans:  # a server that sends both: keep the part after the think block
+            ans = ans.split("</think>", 1)[1]
+        return reasoning_content.strip(), ans.strip(), True
+    close = text.find("</think>")
+    if close >= 0:
+        head, tail = text[:close], text[close + len("</think>"):]
+        open_at = head.find("<think>")
+        if open_at >= 0:
+            head = head[open_at + len("<think>"):]
+        return head.strip(), tail.strip(), True
+    open_at = text.find("<think>")
+    if open_at >= 0:
+        return text[open_at + len("<think>"):].strip(), "", False
+    return "", text.strip(), True
+
+
+# --------------------------------------------------------------------------- requests
+@dataclass
+class Request:
+    key: str
+    """The request hash (the durable log's key)."""
+    pos: int
+    """Row position of the problem in the input frame."""
+    sample_index: int
+    """Index of the first sample this request produces."""
+    n: int
+    messages: list[dict]
+    seed: int | None
+
+
+def sampling_params(cfg: SampleConfig) -> dict:
+    """The backend-independent sampling parameters that enter the request hash."""
+    return {
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "max_tokens": cfg.max_tokens,
+        "stop": cfg.stop,
+        "logprobs": cfg.logprobs,
+        "extra_body": cfg.extra_body,
+    }
+
+
+def _teacher_identity(t: Any) -> dict:
+    ident = {"backend": t.backend, "model": t.model}
+    if isinstance(t, OpenAITeacher):
+        ident["token_ids"] = t.token_ids
+    elif isinstance(t, (VLLMTeacher, TransformersTeacher)):
+        ident["chat_template_kwargs"] = t.chat_template_kwargs
+    return ident
+
+
+def request_hash(teacher: dict, messages: list, params: dict, sample_index: int, n: int, seed: int | None) -> str:
+    blob = json.dumps(
+        {"teacher": teacher, "messages": messages, "params": params, "sample_index": sample_index, "n": n, "seed": seed},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+def native_n(cfg: SampleConfig) -> bool:
+    return not isinstance(cfg.teacher, OpenAITeacher) or cfg.teacher.native_n
+
+
+def plan_requests(messages: list[list[dict]], cfg: SampleConfig, seed: int) -> list[Request]:
+    ident = _teacher_identity(cfg.teacher)
+    params = sampling_params(cfg)
+    out: list[Request] = []
+    for pos, msgs in enumerate(messages):
+        if native_n(cfg) or cfg.n == 1:
+            out.append(Request(request_hash(ident, msgs, params, 0, cfg.n, seed), pos, 0, cfg.n, msgs, seed))
+        else:
+            for i in range(cfg.n):
+                s = seed + i
+                out.append(Request(request_hash(ident, msgs, params, i, 1, s), pos, i, 1, msgs, s))
+    return out
+
+
+# --------------------------------------------------------------------------- durable log
+class RequestLog:
+    """Finished responses by request hash: SQLite in WAL mode, one autocommitted row per response.
+
+    A committed row survives a SIGKILL of the writer (WAL + ``synchronous=NORMAL``: the data is in
+    the OS before ``put`` returns). Failed requests are recorded separately (for the audit trail)
+    and retried by the next run.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, payload TEXT NOT NULL, t REAL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS failures (key TEXT, error TEXT, t REAL)")
+        except sqlite3.DatabaseError as e:
+            raise BackendError(f"{self.path}: cannot open the sampling log ({e})") from None
+
+    def get_many(self, keys: list[str]) -> dict[str, dict]:
+        want = set(keys)
+        out: dict[str, dict] = {}
+        with self._lock:
+            for key, payload in self._db.execute("SELECT key, payload FROM responses"):
+                if key in want:
+                    out[key] = json.loads(payload)
+        return out
+
+    def put(self, key: str, payload: dict) -> None:
+        blob = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", (key, blob, time.time()))
+
+    def put_failure(self, key: str, error: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO failures VALUES (?, ?, ?)", (key, error, time.time()))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# --------------------------------------------------------------------------- backends
+class Sink(Protocol):
+    stop_reason: str | None
+
+    def done(self, req: Request, payload: dict) -> None: ...
+    def failed(self, req: Request, error: str) -> None: ...
+
+
+class Backend(Protocol):
+    teacher: str
+    tokenizer: str | None
+
+    def run(self, requests: list[Request], sink: Sink) -> None:
+        """Send ``requests``; call ``sink.done(req, payload)`` / ``sink.failed(req, text)`` for each one,
+        and stop starting new work once ``sink.stop_reason`` is set.
+
+        ``payload = {"samples": [{content, reasoning_content, finish_reason, completion_tokens,
+        token_ids?, topk_ids?, topk_logprobs?, topk_tokens?}, ...] (req.n of them),
+        "prompt_tokens": int | None, "completion_tokens": int | None}``.
+        """
+        ...
+
+
+def make_backend(cfg: SampleConfig) -> Backend:
+    t = cfg.teacher
+    if isinstance(t, OpenAITeacher):
+        from .backends.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(t, cfg)
+    if isinstance(t, VLLMTeacher):
+        from .backends.vllm_offline import VLLMBackend
+
+        return VLLMBackend(t, cfg)
+    from .backends.transformers_local import TransformersBackend
+
+    return TransformersBackend(t, cfg)
+
+
+def split_usage(total: int | None, samples: list[dict]) -> list[int | None]:
+    """Per-sample completion tokens: exact when known per sample, else ``total`` split by text length."""
+    if all(s.get("completion_tokens") is not None for s in samples):
+        return [int(s["completion_tokens"]) for s in samples]
+    if total is None:
+        return [None] * len(samples)
+    if len(samples) == 1:
+        return [int(total)]
+    lens = [len((s.get("content") or "") + (s.get("reasoning_content") or "")) or 1 for s in samples]
+    out = [int(total * x / sum(lens)) for x in lens]
+    out[-1] += int(total) - sum(out)
+    return out
+
+
+# --------------------------------------------------------------------------- the run
+@dataclass
+class _Run:
+    log: RequestLog
+    total_requests: int
+    max_failures: float
+    budget: Budget | None
+    progress: Any
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    new_prompt_tokens: int = 0
+    new_completion_tokens: int = 0
+    sent_ok: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    stop_reason: str | None = None
+    last_error: str = ""
+
+    def usd(self) -> float:
+        b = self.budget
+        if b is None:
+            return 0.0
+        return (self.prompt_tokens * b.usd_per_million_prompt + self.completion_tokens * b.usd_per_million_completion) / 1e6
+
+    def add_usage(self, payload: dict, new: bool) -> None:
+        p = int(payload.get("prompt_tokens") or 0)
+        c = int(payload.get("completion_tokens") or 0)
+        self.prompt_tokens += p
+        self.completion_tokens += c
+        if new:
+            self.new_prompt_tokens += p
+            self.new_completion_tokens += c
+
+    def check_budget(self) -> None:
+        b = self.budget
+        if b is None or self.stop_reason:
+            return
+        if b.max_completion_tokens is not None and self.completion_tokens >= b.max_completion_tokens:
+            self.stop_reason = f"budget: {self.completion_tokens} completion tokens >= budget.max_completion_tokens={b.max_completion_tokens}"
+        elif b.max_usd is not None and self.usd() >= b.max_usd:
+            self.stop_reason = f"budget: ${self.usd():.4f} >= budget.max_usd={b.max_usd}"
+
+    def failure_limit(self) -> int:
+        m = self.max_failures
+        return int(m) if m >= 1 else int(math.floor(m * self.total_requests))
+
+    # Sink -----------------------------------------------------------------
+    def done(self, req: Request, payload: dict) -> None:
+        self.log.put(req.key, payload)  # durable before it counts
+        self.failures.pop(req.key, None)
+        self.sent_ok += 1
+        self.add_usage(payload, new=True)
+        self.progress.advance(req.n)
+        self.check_budget()
+
+    def failed(self, req: Request, error: str) -> None:
+        error = " ".join(str(error).split())[:500]
+        self.failures[req.key] = error
+        self.last_error = error
+        with contextlib.suppress(Exception):
+            self.log.put_failure(req.key, error)
+        self.progress.advance(req.n)
+        if self.stop_reason is None:
+            nf = len(self.failures)
+            if nf > self.failure_limit() or (nf >= 20 and self.sent_ok == 0):
+                self.stop_reason = "failures"
+
+
+def _schema(with_lp: bool, with_tokens: bool) -> dict:
+    s: dict[str, Any] = {
+        "sample_id": pl.Utf8,
+        "problem_id": pl.Utf8,
+        "sample_index": pl.Int64,
+        "teacher": pl.Utf8,
+        "prompt": pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8})),
+        "reasoning": pl.Utf8,
+        "answer_text": pl.Utf8,
+        "finish_reason": pl.Utf8,
+        "prompt_tokens": pl.Int64,
+        "completion_tokens": pl.Int64,
+        "request_hash": pl.Utf8,
+        "error": pl.Utf8,
+    }
+    if with_lp:
+        s.update({
+            "token_ids": pl.List(pl.Int64),
+            "topk_ids": pl.List(pl.List(pl.Int64)),
+            "topk_logprobs": pl.List(pl.List(pl.Float32)),
+            "tokenizer": pl.Utf8,
+        })
+        if with_tokens:
+            s["topk_tokens"] = pl.List(pl.List(pl.Utf8))
+    return s
+
+
+SAMPLE_COLUMNS = tuple(_schema(False, False))
+
+
+def _sample_id(req_key: str, index: int) -> str:
+    return hashlib.sha256(f"{req_key}:{index}".encode()).hexdigest()[:16]
+
+
+def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, log_name: str = "sample") -> pl.DataFrame:
+    """One row per teacher sample (see the module docstring); problem columns are carried over."""
+    label = ctx.stage_label or log_name
+    if "problem_id" not in problems.columns:
+        raise RecipeError(f"{label}: the input has no 'problem_id' column (sampling needs problem rows)")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", log_name):
+        raise RecipeError(f"{label}: log_name {log_name!r} must be a plain file name")
+    for where, tpl in (("user_template", cfg.user_template), ("system_prompt", cfg.system_prompt or "")):
+        missing = [f for f in template_fields(tpl) if f not in problems.columns]
+        if missing:
+            raise RecipeError(
+                f"{label}: {where}: {{{missing[0]}}} is not a column of the input "
+                f"(columns: {', '.join(problems.columns)})"
+            )
+    seed = ctx.seed if cfg.seed is None else cfg.seed
+    rows = problems.to_dicts()
+    messages = [build_messages(r, cfg) for r in rows]
+    requests = plan_requests(messages, cfg, seed)
+    log_path = Path(ctx.work_dir) / "sampling" / f"{log_name}.sqlite"
+    log = RequestLog(log_path)
+    t0 = time.perf_counter()
+    try:
+        have = log.get_many([r.key for r in requests])
+        pending = [r for r in requests if r.key not in have]
+        with ctx.progress(sum(r.n for r in pending), f"{label}: {cfg.teacher.model}") as bar:
+            run = _Run(log, len(pending), cfg.max_failures, cfg.budget, bar)
+            for p in have.values():
+                run.add_usage(p, new=False)
+            run.check_budget()
+            backend = None
+            if pending and run.stop_reason is None:
+                backend = make_backend(cfg)
+                backend.run(pending, run)
+            teacher = backend.teacher if backend is not None else cfg.teacher.model
+            tokenizer = getattr(backend, "tokenizer", None) if backend is not None else None
+        results = dict(have)
+        if pending:
+            results.update(log.get_many([r.key for r in pending]))
+    finally:
+        log.close()
+    seconds = time.perf_counter() - t0
+    stats = {
+        "teacher": cfg.teacher.model,
+        "backend": cfg.teacher.backend,
+        "requests": len(requests),
+        "from_log": len(have),
+        "sent_ok": run.sent_ok,
+        "failed": len(run.failures),
+        "prompt_tokens": run.prompt_tokens,
+        "completion_tokens": run.completion_tokens,
+        "new_prompt_tokens": run.new_prompt_tokens,
+        "new_completion_tokens": run.new_completion_tokens,
+        "seconds": round(seconds, 3),
+        "log": str(log_path),
+    }
+    if cfg.budget is not None and cfg.budget.max_usd is not None:
+        stats["usd"] = round(run.usd(), 6)
+    ctx.stats[log_name] = stats
+    if run.stop_reason == "failures":
+        raise BackendError(
+            f"{label}: {len(run.failures)} of {len(pending)} requests to {cfg.teacher.model} failed after retries "
+            f"(max_failures={cfg.max_failures:g}); last error: {run.last_error}. Finished responses are kept "
+            f"in {log_path}; fix the endpoint and re-run to resume"
+        )
+    if run.stop_reason:
+        done = len(results)
+        raise BudgetExceeded(
+            f"{label}: {run.stop_reason}; {done}/{len(requests)} requests done and kept in {log_path}; "
+            "raise the budget and re-run to resume"
+        )
+    if cfg.teacher.backend == "openai" and tokenizer is None and cfg.logprobs is not None:
+        tokenizer = cfg.teacher.tokenizer or cfg.teacher.model
+    return _assemble(problems, rows, requests, results, run.failures, cfg, teacher, tokenizer)
+
+
+def _assemble(problems, rows, requests, results, failures, cfg, teacher, tokenizer) -> pl.DataFrame:
+    with_lp = cfg.logprobs is not None
+    with_tokens = with_lp and any(
+        s.get("topk_tokens") is not None for p in results.values() for s in p.get("samples", [])
+    )
+    schema = _schema(with_lp, with_tokens)
+    recs: list[dict] = []
+    for req in requests:
+        msgs = req.messages
+        pid = rows[req.pos]["problem_id"]
+        payload = results.get(req.key)
+        if payload is None:
+            err = failures.get(req.key, "not sampled")
+            samples = [None] * req.n
+            usage = [None] * req.n
+            p_tok = None
+        else:
+            samples = payload["samples"]
+            usage = split_usage(payload.get("completion_tokens"), samples)
+            p_tok = payload.get("prompt_tokens")
+            err = None
+            tok = payload.get("tokenizer") or tokenizer
+        for j in range(req.n):
+            s = samples[j] if j < len(samples) else None
+            rec: dict[str, Any] = {
+                "__pos": req.pos,
+                "sample_id": _sample_id(req.key, req.sample_index + j),
+                "problem_id": pid,
+                "sample_index": req.sample_index + j,
+                "teacher": teacher,
+                "prompt": msgs,
+                "request_hash": req.key,
+                "prompt_tokens": p_tok,
+            }
+            if s is None:
+                rec.update(reasoning=None, answer_text=None, finish_reason="error", completion_tokens=None,
+                           error=err or "missing sample in response")
+            else:
+                reasoning, answer, _ = split_reasoning(s.get("content"), s.get("reasoning_content"))
+                rec.update(reasoning=reasoning, answer_text=answer, finish_reason=s.get("finish_reason") or "stop",
+                           completion_tokens=usage[j], error=None)
+                if with_lp:
+                    rec.update(token_ids=s.get("token_ids"), topk_ids=s.get("topk_ids"),
+                               topk_logprobs=s.get("topk_logprobs"), tokenizer=tok)
+                    if with_tokens:
+                        rec["topk_tokens"] = s.get("topk_tokens")
+            recs.append(rec)
+    samples_df = pl.DataFrame(recs, schema={"__pos": pl.Int64, **schema}, strict=False)
+    samples_df = samples_df.sort(["__pos", "sample_index"])
+    carried = [c for c in problems.columns if c not in schema]
+    left = problems.select(carried).with_row_index("__pos").with_columns(pl.col("__pos").cast(pl.Int64))
+    out = samples_df.join(left, on="__pos", how="left", maintain_order="left").drop("__pos")
+    first = [c for c in carried if c != "problem_id"]
+    return out.select(["sample_id", "problem_id", *first, *[c for c in schema if c not in ("sample_id", "problem_id")]])
