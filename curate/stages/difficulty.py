@@ -24,12 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import difficulty as D
 from ..errors import RecipeError
-try:  # written in parallel by the sampling / verify engineers
-    from ..sampling import SampleConfig
-except ModuleNotFoundError as _e:  # pragma: no cover - only while curate.sampling is absent
-    if _e.name != "curate.sampling":
-        raise
-    SampleConfig = dict  # type: ignore[misc,assignment]
+from ..sampling import SampleConfig
+
 try:
     from ..verify import VerifyConfig
 except (ModuleNotFoundError, ImportError) as _e:  # pragma: no cover - only while curate.verify is absent
@@ -116,9 +112,8 @@ class DifficultyConfig(StageConfig):
     probe_verify: VerifyConfig | None = None
     """How the probe's answers are verified (default: the verify defaults)."""
     judge: SampleConfig | None = None
-    """The judge model; needed by ``method: judge``. Its prompt is ``judge_prompt``."""
-    judge_prompt: str = DEFAULT_JUDGE_PROMPT
-    """The judge's user message; ``{problem}`` is replaced by the problem text."""
+    """The judge model; needed by ``method: judge``. Its ``user_template`` defaults to a 1-10 rating
+    prompt (``DEFAULT_JUDGE_PROMPT``) instead of the solving prompt; ``{problem}`` etc. are filled in."""
     buckets: Buckets = Field(default_factory=Buckets)
 
     min_pass_rate: float | None = Field(None, ge=0, le=1)
@@ -155,8 +150,6 @@ class DifficultyConfig(StageConfig):
             raise ValueError("difficulty.methods: one pass_rate method per source")
         if self.min_pass_rate is not None and self.max_pass_rate is not None and self.min_pass_rate > self.max_pass_rate:
             raise ValueError("difficulty: min_pass_rate must be <= max_pass_rate")
-        if "{problem}" not in self.judge_prompt:
-            raise ValueError("difficulty.judge_prompt must contain {problem}")
         return self
 
 
@@ -263,21 +256,18 @@ class DifficultyStage(Stage):
 
         cfg = self.config
         src = probs.select([c for c in PROBLEM_COLUMNS if c in probs.columns])
-        # the judge sees its own prompt: the problem text is substituted here, so the judge's
-        # user_template must pass the text through unchanged
-        prompt = cfg.judge_prompt
-        src = src.with_columns(
-            pl.col("problem").map_elements(lambda p: prompt.replace("{problem}", str(p)), return_dtype=pl.Utf8)
-        )
-        judge_cfg = cfg.judge.model_copy(update={"user_template": "{problem}"}) if _has_field(cfg.judge, "user_template") else cfg.judge
+        judge_cfg = cfg.judge
+        if "user_template" not in judge_cfg.model_fields_set:
+            judge_cfg = judge_cfg.model_copy(update={"user_template": DEFAULT_JUDGE_PROMPT})
         rows = sample_rows(src, judge_cfg, ctx, log_name="difficulty_judge")
         texts = rows["answer_text"].to_list() if "answer_text" in rows.columns else [None] * rows.height
         scores = [D.parse_judge_score(t) for t in texts]
-        rows = rows.select("problem_id").with_columns(pl.Series("_judge", scores, dtype=pl.Float64))
-        n_bad = sum(s is None for s in scores)
+        scored = rows.select("problem_id").with_columns(pl.Series("_judge", scores, dtype=pl.Float64))
+        failed = rows["finish_reason"].to_list() if "finish_reason" in rows.columns else [None] * rows.height
         stats["judge_replies"] = len(scores)
-        stats["judge_unparseable"] = n_bad
-        return rows.group_by("problem_id").agg(pl.col("_judge").mean().alias("judge_score"))
+        stats["judge_unparseable"] = sum(s is None for s in scores)
+        stats["judge_failed_requests"] = sum(f == "error" for f in failed)
+        return scored.group_by("problem_id").agg(pl.col("_judge").mean().alias("judge_score"))
 
     def _combine(self, probs: pl.DataFrame) -> np.ndarray:
         cfg = self.config
@@ -430,5 +420,3 @@ def _minmax(vals: list[float | None]) -> list[float | None]:
     return [None if v is None else (0.5 if hi == lo else (v - lo) / (hi - lo)) for v in vals]
 
 
-def _has_field(model: BaseModel, name: str) -> bool:
-    return name in type(model).model_fields
