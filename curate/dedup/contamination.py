@@ -1,0 +1,182 @@
+"""Benchmark contamination index: word n-gram overlap plus MinHash similarity.
+
+One :class:`BenchmarkIndex` per benchmark set holds
+* the sorted unique hashes of every word n-gram (default 8, as open-r1 and s1 use) of its texts,
+  with the benchmark row each came from (for the report's examples), and
+* MinHash signatures (datasketch-compatible) plus exact shingle sets of its texts, for
+  light edits that break every long n-gram; candidates come from datasketch's MinHashLSH and are
+  confirmed by exact Jaccard.
+
+The index is saved as an ``.npz`` under a key derived from the benchmark's content and the
+parameters, so a second run loads it instead of rebuilding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import xxhash
+
+from .minhash import MinHashParams, lean, make_lsh, signatures
+from .text import _HASHER, jaccard, ngram_hashes, shingle_set, tokenize
+
+INDEX_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ContamParams:
+    ngram: int = 8
+    min_overlap: int = 1
+    """Shared n-grams needed to call a row contaminated."""
+    minhash: bool = True
+    minhash_ngram: int = 1
+    minhash_threshold: float = 0.5
+    num_perm: int = 128
+    seed: int = 1
+
+    @property
+    def mh(self) -> MinHashParams:
+        return MinHashParams(num_perm=self.num_perm, seed=self.seed, ngram=self.minhash_ngram, shingle="word")
+
+
+@dataclass
+class Match:
+    row: int  # index of the checked text
+    bench_row: int
+    method: str  # ngram | minhash
+    similarity: float  # Jaccard of the MinHash shingle sets (exact)
+    matched: str  # the first shared n-gram (ngram), or "" (minhash)
+    shared: int  # number of distinct shared n-grams
+
+
+def content_key(texts: Sequence[str], params: ContamParams) -> str:
+    h = xxhash.xxh3_128()
+    h.update(f"{INDEX_VERSION}|{params.ngram}|{params.minhash}|{params.minhash_ngram}|{params.num_perm}|{params.seed}".encode())
+    for t in texts:
+        b = (t or "").encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def _word_ngrams(text: str | None, n: int) -> tuple[list[str], np.ndarray]:
+    toks = tokenize(text)
+    if len(toks) < n:  # a text shorter than n has no n-gram (it could not share one)
+        return toks, np.empty(0, dtype=np.uint64)
+    return toks, ngram_hashes(_HASHER(toks), n)
+
+
+class BenchmarkIndex:
+    def __init__(self, texts: list[str], params: ContamParams, arrays: dict[str, np.ndarray]):
+        self.texts = texts
+        self.params = params
+        self.ng_hash = arrays["ng_hash"]
+        self.ng_row = arrays["ng_row"]
+        self.sigs = arrays["sigs"]
+        self.set_offsets = arrays["set_offsets"]
+        self.set_values = arrays["set_values"]
+        self._lsh = None
+
+    # ------------------------------------------------------------------ build / cache
+    @classmethod
+    def build(cls, texts: list[str], params: ContamParams) -> "BenchmarkIndex":
+        hs, rows = [], []
+        for i, t in enumerate(texts):
+            h = np.unique(_word_ngrams(t, params.ngram)[1])
+            hs.append(h)
+            rows.append(np.full(len(h), i, dtype=np.int64))
+        ng = np.concatenate(hs) if hs else np.empty(0, dtype=np.uint64)
+        rw = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+        order = np.argsort(ng, kind="stable")
+        ng, rw = ng[order], rw[order]
+        first = np.r_[True, ng[1:] != ng[:-1]] if len(ng) else np.empty(0, dtype=bool)
+        arrays = {"ng_hash": ng[first], "ng_row": rw[first]}
+        mh = params.mh
+        sigs, _ = signatures(texts, mh)
+        sets = [shingle_set(t, mh.ngram, mh.shingle) for t in texts]
+        arrays["sigs"] = sigs
+        arrays["set_offsets"] = np.cumsum([0] + [len(s) for s in sets]).astype(np.int64)
+        arrays["set_values"] = np.concatenate(sets) if sets else np.empty(0, dtype=np.uint64)
+        return cls(texts, params, arrays)
+
+    @classmethod
+    def load_or_build(cls, texts: list[str], params: ContamParams, cache_dir: Path | None) -> tuple["BenchmarkIndex", bool]:
+        """(index, loaded_from_cache)."""
+        if cache_dir is None:
+            return cls.build(texts, params), False
+        path = Path(cache_dir) / f"{content_key(texts, params)}.npz"
+        if path.exists():
+            try:
+                with np.load(path) as z:
+                    return cls(texts, params, {k: z[k] for k in z.files}), True
+            except Exception:  # a torn or foreign file: rebuild below
+                pass
+        idx = cls.build(texts, params)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, ng_hash=idx.ng_hash, ng_row=idx.ng_row, sigs=idx.sigs,
+                 set_offsets=idx.set_offsets, set_values=idx.set_values)
+        tmp.replace(path)
+        return idx, False
+
+    def shingles(self, i: int) -> np.ndarray:
+        return self.set_values[self.set_offsets[i] : self.set_offsets[i + 1]]
+
+    # ------------------------------------------------------------------ queries
+    def ngram_matches(self, texts: Sequence[str | None]) -> dict[int, Match]:
+        p = self.params
+        out: dict[int, Match] = {}
+        if len(self.ng_hash) == 0:
+            return out
+        for i, t in enumerate(texts):
+            toks, h = _word_ngrams(t, p.ngram)
+            if len(h) == 0:
+                continue
+            pos = np.searchsorted(self.ng_hash, h)
+            pos[pos >= len(self.ng_hash)] = 0
+            hit = self.ng_hash[pos] == h
+            if not hit.any():
+                continue
+            shared = len(np.unique(h[hit]))
+            if shared < p.min_overlap:
+                continue
+            k = int(np.argmax(hit))
+            out[i] = Match(i, int(self.ng_row[pos[k]]), "ngram", float("nan"), " ".join(toks[k : k + p.ngram]), shared)
+        return out
+
+    def minhash_matches(self, texts: Sequence[str | None], skip: set[int] = frozenset()) -> dict[int, Match]:
+        p = self.params
+        mh = p.mh
+        out: dict[int, Match] = {}
+        if not p.minhash or len(self.texts) == 0:
+            return out
+        if self._lsh is None:
+            self._lsh = make_lsh(max(0.05, p.minhash_threshold - 0.1), mh.num_perm, (0.1, 0.9))
+            for j in range(len(self.sigs)):
+                self._lsh.insert(j, lean(self.sigs[j], mh), check_duplication=False)
+        todo = [i for i in range(len(texts)) if i not in skip]
+        sigs, _ = signatures([texts[i] for i in todo], mh)
+        for i, sig in zip(todo, sigs):
+            cands = self._lsh.query(lean(sig, mh))
+            if not cands:
+                continue
+            mine = shingle_set(texts[i], mh.ngram, mh.shingle)
+            best = max(((jaccard(mine, self.shingles(j)), j) for j in cands), default=(0.0, -1))
+            if best[0] >= p.minhash_threshold:
+                out[i] = Match(i, best[1], "minhash", best[0], "", 0)
+        return out
+
+    def similarity(self, text: str | None, j: int) -> float:
+        mh = self.params.mh
+        return jaccard(shingle_set(text, mh.ngram, mh.shingle), self.shingles(j))
+
+    def check(self, texts: Sequence[str | None]) -> dict[int, Match]:
+        """Contaminated texts by index: n-gram overlap first, then MinHash for the rest."""
+        found = self.ngram_matches(texts)
+        for m in found.values():
+            m.similarity = self.similarity(texts[m.row], m.bench_row)
+        found.update(self.minhash_matches(texts, skip=set(found)))
+        return found

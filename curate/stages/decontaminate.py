@@ -1,0 +1,218 @@
+"""decontaminate: drop rows whose text overlaps a benchmark set.
+
+    - type: decontaminate
+      benchmarks:
+        - gsm8k                                   # a preset (curate/presets.py): hub id + fields
+        - {preset: math500}
+        - {name: my_test, path: data/test.jsonl, field: question}           # local jsonl/json/parquet/csv
+        - {name: aime, hub: org/aime, config: default, split: test, field: problem, revision: main}
+      field: problem            # row text to check (problem | reasoning | both | any text column)
+      ngram: 8                  # word n-gram overlap (open-r1 / s1 use 8)
+      min_overlap: 1            # shared n-grams that make a row contaminated
+      minhash: true             # also MinHash similarity (catches light edits)
+      minhash_ngram: 1
+      minhash_threshold: 0.5
+
+Contaminated rows are dropped with ``contaminated:<benchmark>``; ``ctx.stats["contamination"]``
+holds the per-benchmark table for the card and the manifest.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..dedup.contamination import BenchmarkIndex, ContamParams
+from ..errors import RecipeError, SourceError
+from ..presets import PRESETS, get_preset
+from .base import DROP, Context, Stage, StageConfig, mark_drop
+
+
+class BenchmarkSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    preset: str | None = None
+    path: str | None = None
+    """A local file (jsonl/json/parquet/csv)."""
+    hub: str | None = None
+    """A hub dataset id (or a local dataset folder), loaded with datasets.load_dataset."""
+    config: str | None = None
+    split: str | None = None
+    revision: str | None = None
+    field: str | None = None
+    """The benchmark's text field (default: the preset's problem field, else 'problem')."""
+    format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "BenchmarkSpec":
+        given = [k for k in ("preset", "path", "hub") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("a benchmark needs exactly one of preset, path, hub")
+        if self.preset and self.preset not in PRESETS:
+            raise ValueError(f"unknown benchmark preset '{self.preset}' (known: {', '.join(sorted(PRESETS))})")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.preset:
+            return self.preset
+        if self.path:
+            from pathlib import Path
+
+            return Path(self.path).stem
+        return str(self.hub).rstrip("/").split("/")[-1]
+
+
+class DecontaminateConfig(StageConfig):
+    type: Literal["decontaminate"] = "decontaminate"
+    benchmarks: list[BenchmarkSpec] = Field(min_length=1)
+    field: str = "problem"
+    ngram: int = Field(8, ge=1, le=64)
+    min_overlap: int = Field(1, ge=1)
+    minhash: bool = True
+    minhash_ngram: int = Field(1, ge=1, le=16)
+    minhash_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    num_perm: int = Field(128, ge=16, le=1024)
+    max_examples: int = Field(3, ge=0, le=100)
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _strings_are_presets(cls, v: Any) -> Any:
+        if isinstance(v, (str, dict)):
+            v = [v]
+        return [{"preset": b} if isinstance(b, str) else b for b in v]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "DecontaminateConfig":
+        names = [b.label for b in self.benchmarks]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"benchmark names must be unique (repeated: {', '.join(sorted(dup))}); set name:")
+        return self
+
+
+def _hub_frame(spec: BenchmarkSpec, path: str, config: str | None, split: str, revision: str | None) -> pl.DataFrame:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(path, config, split=split, revision=revision)
+    except Exception as e:
+        first = (str(e).splitlines() or [e.__class__.__name__])[0][:160]
+        raise SourceError(
+            f"decontaminate: benchmark '{spec.label}' (hub {path}, config={config}, split={split}) cannot be "
+            f"loaded: {first}; download it and give a local file instead: {{name: {spec.label}, path: FILE, field: ...}}"
+        ) from None
+    return pl.from_arrow(ds.data.table)
+
+
+def load_benchmark_texts(spec: BenchmarkSpec, ctx: Context) -> tuple[list[str], str]:
+    """(texts, where) of one benchmark set; raises a one-line SourceError naming file and field."""
+    if spec.path:
+        from ..sources import read_file
+
+        p = ctx.resolve(spec.path)
+        if not p.exists():
+            raise SourceError(f"decontaminate: benchmark '{spec.label}': file {p} does not exist")
+        frame, where, fld = read_file(p, spec.format), str(p), spec.field or "problem"
+    else:
+        if spec.preset:
+            pr = get_preset(spec.preset)
+            path, config, split, revision = pr.path, spec.config or pr.config, spec.split or pr.split, spec.revision or pr.revision
+            fld = spec.field or pr.problem_field
+        else:
+            path, config, split, revision = str(spec.hub), spec.config, spec.split or "test", spec.revision
+            fld = spec.field or "problem"
+        hub_path = str(ctx.resolve(path)) if ctx.resolve(path).exists() else path
+        frame, where = _hub_frame(spec, hub_path, config, split, revision), f"hub {path} ({split})"
+    if fld not in frame.columns:
+        raise SourceError(
+            f"decontaminate: benchmark '{spec.label}' ({where}): field '{fld}' not found "
+            f"(columns: {', '.join(frame.columns) or 'none'}); set field:"
+        )
+    texts = [t for t in frame[fld].cast(pl.Utf8).to_list() if t]
+    return texts, where
+
+
+class DecontaminateStage(Stage):
+    name = "decontaminate"
+    Config = DecontaminateConfig
+    version = "1"
+    requires = ("problem",)
+    produces = ()
+
+    def check(self, ctx: Context) -> None:
+        for b in self.config.benchmarks:  # type: ignore[attr-defined]
+            if b.path and not ctx.resolve(b.path).exists():
+                raise RecipeError(f"decontaminate: benchmark '{b.label}': file {ctx.resolve(b.path)} does not exist")
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        cfg: DecontaminateConfig = self.config  # type: ignore[assignment]
+        cols = ["problem", "reasoning"] if cfg.field == "both" else [cfg.field]
+        for c in cols:
+            if c not in df.columns:
+                raise RecipeError(
+                    f"stage {ctx.stage_label or self.name}: field '{c}' is not a column of the input "
+                    f"(columns: {', '.join(df.columns)})"
+                )
+        text = pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("") for c in cols], separator="\n\n")
+        alive = pl.col(DROP).is_null() if DROP in df.columns else pl.lit(True)
+        work = df.with_columns(_text=text, _alive=alive)
+        uniq = work.filter(pl.col("_alive")).select("_text").unique(maintain_order=True)["_text"].to_list()
+        params = ContamParams(
+            ngram=cfg.ngram,
+            min_overlap=cfg.min_overlap,
+            minhash=cfg.minhash,
+            minhash_ngram=cfg.minhash_ngram,
+            minhash_threshold=cfg.minhash_threshold,
+            num_perm=cfg.num_perm,
+        )
+        cache_dir = ctx.work_dir / "decontam_index"
+        reason_of: dict[str, str] = {}
+        table: dict[str, Any] = {}
+        cached: dict[str, bool] = {}
+        row_count = work.filter(pl.col("_alive")).group_by("_text").len()
+        count_of = dict(zip(row_count["_text"].to_list(), row_count["len"].to_list()))
+        for spec in cfg.benchmarks:
+            texts, where = load_benchmark_texts(spec, ctx)
+            index, cached[spec.label] = BenchmarkIndex.load_or_build(texts, params, cache_dir)
+            found = index.check(uniq)
+            methods = {"ngram": 0, "minhash": 0}
+            examples = []
+            for i, m in sorted(found.items()):
+                t = uniq[i]
+                methods[m.method] += count_of.get(t, 0)
+                reason_of.setdefault(t, f"contaminated:{spec.label}")
+                if len(examples) < cfg.max_examples:
+                    examples.append(
+                        {
+                            "problem": t[:500],
+                            "benchmark_text": index.texts[m.bench_row][:500],
+                            "matched": m.matched,
+                            "method": m.method,
+                            "similarity": round(m.similarity, 4) if not math.isnan(m.similarity) else None,
+                        }
+                    )
+            table[spec.label] = {
+                "checked": int(sum(count_of.values())),
+                "contaminated": int(sum(count_of.get(uniq[i], 0) for i in found)),
+                "method_counts": methods,
+                "examples": examples,
+                "benchmark_rows": len(texts),
+                "source": where,
+            }
+        reasons = pl.DataFrame(
+            {"_text": list(reason_of), "_reason": list(reason_of.values())}, schema={"_text": pl.Utf8, "_reason": pl.Utf8}
+        )
+        out = work.join(reasons, on="_text", how="left", maintain_order="left")
+        out = mark_drop(out, pl.col("_alive") & pl.col("_reason").is_not_null(), pl.col("_reason"))
+        out = out.drop("_text", "_alive", "_reason")
+        ctx.stats["contamination"] = table
+        ctx.stats["index_cached"] = cached
+        ctx.stats["rows_contaminated"] = int(sum(count_of.get(t, 0) for t in reason_of))
+        return out
