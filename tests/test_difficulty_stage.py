@@ -211,3 +211,11 @@ def test_config_and_input_errors(tmp_path):
 def test_empty_frame(tmp_path):
     out, _ = run(traces(SPEC).clear(), tmp_path)
     assert out.height == 0 and "difficulty" in out.columns
+
+
+def test_failed_requests_are_not_graded(tmp_path):
+    df = traces({"a": [True, False, False]}).with_columns(
+        pl.when(pl.col("sample_index") == 2).then(pl.lit("error")).otherwise(pl.col("finish_reason")).alias("finish_reason")
+    )
+    out, _ = run(df, tmp_path, keep_incorrect=True)
+    assert out["n_samples"][0] == 2 and out["pass_rate"][0] == 0.5

@@ -392,6 +392,8 @@ def _graded_expr(df: pl.DataFrame) -> pl.Expr:
     g = pl.col("correct").is_not_null()
     if "verdict" in df.columns:
         g = g & ~pl.col("verdict").is_in(list(UNGRADED_VERDICTS)).fill_null(False)
+    if "finish_reason" in df.columns:  # a failed request says nothing about the problem
+        g = g & (pl.col("finish_reason") != "error").fill_null(True)
     return g
 
 
