@@ -76,7 +76,7 @@ class CurriculumStage(Stage):
         missing = [c for c in need if c not in df.columns]
         if missing:
             raise RecipeError(
-                f"{label}: order {cfg.order} needs column(s) {', '.join(missing)}; add a difficulty stage before it"
+                f"stage '{label}': order: {cfg.order} needs column(s) {', '.join(missing)}; add a difficulty stage before it"
             )
 
         keys = D.stable_row_keys(df)
@@ -169,7 +169,7 @@ class CurriculumStage(Stage):
             lacking = [b for b in order if b not in cfg.ratio]
             if lacking:
                 raise RecipeError(
-                    f"{label}: curriculum.ratio has no weight for bucket(s) {', '.join(lacking)} "
+                    f"stage '{label}': ratio: has no weight for bucket(s) {', '.join(lacking)} "
                     f"(buckets: {', '.join(order)})"
                 )
             weights = [float(cfg.ratio[b]) for b in order]
@@ -179,7 +179,7 @@ class CurriculumStage(Stage):
         elif isinstance(cfg.ratio, list):
             if len(cfg.ratio) != len(order):
                 raise RecipeError(
-                    f"{label}: curriculum.ratio lists {len(cfg.ratio)} weights for {len(order)} buckets "
+                    f"stage '{label}': ratio: lists {len(cfg.ratio)} weights for {len(order)} buckets "
                     f"({', '.join(order)})"
                 )
             weights = [float(w) for w in cfg.ratio]

@@ -170,17 +170,17 @@ class DifficultyStage(Stage):
         cfg = self.config
         label = ctx.stage_label or self.name
         if "problem_id" not in df.columns:
-            raise RecipeError(f"{label}: the input has no 'problem_id' column")
+            raise RecipeError(f"stage '{label}': the input has no 'problem_id' column")
         df = df.drop([c for c in (*OUT_COLUMNS, "judge_score") if c in df.columns])
         has_correct = "correct" in df.columns
         for m in cfg.methods:
             if isinstance(m, PassRateMethod) and m.source == "teacher" and not has_correct:
                 raise RecipeError(
-                    f"{label}: pass_rate with source: teacher needs verified samples (column 'correct'); "
+                    f"stage '{label}': methods: pass_rate with source: teacher needs verified samples (column 'correct'); "
                     "add a verify stage before it or use source: probe"
                 )
             if isinstance(m, LengthMethod) and not (has_correct and "completion_tokens" in df.columns):
-                raise RecipeError(f"{label}: method length needs columns 'correct' and 'completion_tokens'")
+                raise RecipeError(f"stage '{label}': methods: length needs columns 'correct' and 'completion_tokens'")
 
         probs = self._problems(df)
         stats: dict[str, Any] = {"problems": probs.height}
@@ -240,7 +240,7 @@ class DifficultyStage(Stage):
         cfg = self.config
         src = probs.select([c for c in PROBLEM_COLUMNS if c in probs.columns])
         if "gold_answer" not in src.columns:
-            raise RecipeError(f"{ctx.stage_label or self.name}: source: probe needs a 'gold_answer' column to verify against")
+            raise RecipeError(f"stage '{ctx.stage_label or self.name}': probe: source: probe needs a 'gold_answer' column to verify against")
         rows = sample_rows(src, cfg.probe, ctx, log_name="difficulty_probe")
         rows = verify_frame(rows, cfg.probe_verify or VerifyConfig(), ctx)
         agg = _aggregate(rows).rename({"teacher_n": "probe_n", "teacher_c": "probe_c"})

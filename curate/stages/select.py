@@ -55,11 +55,11 @@ class SelectStage(Stage):
         label = ctx.stage_label or self.name
         seed = ctx.seed if cfg.seed is None else cfg.seed
         if "problem_id" not in df.columns:
-            raise RecipeError(f"{label}: the input has no 'problem_id' column")
+            raise RecipeError(f"stage '{label}': the input has no 'problem_id' column")
         if cfg.by not in df.columns:
-            raise RecipeError(f"{label}: select.by: column '{cfg.by}' is not in the frame (add a difficulty stage before select)")
+            raise RecipeError(f"stage '{label}': by: column '{cfg.by}' is not in the frame (add a difficulty stage before select)")
         if not df.schema[cfg.by].is_numeric():
-            raise RecipeError(f"{label}: select.by: column '{cfg.by}' is {df.schema[cfg.by]}, not numeric")
+            raise RecipeError(f"stage '{label}': by: column '{cfg.by}' is {df.schema[cfg.by]}, not numeric")
 
         live = df.filter(pl.col(DROP).is_null()) if DROP in df.columns else df
         cat = _category_expr(df, cfg.category, label)
@@ -199,4 +199,4 @@ def _category_expr(df: pl.DataFrame, category: str | None, label: str) -> pl.Exp
     if "meta" in df.columns and df.schema["meta"] == pl.Utf8:
         key = category.replace('"', "")
         return pl.col("meta").str.json_path_match(f"$.{key}").fill_null(UNKNOWN)
-    raise RecipeError(f"{label}: select.category: '{category}' is neither a column nor a key of 'meta'")
+    raise RecipeError(f"stage '{label}': category: '{category}' is neither a column nor a key of 'meta'")
