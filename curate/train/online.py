@@ -1,0 +1,78 @@
+"""Online logit KD: a teacher model beside the student (same tokenizer family), through TRL's
+``GKDTrainer`` (experimental): forward KL (beta=0), reverse KL (beta=1) or generalised JSD (beta),
+on the dataset's completions (``lmbda=0``) or partly on student-generated ones (``lmbda>0``).
+
+One change to TRL's loss: GKDTrainer applies ``temperature`` to sampling only; here the divergence
+is computed on tempered distributions too, scaled by tau^2 like the offline loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+from ..errors import RecipeError
+from .common import CurriculumMixin, peft_config, torch_dtype, training_kwargs
+from .config import TrainRecipe
+from .data import template_keeps_reasoning, to_prompt_completion
+
+
+class CurateGKDTrainer(CurriculumMixin, GKDTrainer):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        student = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        self.teacher_model.eval()
+        with torch.no_grad():
+            teacher = self.teacher_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        tau = self.temperature
+        loss = self.generalized_jsd_loss(
+            student_logits=student.logits[:, :-1, :], teacher_logits=teacher.logits[:, :-1, :],
+            labels=inputs["labels"][:, 1:], beta=self.beta, temperature=tau, num_items_in_batch=num_items_in_batch,
+        ) * (tau * tau)
+        return (loss, student) if return_outputs else loss
+
+
+def load_teacher(recipe: TrainRecipe):
+    from transformers import AutoModelForCausalLM
+
+    name = recipe.online.teacher
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name, dtype=torch_dtype(recipe.student.dtype), trust_remote_code=recipe.student.trust_remote_code
+        )
+    except Exception as e:
+        raise RecipeError(f"online.teacher: cannot load {name!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def build_online_trainer(recipe: TrainRecipe, model, tokenizer, ds, *, curriculum: bool, where: str = "dataset", callbacks=None):
+    keep = [c for c in ("curriculum_rank",) if c in ds.column_names]
+
+    def as_messages(r):
+        pc = to_prompt_completion(r, where)
+        return {"messages": pc["prompt"] + pc["completion"]}
+
+    train_ds = ds.map(as_messages, remove_columns=[c for c in ds.column_names if c not in keep])
+    first = train_ds[0]["messages"]
+    if not template_keeps_reasoning(tokenizer, {"prompt": first[:-1], "completion": first[-1:]}):
+        raise RecipeError(
+            "student.chat_template: the chat template drops the assistant's <think> reasoning; "
+            "online KD would train without it (set student.chat_template to one that keeps it)"
+        )
+    teacher = load_teacher(recipe)
+    t_vocab = teacher.config.get_text_config().vocab_size
+    s_vocab = model.config.get_text_config().vocab_size
+    if t_vocab != s_vocab:
+        raise RecipeError(
+            f"online.teacher: vocab size {t_vocab} differs from the student's {s_vocab}; "
+            "online KD needs one tokenizer family"
+        )
+    o = recipe.online
+    args = GKDConfig(
+        **training_kwargs(recipe),
+        temperature=o.temperature, lmbda=o.lmbda, beta=o.trl_beta(), max_new_tokens=o.max_new_tokens,
+    )
+    trainer = CurateGKDTrainer(
+        model=model, teacher_model=teacher, args=args, train_dataset=train_ds, processing_class=tokenizer,
+        peft_config=peft_config(recipe), callbacks=callbacks,
+    )
+    trainer.curriculum = curriculum
+    return trainer

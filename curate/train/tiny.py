@@ -1,0 +1,65 @@
+"""Tiny, offline building blocks for tests and the toy benchmark: a character-level tokenizer trained
+in-process (``tokenizers`` WordLevel wrapped in ``PreTrainedTokenizerFast``) with a ChatML-style chat
+template that keeps <think> reasoning, and a randomly initialised 2-layer Llama."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+
+# ChatML; assistant content is rendered as is, so the <think> block of the final turn is kept
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# like some real templates: strips the reasoning from assistant turns
+STRIPPING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['role'] == 'assistant' %}{{ m['content'].split('</think>')[-1].lstrip() }}"
+    "{% else %}{{ m['content'] }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tokenizer(extra_chars: str = "", chat_template: str = CHAT_TEMPLATE):
+    """A character-level fast tokenizer: every printable ASCII char + newline is one token."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set(string.printable.replace("\r", "").replace("\x0b", "").replace("\x0c", "") + extra_chars))
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + ["<unk>"] + chars)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>", unk_token="<unk>",
+        additional_special_tokens=["<|im_start|>", "<think>", "</think>"],
+    )
+    fast.chat_template = chat_template
+    return fast
+
+
+def make_model(tokenizer, hidden: int = 48, layers: int = 2, heads: int = 4, seed: int = 0, max_positions: int = 512, init_std: float = 0.15):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=max_positions,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+        tie_word_embeddings=False, initializer_range=init_std,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+def save_tiny(dir_: Path, tokenizer=None, model=None, **model_kwargs) -> Path:
+    """Write a tiny model + tokenizer to ``dir_`` (loadable with from_pretrained) and return it."""
+    tokenizer = tokenizer or make_tokenizer()
+    model = model or make_model(tokenizer, **model_kwargs)
+    dir_ = Path(dir_)
+    model.save_pretrained(str(dir_))
+    tokenizer.save_pretrained(str(dir_))
+    return dir_
