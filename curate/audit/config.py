@@ -29,7 +29,7 @@ FLAG_HELP: dict[str, str] = {
     "empty_reasoning": "the reasoning is absent or shorter than min_reasoning_chars",
     "no_answer": "no final answer: empty answer_text, no pred_answer and no \\boxed{} at the end of the reasoning",
     "no_boxed": "no \\boxed{} in the answer_text nor in the tail of the reasoning",
-    "repetition_loop": "a sentence/line repeated repeat_min_count+ times in the tail, or a highly compressible tail",
+    "repetition_loop": "a sentence/line repeated repeat_min_count+ times in the tail, a unit repeated back to back, or a highly compressible tail",
     "language_mix": "letters in a script other than the problem's (e.g. Han characters in an English trace)",
     "length_outlier": "reasoning length far from the dataset's median on a log scale (robust z-score)",
     "answer_mismatch": "verdict/correct disagree, or the last \\boxed{} of the reasoning differs from the answer's",
@@ -74,13 +74,17 @@ class AuditConfig(StageConfig):
     tail_chars: int = Field(3000, ge=200)
     """How much of the end of the reasoning the repetition and boxed checks look at."""
     repeat_min_count: int = Field(8, ge=2)
-    """``repetition_loop`` when one sentence/line (>= repeat_min_chars) occurs this often in the tail."""
+    """``repetition_loop`` when one sentence/line (>= repeat_min_chars) occurs this often in the tail,
+    or a unit (any text, up to 600 characters) repeats back to back this often in the tail."""
     repeat_min_chars: int = Field(12, ge=4)
+    """Shortest sentence/line counted for repeats."""
+    loop_min_chars: int = Field(160, ge=16)
+    """A back-to-back loop must cover at least this many characters."""
     compress_ratio_max: float = Field(5.0, gt=1.0)
     """``repetition_loop`` when the tail (>= 1000 chars) compresses (zlib) better than this ratio."""
     lang_mix_min_chars: int = Field(8, ge=1)
     """``language_mix`` needs at least this many letters in a foreign script ..."""
-    lang_mix_min_ratio: float = Field(0.01, ge=0.0, le=1.0)
+    lang_mix_min_ratio: float = Field(0.002, ge=0.0, le=1.0)
     """... making at least this fraction of the reasoning's letters."""
     length_z_max: float = Field(3.5, gt=0)
     """``length_outlier`` when |robust z| of log(reasoning_tokens) exceeds this."""

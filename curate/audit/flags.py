@@ -80,14 +80,44 @@ def _repeat_counts(tails: pl.Series, min_chars: int) -> np.ndarray:
     return out
 
 
-def _compress_ratios(tails: pl.Series) -> np.ndarray:
-    """len(bytes) / len(zlib(bytes)) per tail; 0 for tails under 1000 characters."""
-    out = np.zeros(len(tails), dtype=np.float64)
+def _loop_repeats(t: str, min_loop_chars: int, probe: int = 32, step: int = 128, max_unit: int = 600) -> int:
+    """The most back-to-back copies of one unit anywhere in ``t`` (a degenerate loop, with or
+    without punctuation, maybe cut mid-unit by truncation). Probes every ``step`` characters from
+    the end: the unit is the stretch back to the previous occurrence of the ``probe`` characters
+    there (at most ``max_unit`` long); copies are counted both ways. 0 when the loop covers fewer
+    than ``min_loop_chars`` characters."""
+    n = len(t)
+    best = 0
+    pos = n - probe
+    while pos >= probe:
+        j = t.rfind(t[pos : pos + probe], max(0, pos - max_unit), pos + probe - 1)
+        if j >= 0:
+            p = pos - j
+            unit = t[j:pos]
+            c, k = 1, pos
+            while t[k : k + p] == unit:
+                c, k = c + 1, k + p
+            k = j - p
+            while k >= 0 and t[k : k + p] == unit:
+                c, k = c + 1, k - p
+            if c > best and c * p >= min_loop_chars:
+                best = c
+        pos -= step
+    return best
+
+
+def _tail_scan(tails: pl.Series, min_loop_chars: int) -> tuple[np.ndarray, np.ndarray]:
+    """(zlib compression ratio, loop repeats) per tail; ratio 0 for tails under 1000 chars."""
+    ratio = np.zeros(len(tails), dtype=np.float64)
+    loops = np.zeros(len(tails), dtype=np.int64)
     for i, t in enumerate(tails.to_list()):
-        if t is not None and len(t) >= 1000:
+        if not t:
+            continue
+        loops[i] = _loop_repeats(t, min_loop_chars)
+        if len(t) >= 1000:
             b = t.encode("utf-8", "replace")
-            out[i] = len(b) / max(1, len(zlib.compress(b, 1)))
-    return out
+            ratio[i] = len(b) / max(1, len(zlib.compress(b, 1)))
+    return ratio, loops
 
 
 def _script_counts(texts: pl.Series) -> pl.DataFrame:
@@ -156,7 +186,8 @@ def measure(df: pl.DataFrame, cfg: AuditConfig | None = None) -> pl.DataFrame:
     tail = r.str.slice(-cfg.tail_chars)
     m = df.select(
         r.str.len_chars().alias("audit_chars"),
-        r.str.slice(0, 4 * cfg.min_reasoning_chars + 4096).str.count_matches(r"\S").alias("audit_head_nonspace"),
+        r.str.slice(0, 4 * cfg.min_reasoning_chars + 4096)
+        .str.contains(r"(?:\S\s*){%d}" % cfg.min_reasoning_chars).alias("_enough_reasoning"),
         (r.str.count_matches("<think>", literal=True) + a.str.count_matches("<think>", literal=True)).alias("_open"),
         (r.str.count_matches("</think>", literal=True) + a.str.count_matches("</think>", literal=True)).alias("_close"),
         tail.str.contains(_BOXED).alias("_boxed_tail"),
@@ -172,14 +203,15 @@ def measure(df: pl.DataFrame, cfg: AuditConfig | None = None) -> pl.DataFrame:
     problem = df.select(_col(df, "problem").fill_null("").alias("p"))["p"]
     tokens = count_tokens(reasoning, cfg.tokenizer)
     foreign, letters = _foreign_letters(df, reasoning, problem)
+    ratio, loops = _tail_scan(tails, cfg.loop_min_chars)
     refl = m["_reflections"].to_numpy().astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         per_1k = np.where(tokens > 0, refl * 1000.0 / np.maximum(tokens, 1), 0.0)
     m = m.drop("_tail", "_reflections").with_columns(
         pl.Series("reasoning_tokens", tokens, dtype=pl.Int64),
         pl.Series("reflections_per_1k", np.round(per_1k, 3), dtype=pl.Float64),
-        pl.Series("audit_repeat", _repeat_counts(tails, cfg.repeat_min_chars), dtype=pl.Int64),
-        pl.Series("audit_compress", np.round(_compress_ratios(tails), 3), dtype=pl.Float64),
+        pl.Series("audit_repeat", np.maximum(_repeat_counts(tails, cfg.repeat_min_chars), loops), dtype=pl.Int64),
+        pl.Series("audit_compress", np.round(ratio, 3), dtype=pl.Float64),
         pl.Series("audit_foreign", foreign, dtype=pl.Int64),
         pl.Series("audit_letters", letters, dtype=pl.Int64),
     )
@@ -218,7 +250,7 @@ def flag_exprs(df: pl.DataFrame, cfg: AuditConfig) -> dict[str, pl.Expr]:
         "truncated": finish.is_in(_TRUNC_REASONS).fill_null(False) | (verdict == "truncated").fill_null(False) | unclosed,
         "unclosed_think": unclosed,
         "missing_think": pl.lit(cfg.expect_think) & missing_think.fill_null(False),
-        "empty_reasoning": pl.col("audit_head_nonspace") < cfg.min_reasoning_chars,
+        "empty_reasoning": ~pl.col("_enough_reasoning").fill_null(False),
         "no_answer": ~has_answer.fill_null(False),
         "no_boxed": pl.lit(cfg.require_boxed) & ~(pl.col("_boxed_tail") | pl.col("_boxed_ans")).fill_null(False),
         "repetition_loop": (pl.col("audit_repeat") >= cfg.repeat_min_count)
