@@ -1,0 +1,56 @@
+"""The ``verify`` stage: did each teacher sample reach the gold answer?
+
+    - type: verify
+      mode: annotate          # or filter: non-correct rows go to `rejected` (reason = verdict)
+      timeout_s: 5
+      num_proc: 2             # default: the run's num_proc
+      extract: [choice, final_answer, boxed, answer_tag, answer, hash, whole, math_verify, last_number]
+      rules: {units: true, unordered: auto}   # every normalisation can be switched off
+
+Adds ``pred_answer, verdict, correct`` and, per problem (broadcast to its rows), ``n_correct,
+maj_answer, maj_correct``; puts verdict counts, pass@k and maj@k into ``ctx.stats``.
+See docs/verify.md.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from ..verify import VerifyConfig, problem_aggregates, verify_frame
+from .base import Context, Stage, mark_drop
+
+
+class VerifyStage(Stage):
+    name = "verify"
+    Config = VerifyConfig
+    version = "1"
+    requires = ("gold_answer",)
+    produces = ("pred_answer", "verdict", "correct", "n_correct", "maj_answer", "maj_correct")
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        cfg: VerifyConfig = self.config  # type: ignore[assignment]
+        out = verify_frame(df, cfg, ctx)
+        if out.height == 0:
+            return out.with_columns(
+                pl.lit(None, dtype=pl.Int64).alias("n_correct"),
+                pl.lit(None, dtype=pl.Utf8).alias("maj_answer"),
+                pl.lit(None, dtype=pl.Boolean).alias("maj_correct"),
+            )
+        pid = "problem_id" if "problem_id" in out.columns else None
+        if pid is None:
+            out = out.with_columns(pl.col("gold_answer").cast(pl.Utf8).fill_null("").alias("problem_id"))
+        agg = problem_aggregates(out, cfg.pass_k)
+        ctx.stats["problems"] = agg.height
+        for k in cfg.pass_k:
+            ctx.stats[f"pass@{k}"] = round(float(agg[f"pass@{k}"].mean()), 6)
+        ctx.stats["maj@k"] = round(float(agg["maj_correct"].cast(pl.Float64).mean()), 6)
+        ctx.stats["mean_samples_per_problem"] = round(float(agg["n_samples"].mean()), 3)
+        drop = [c for c in ("n_correct", "maj_answer", "maj_correct") if c in out.columns]
+        out = out.drop(drop).join(
+            agg.select("problem_id", "n_correct", "maj_answer", "maj_correct"), on="problem_id", how="left"
+        )
+        if pid is None:
+            out = out.drop("problem_id")
+        if cfg.mode == "filter":
+            out = mark_drop(out, ~pl.col("correct"), pl.col("verdict"))
+        return out

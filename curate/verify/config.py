@@ -1,0 +1,105 @@
+"""``VerifyConfig``: the options of answer verification (the ``verify`` stage's YAML block)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..stages.base import StageConfig
+
+Extractor = Literal["choice", "boxed", "answer_tag", "final_answer", "hash", "whole", "math_verify", "last_number"]
+
+DEFAULT_EXTRACT: list[str] = [
+    "choice", "final_answer", "boxed", "answer_tag", "answer", "hash", "whole", "math_verify", "last_number"
+]
+
+
+class Rules(BaseModel):
+    """Switchable normalisations (all on by default). Names follow the graders they come from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unescape: bool = True
+    """over-escaped LaTeX (``\\\\frac``) -> ``\\frac``"""
+    delimiters: bool = True
+    """outer ``$..$``, ``\\(..\\)``, ``\\[..\\]``, whole-answer ``\\boxed{}``"""
+    latex_spacing: bool = True
+    """hendrycks: ``\\!``, ``\\left``/``\\right``, ``\\dfrac`` -> ``\\frac``, degree signs"""
+    text: bool = True
+    """NeMo-Skills: unwrap ``\\text{}``/``\\textbf{}``/``\\mathrm{}``"""
+    trailing_backslash: bool = True
+    approx: bool = True
+    """NeMo-Skills: keep the exact part before ``\\approx``"""
+    dollars: bool = True
+    percent: bool = True
+    units: bool = True
+    """hendrycks/MARIO_EVAL/simple-evals: trailing unit words after a number"""
+    thousands: bool = True
+    mixed_numbers: bool = True
+    """MARIO_EVAL: ``1\\frac12`` = 3/2"""
+    fix_fracs: bool = True
+    matrix_env: bool = True
+    lhs: bool = True
+    """hendrycks/MARIO_EVAL: ``x = 5`` / ``f(x) = 2x+3`` -> right-hand side"""
+    number: bool = True
+    """NeMo-Skills/verl: canonical decimal numbers (``033`` = ``33``, ``5.0`` = ``5``)"""
+    time: bool = True
+    """MARIO_EVAL: clock times ``20:34`` = ``08:34 P.M.`` = ``20:34:00``"""
+    choice: bool = True
+    """lighteval: multiple-choice letters (``(D) Alina`` gold = ``D``)"""
+    numeric_tolerance: bool = True
+    """MARIO_EVAL/Qwen2.5-Math ``numeric_equal``: relative tolerance ``rel_tol`` for numbers"""
+    string_fallback: bool = True
+    """strict string comparison (whitespace-insensitive, words case-insensitive) for text answers"""
+    unordered: Literal["auto", "always", "never"] = "auto"
+    """unordered comma lists: ``auto`` = when the problem asks for all solutions / comma-separated"""
+
+    def enabled(self) -> frozenset[str]:
+        return frozenset(k for k, v in self.model_dump().items() if v is True)
+
+
+class VerifyConfig(StageConfig):
+    """Answer verification: extraction, normalisation, Math-Verify equivalence, timeouts."""
+
+    type: Literal["verify"] = "verify"
+    extract: list[Extractor] = Field(default_factory=lambda: list(DEFAULT_EXTRACT))
+    """extractors tried in this order; ``choice`` only fires on multiple-choice problems"""
+    rules: Rules = Field(default_factory=Rules)
+    timeout_s: float = Field(5.0, gt=0)
+    """per-item wall-clock limit (verdict ``timeout``); enforced in worker processes"""
+    num_proc: int | None = Field(None, ge=0)
+    """worker processes (None = the run's num_proc; 0 = in this process, signal timeout)"""
+    mode: Literal["annotate", "filter"] = "annotate"
+    """annotate: add columns; filter: non-correct rows go to the rejected split (reason = verdict)"""
+    float_rounding: int = Field(6, ge=0, le=30)
+    numeric_precision: int = Field(15, ge=1, le=100)
+    rel_tol: float = Field(1e-6, ge=0, lt=1)
+    """relative tolerance for numbers (rule ``numeric_tolerance``, with the shown-precision rule)"""
+    strict: bool = True
+    """Math-Verify strict mode: variables matter, sets are not tuples"""
+    tail_chars: int = Field(4000, ge=100)
+    """the regex fallbacks look at the last this-many characters of a long text"""
+    max_answer_chars: int = Field(1000, ge=10)
+    """longer extracted answers are compared as strings only, never parsed"""
+    pass_k: list[int] = Field(default_factory=lambda: [1, 4, 8])
+    """k values for the pass@k columns and stats"""
+
+    @field_validator("extract")
+    @classmethod
+    def _nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("extract needs at least one extractor")
+        if len(set(v)) != len(v):
+            raise ValueError("extract lists an extractor twice")
+        return v
+
+    @field_validator("pass_k")
+    @classmethod
+    def _ks(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v):
+            raise ValueError("pass_k values must be >= 1")
+        return sorted(set(v))
+
+
+__all__ = ["VerifyConfig", "Rules", "DEFAULT_EXTRACT", "BaseModel"]

@@ -1,0 +1,331 @@
+"""Judging one sample: extract the predicted answer, then decide equivalence with the gold.
+
+Order of the checks (cheapest first):
+  1. normalised strings equal                      -> correct, no parsing at all
+  2. multiple-choice gold                          -> compare option letters
+  3. clock times (rule ``time``)
+  4. Math-Verify ``verify`` on the sympy parses (gold parsed once per problem)
+  5. relative numeric tolerance (rule ``numeric_tolerance``)
+  6. unordered comma lists item by item (rule ``unordered``)
+Otherwise ``incorrect`` (or ``unparseable`` when the prediction does not parse while the gold does).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .config import VerifyConfig
+from .extract import EXTRACTORS, extract_choice, extract_whole, gold_choice, last_boxed, problem_is_multiple_choice
+from .normalize import normalize, split_top_level, string_key
+
+VERDICTS = ("correct", "incorrect", "no_answer", "unparseable", "truncated", "timeout", "no_gold")
+
+
+@dataclass
+class Options:
+    """The parts of VerifyConfig the judge needs (small, picklable, hashable rules)."""
+
+    extract: tuple[str, ...]
+    rules: frozenset[str]
+    unordered: str
+    float_rounding: int
+    numeric_precision: int
+    rel_tol: float
+    strict: bool
+    tail_chars: int
+    max_answer_chars: int
+
+    @classmethod
+    def from_config(cls, cfg: VerifyConfig) -> "Options":
+        return cls(
+            extract=tuple(cfg.extract),
+            rules=cfg.rules.enabled(),
+            unordered=cfg.rules.unordered,
+            float_rounding=cfg.float_rounding,
+            numeric_precision=cfg.numeric_precision,
+            rel_tol=cfg.rel_tol,
+            strict=cfg.strict,
+            tail_chars=cfg.tail_chars,
+            max_answer_chars=cfg.max_answer_chars,
+        )
+
+
+# ----------------------------------------------------------------------------- gold
+
+_UNORDERED_HINT = re.compile(
+    r"(?i)separated by commas|comma[- ]separated|in any order|all (?:the |possible |real |integer |positive |"
+    r"distinct |complex )*(?:solutions|values|roots|zeros|answers|numbers|integers|pairs|x\b|real numbers)"
+)
+
+
+_DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed|\\fbox")
+
+
+@dataclass
+class Gold:
+    raw: str
+    ans: str
+    key: str
+    choice: Optional[str] = None
+    parsed: Any = None
+    items: Optional[list[str]] = None
+    unordered_ok: bool = False
+    time: Optional[int] = None
+    cache: dict = field(default_factory=dict)
+
+
+def _parse(s: str, opts: Options) -> Any:
+    from .mv import parse_latex
+
+    if len(s) > opts.max_answer_chars:
+        return None
+    return parse_latex(s)
+
+
+def _parse_variants(raw: str, norm: str, opts: Options) -> list:
+    """Parses of the normalised answer, plus the answer without the ``lhs`` rule when it is an
+    equation (``y = -x/2 + 3/4`` must still compare as an equation)."""
+    out = []
+    p = _parse(norm, opts)
+    if p is not None:
+        out.append(p)
+    if "=" in norm or ("lhs" in opts.rules and "=" in raw):
+        alt = normalize(raw, opts.rules - {"lhs"})
+        if alt != norm:
+            q = _parse(alt, opts)
+            if q is not None:
+                out.append(q)
+    return out
+
+
+def prepare_gold(gold: Optional[str], problem: Optional[str], opts: Options) -> Optional[Gold]:
+    """Normalise and parse a gold answer once (None when there is no usable gold)."""
+    if gold is None:
+        return None
+    raw = str(gold).strip()
+    if not raw:
+        return None
+    choice = gold_choice(raw, problem) if "choice" in opts.rules else None
+    ans_src = raw
+    b = last_boxed(raw)
+    if b is not None:
+        ans_src = b
+    ans = normalize(ans_src, opts.rules)
+    if not ans and not choice:
+        return None
+    g = Gold(raw=raw, ans=ans, key=string_key(ans), choice=choice)
+    if choice:
+        return g
+    cands = _parse_variants(ans_src, ans, opts)
+    if _DELIMITED.search(raw) and len(raw) <= 20 * opts.max_answer_chars:
+        from .mv import mv_extract
+
+        got = mv_extract(raw)  # a gold written like a model output ("$...$", several boxes)
+        if got is not None and got[1] is not None:
+            cands.append(got[1])
+    g.parsed = cands or None
+    if "time" in opts.rules:
+        g.time = _clock(ans)
+    items = split_top_level(ans)
+    if len(items) > 1:
+        g.items = items
+    if opts.unordered == "always":
+        g.unordered_ok = True
+    elif opts.unordered == "auto":
+        g.unordered_ok = bool(problem and _UNORDERED_HINT.search(problem))
+    return g
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+def extract_answer(text: Optional[str], opts: Options, *, is_mc: bool) -> tuple[Optional[str], Any]:
+    """First answer found by the configured extractors: (answer string, pre-parsed sympy or None)."""
+    if not text:
+        return None, None
+    tail = text if len(text) <= opts.tail_chars else text[-opts.tail_chars :]
+    for name in opts.extract:
+        if name == "choice" and not is_mc:
+            continue
+        src = text if name in ("boxed", "answer_tag") else tail
+        got = EXTRACTORS[name](src)
+        if got is None:
+            continue
+        if isinstance(got, tuple):
+            s, parsed = got
+        else:
+            s, parsed = got, None
+        if s is not None and str(s).strip():
+            return str(s).strip(), parsed
+    return None, None
+
+
+# ----------------------------------------------------------------------------- equivalence
+
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:\\text\{)?\s*([ap])?\.?\s*(?:m\.?)?\s*\}?$", re.I)
+
+
+def _clock(s: str) -> Optional[int]:
+    m = _CLOCK.match(s.strip())
+    if not m:
+        return None
+    h, mnt, sec = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if h > 24 or mnt > 59 or sec > 59:
+        return None
+    ap = (m.group(4) or "").lower()
+    if ap == "p" and h < 12:
+        h += 12
+    if ap == "a" and h == 12:
+        h = 0
+    return (h * 60 + mnt) * 60 + sec
+
+
+def _as_float(x: Any) -> Optional[complex]:
+    import sympy
+
+    try:
+        if isinstance(x, (list, tuple)):
+            return None
+        if not isinstance(x, sympy.Basic) or x.free_symbols:
+            return None
+        if isinstance(x, (sympy.Set, sympy.Tuple)) or getattr(x, "is_Relational", False):
+            return None
+        v = complex(x.evalf(30))
+        if math.isnan(v.real) or math.isinf(v.real):
+            return None
+        return v
+    except Exception:
+        return None
+
+
+def _sympy_equal(gold: Any, pp: Any, opts: Options) -> bool:
+    """Math-Verify ``verify`` (gold: one parse or a list of candidate parses)."""
+    from .mv import mv_verify
+
+    if gold is None or pp is None:
+        return False
+    golds = gold if isinstance(gold, list) else [gold]
+    if mv_verify(golds, pp, float_rounding=opts.float_rounding, numeric_precision=opts.numeric_precision,
+                 strict=opts.strict):
+        return True
+    if "numeric_tolerance" in opts.rules and opts.rel_tol > 0:
+        b = _as_float(pp)
+        if b is not None:
+            for g in golds:
+                a = _as_float(g)
+                if a is not None and abs(a - b) <= opts.rel_tol * max(abs(a), abs(b)):
+                    return True
+    return False
+
+
+_DECIMAL = re.compile(r"-?\d*\.(\d{2,})")
+
+
+def _shown_precision(gold: Any, p: str) -> bool:
+    """A decimal answer equal to the gold rounded to the answer's shown decimals (>= 2), as graders
+    that round to the reference precision do (``1.732`` for ``\\sqrt3``)."""
+    m = _DECIMAL.fullmatch(p.strip())
+    if not m or gold is None:
+        return False
+    d = len(m.group(1))
+    for g in gold if isinstance(gold, list) else [gold]:
+        a = _as_float(g)
+        if a is not None and abs(a.imag) < 1e-12 and abs(round(a.real, d) - float(p)) < 10 ** -(d + 3):
+            return True
+    return False
+
+
+def _equal_strings(g: str, p: str, opts: Options, depth: int = 0) -> bool:
+    """Equivalence of two normalised answer strings (used for list items)."""
+    if string_key(g) == string_key(p):
+        return True
+    if depth > 2:
+        return False
+    return _sympy_equal(_parse(g, opts), _parse(p, opts), opts) or _shown_precision(_parse(g, opts), p)
+
+
+def judge(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_text: str = "") -> str:
+    """Verdict for an extracted prediction against a prepared gold."""
+    p = normalize(pred, opts.rules) if len(pred) <= opts.max_answer_chars else pred
+    pkey = string_key(p)
+    # 1. identical normalised strings: no parsing
+    if pkey == gold.key or (gold.ans and pkey == string_key(gold.ans)):
+        return "correct"
+    # 2. multiple choice: compare letters
+    if gold.choice:
+        letter = extract_choice(p) or (extract_choice(pred_text) if pred_text else None)
+        return "correct" if letter == gold.choice else "incorrect"
+    if len(pred) > opts.max_answer_chars:
+        return "unparseable" if gold.parsed is not None else "incorrect"
+    # 3. clock times
+    if gold.time is not None:
+        t = _clock(p)
+        if t is not None:
+            return "correct" if t % 86400 == gold.time % 86400 else "incorrect"
+    # 4./5. sympy
+    cands = _parse_variants(pred, p, opts)
+    if pred_parsed is not None:
+        cands.append(pred_parsed)
+    for c in cands:
+        if _sympy_equal(gold.parsed, c, opts):
+            return "correct"
+    if "numeric_tolerance" in opts.rules and _shown_precision(gold.parsed, p):
+        return "correct"
+    # 6. unordered lists
+    if gold.items and gold.unordered_ok:
+        pitems = split_top_level(p)
+        if len(pitems) == len(gold.items):
+            left = list(pitems)
+            ok = True
+            for gi in gold.items:
+                hit = next((k for k, pi in enumerate(left) if _equal_strings(gi, pi, opts)), None)
+                if hit is None:
+                    ok = False
+                    break
+                left.pop(hit)
+            if ok:
+                return "correct"
+    # 7. a second reading of prose: Math-Verify's own extraction over the text's tail
+    if pred_text and gold.parsed is not None and extract_whole(pred_text) is None:
+        from .mv import mv_extract
+
+        got = mv_extract(pred_text)
+        if got is not None and got[1] is not None:
+            cands.append(got[1])
+            if _sympy_equal(gold.parsed, got[1], opts):
+                return "correct"
+    if not cands and gold.parsed is not None:
+        return "unparseable"
+    return "incorrect"
+
+
+def check_row(
+    gold: Optional[Gold],
+    answer_text: Optional[str],
+    reasoning: Optional[str],
+    finish_reason: Optional[str],
+    problem: Optional[str],
+    opts: Options,
+) -> tuple[Optional[str], str]:
+    """(pred_answer, verdict) for one sample row (no timeout here: see ``pool``)."""
+    is_mc = bool(gold is not None and gold.choice) or ("choice" in opts.rules and problem_is_multiple_choice(problem))
+    pred, parsed, src = None, None, ""
+    for text in (answer_text, reasoning):
+        if text:
+            pred, parsed = extract_answer(text, opts, is_mc=is_mc)
+            if pred is not None:
+                src = text
+                break
+    if pred is None:
+        if (finish_reason or "").lower() == "length":
+            return None, "truncated"
+        if gold is None:
+            return None, "no_gold"
+        return None, "no_answer"
+    if gold is None:
+        return pred, "no_gold"
+    tail = src[-opts.tail_chars :] if src else ""
+    return pred, judge(gold, pred, parsed, opts, pred_text=tail)

@@ -1,0 +1,352 @@
+"""Extraction of the predicted answer from a model's answer text (or the end of its reasoning).
+
+Extractors, tried in the configured order, each returning the answer *string* (or None):
+
+  choice        multiple-choice letter (only when the problem/gold is multiple-choice)
+  boxed         last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces)
+  answer_tag    last ``<answer>...</answer>``
+  final_answer  "final answer is X", "Answer: X" and its translations (lighteval's literals)
+  hash          GSM8K style ``#### X``
+  math_verify   Math-Verify's own regexes (LaTeX environments and plain expressions, its priorities),
+                with the expression conversion replaced by a safe one (no ``parse_expr``)
+  whole         a short formula-like answer given bare (``\\frac{3}{4}i``, ``10 square units``)
+  last_number   the last number in the text (lm-eval-harness' "flexible extract")
+
+None of them evaluates text; they are regular expressions and brace matching.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Optional
+
+from .normalize import match_brace
+
+# ----------------------------------------------------------------------------- boxed
+
+
+def _boxed_at(text: str, i: int) -> Optional[tuple[str, int]]:
+    """(content, end index) of the ``\\boxed``/``\\fbox`` starting at ``i``."""
+    j = i + (6 if text.startswith("\\boxed", i) else 5)
+    k = j
+    while k < len(text) and text[k] == " ":
+        k += 1
+    if k < len(text) and text[k] == "{":
+        end = match_brace(text, k)
+        if end > 0:
+            return text[k + 1 : end].strip(), end + 1
+    elif k > j:  # "\boxed 5"
+        m = re.match(r"[^\s$]+", text[k:])
+        if m:
+            return m.group(0).strip(), k + m.end()
+    return None
+
+
+def last_boxed(text: str) -> Optional[str]:
+    """Content of the last ``\\boxed{}``/``\\fbox{}`` (or ``\\boxed X``); None when absent/unbalanced."""
+    pos = len(text)
+    for _ in range(50):
+        i = max(text.rfind("\\boxed", 0, pos), text.rfind("\\fbox", 0, pos))
+        if i < 0:
+            return None
+        got = _boxed_at(text, i)
+        if got is not None:
+            return got[0]
+        pos = i
+    return None
+
+
+# What may stand between several boxed answers that together form one answer ("\boxed{1} and \boxed{2}").
+_CONNECTOR = re.compile(
+    r"^(?:\s|,|;|\$|\\[()\[\]]|\\quad|\\qquad|\\[,;: ]|and|or|&|\\text\{[^{}]{0,40}\}|\\(?:text|mbox)\b)*$"
+)
+
+
+def extract_boxed(text: str) -> Optional[str]:
+    """The last boxed answer; several boxed answers joined only by connectors (``,``, "and",
+    ``\\quad``, a short ``\\text{}``) form one comma list, as Math-Verify reads them."""
+    i = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if i < 0:
+        return None
+    got = _boxed_at(text, i)
+    if got is None:
+        return last_boxed(text[:i])
+    parts = [got[0]]
+    start = i
+    for _ in range(20):
+        k = max(text.rfind("\\boxed", 0, start), text.rfind("\\fbox", 0, start))
+        if k < 0:
+            break
+        prev = _boxed_at(text, k)
+        if prev is None or prev[1] > start or not _CONNECTOR.match(text[prev[1] : start]):
+            break
+        parts.append(prev[0])
+        start = k
+    return ", ".join(reversed(parts))
+
+
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
+
+
+def extract_answer_tag(text: str) -> Optional[str]:
+    last = None
+    for m in _ANSWER_TAG.finditer(text):
+        last = m
+    if last is None:
+        return None
+    inner = last.group(1).strip()
+    return (last_boxed(inner) or inner) or None
+
+
+# Answer words in several languages (lighteval's TRANSLATION_LITERALS "answer").
+ANSWER_WORDS = (
+    r"final answer|answer|réponse|respuesta|antwort|risposta|resposta|ответ|答案|回答|解答|答|"
+    r"الإجابة|الجواب|उत्तर|jawaban|cevap|odpowiedź|antwoord"
+)
+_FINAL = re.compile(
+    r"(?:\*\*)?(?i:" + ANSWER_WORDS + r")(?:\*\*)?\s*(?:(?i:is|est|es|ist|è|é|是|为|为：)\s*)?[:：]?\s*(?:\*\*)?"
+    r"(?P<ans>[^\n]{1,300})"
+)
+_HOPE = re.compile(r"\.?\s*I hope it is correct.*$", re.S | re.I)
+
+
+def _clean_tail(ans: str) -> str:
+    ans = _HOPE.sub("", ans)
+    ans = ans.strip().strip("*").strip()
+    # stop at the end of the sentence (a period followed by a space/end, not a decimal point)
+    m = re.search(r"(?<!\d)\.(?:\s|$)|(?<=\d)\.(?:\s|$)|。", ans)
+    if m:
+        ans = ans[: m.start()]
+    return ans.strip()
+
+
+_ANCHOR_ANY = re.compile(r"(?i:" + ANSWER_WORDS + r")")
+_NON_LATIN = re.compile(r"[^\x00-\x7f]+")
+_FIRST_NUM = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
+
+
+_DISPLAY_AFTER = re.compile(r"\s*(?:\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$(.+?)(?<!\\)\$)", re.S)
+_IS_X = re.compile(
+    r"(?:\bis|=|:|\best|是|为)\s*:?\s*(?:\$([^$]+)\$|\\\((.+?)\\\)|(-?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?))"
+)
+
+
+def _after_anchor(text: str, start: int) -> Optional[str]:
+    m = _FINAL.match(text, start)
+    if m is None:
+        return None
+    # a display block right after the anchor ("Answer \\[ 9 \\]", "Answer: $$ 9 $$")
+    head = text[m.start("ans") - 1 : m.start("ans") + 3] if m.start("ans") > 0 else ""
+    d = _DISPLAY_AFTER.match(text, m.start("ans"))
+    if d and ("$" in head or "\\" in head):
+        inner = next(g for g in d.groups() if g is not None).strip()
+        if inner:
+            return inner
+    ans = _clean_tail(m.group("ans"))
+    if not ans:
+        return None
+    b = last_boxed(ans)
+    if b is not None:
+        return b
+    if extract_whole(ans):
+        return ans
+    hits = list(_IS_X.finditer(ans))
+    if hits:
+        g = hits[-1]
+        return next(x for x in g.groups() if x is not None).strip()
+    if _NON_LATIN.search(ans):
+        stripped = _NON_LATIN.sub(" ", ans).strip(" :()")
+        if stripped and extract_whole(stripped):
+            return stripped
+    n = _FIRST_NUM.search(ans[:60])
+    return n.group(0) if n else None
+
+
+_STRONG = re.compile(r"(?i)final answer")
+
+
+def extract_final_answer(text: str) -> Optional[str]:
+    """After the last "final answer": a boxed/``$..$`` answer, a short bare answer, "... is X",
+    or the first number within 60 characters (Math-Verify's ``answer:`` rule)."""
+    last = None
+    for last in _STRONG.finditer(text):
+        pass
+    return _after_anchor(text, last.start()) if last else None
+
+
+def extract_answer_word(text: str) -> Optional[str]:
+    """The same after the last answer word in any of several languages ("Answer:", "Réponse :",
+    "答案："), lighteval's translation literals."""
+    last = None
+    for last in _ANCHOR_ANY.finditer(text):
+        pass
+    return _after_anchor(text, last.start()) if last else None
+
+
+_HASH = re.compile(r"####\s*([^\n]+)")
+
+
+def extract_hash(text: str) -> Optional[str]:
+    last = None
+    for m in _HASH.finditer(text):
+        last = m
+    return last.group(1).strip().rstrip(".") if last else None
+
+
+# ----------------------------------------------------------------------------- multiple choice
+
+LETTERS = "ABCDE"
+_OPTIONS_IN_PROBLEM = re.compile(r"(?:^|\s|\n)\(?([A-E])[).:]\s*\S", re.M)
+
+
+def problem_is_multiple_choice(problem: str | None) -> bool:
+    if not problem:
+        return False
+    found = set(m.group(1) for m in _OPTIONS_IN_PROBLEM.finditer(problem))
+    return {"A", "B"} <= found and ("C" in found or "D" in found)
+
+
+_GOLD_LETTER = re.compile(r"^\s*\(?([A-E])\)?(?:[.):](?=\s|$)|\s+(?=\S)|\s*$)")
+_GOLD_WRAPPED = re.compile(r"^\s*\\(?:text|textbf|mathrm|mathbf|boxed)\{\s*\(?([A-E])\)?\s*\}\s*$")
+
+
+def gold_choice(gold: str, problem: str | None = None) -> Optional[str]:
+    """The option letter of a multiple-choice gold: ``D``, ``(D) Alina``, ``C Cecile``, or a gold
+    whose text ends with "answer is (C) ..."; None when the gold is not a choice."""
+    g = gold.strip().strip("$").strip()
+    m = _GOLD_WRAPPED.match(g)
+    if m:
+        return m.group(1)
+    if re.fullmatch(r"\(?[A-E]\)?\.?", g):
+        return g.strip("().")
+    m = _GOLD_LETTER.match(g)
+    if m and (re.match(r"^\s*\([A-E]\)", g) or re.match(r"^\s*[A-E](?:[.):](?:\s|$)|\s+[A-Z])", g)):
+        return m.group(1)
+    a = _anchored_letter(g)
+    if a:
+        return a
+    if problem_is_multiple_choice(problem) and m:
+        return m.group(1)
+    return None
+
+
+_LETTER = r"(?<![A-Za-z\\])\(?([A-E])\)?(?![A-Za-z])"
+_ANCHOR = re.compile(r"(?i:answer|réponse|respuesta|antwort|risposta|resposta|ответ|choice|option)|答案|回答|答")
+
+
+def _anchored_letter(text: str) -> Optional[str]:
+    hits = list(_ANCHOR.finditer(text))
+    for h in reversed(hits):
+        window = text[h.end() : h.end() + 40]
+        m = re.search(_LETTER, window)
+        if m:
+            return m.group(1)
+    return None
+
+
+_LEADING = re.compile(r"^\s*(?:\*\*)?\(?([A-E])\)?(?:\*\*)?(?:[.):：。,，]|\s*$|(?=[^\x00-\x7f]))")
+_LAST_LETTER = re.compile(_LETTER)
+
+
+def extract_choice(text: str) -> Optional[str]:
+    """Option letter: boxed/wrapped letter, "answer is X" (several languages), a leading
+    ``D.``/``(D)``/``B。``, else the last standalone capital A-E."""
+    b = last_boxed(text)
+    if b is not None:
+        m = re.fullmatch(r"\s*(?:\\text\{|\\textbf\{|\\mathrm\{)?\s*\(?([A-E])\)?\s*\}?\s*(?:[.:)].*)?", b, re.S)
+        if m:
+            return m.group(1)
+    m = _GOLD_WRAPPED.match(text)
+    if m:
+        return m.group(1)
+    a = _anchored_letter(text)
+    if a:
+        return a
+    m = _LEADING.match(text)
+    if m:
+        return m.group(1)
+    if len(_WORD.findall(text)) < 3:  # not prose: a formula like "E*2" names no option
+        return None
+    last = None
+    for last in _LAST_LETTER.finditer(text):
+        pass
+    return last.group(1) if last else None
+
+
+# ----------------------------------------------------------------------------- whole / last number
+
+_WORD = re.compile(r"(?<![\\a-zA-Z])[^\W\d_]{3,}")
+_TEXT_BLOCK = re.compile(r"\\(?:text|mbox|mathrm|textbf)\{[^{}]*\}")
+
+
+_ENV = re.compile(r"\\(?:begin|end)\{[a-zA-Z*]+\}")
+_INNER_DELIM = re.compile(r"(?<!\\)\$|\\\(|\\\[")
+
+
+def extract_whole(text: str) -> Optional[str]:
+    """The whole text when it is a short single-line answer given bare: a formula, a number with
+    trailing unit words (``10 square units``), or a short text answer (``odd``)."""
+    t = text.strip()
+    if not t or len(t) > 160 or "\n" in t:
+        return None
+    from .normalize import strip_delimiters
+
+    inner = strip_delimiters(t)
+    if _INNER_DELIM.search(inner):  # prose with inline math: Math-Verify's regexes handle it
+        return None
+    bare = _ENV.sub(" ", _TEXT_BLOCK.sub(" ", inner))
+    words = _WORD.findall(bare)
+    if not words:
+        return t
+    digits = [m.end() for m in re.finditer(r"\d", bare)]
+    if digits:
+        first_word = _WORD.search(bare)
+        if first_word.start() < digits[-1] or len(words) > 3:  # words before the number: prose
+            return None
+        return t
+    if len(words) <= 3 and not _NON_LATIN.search(bare):
+        return t
+    return None
+
+
+_LAST_NUM = re.compile(r"(?<![A-Za-z\d.])-?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?(?![A-Za-z\d])")
+
+
+def extract_last_number(text: str) -> Optional[str]:
+    last = None
+    for last in _LAST_NUM.finditer(text):
+        pass
+    if last is None:
+        return None
+    s = last.group(0)
+    if re.fullmatch(r"-?\d+,\d{1,2}", s):  # decimal comma
+        s = s.replace(",", ".")
+    return s.replace(" ", "")
+
+
+# ----------------------------------------------------------------------------- math-verify's regexes
+
+
+def extract_math_verify(text: str):
+    """Math-Verify's extraction regexes (LaTeX + expression, its priority order, rightmost first).
+
+    Returns (answer string, parsed sympy object or None). LaTeX goes through latex2sympy (an ANTLR
+    parse tree); plain numbers are built with ``sympy.Integer``/``Float``/``Rational`` on
+    regex-validated digits; plain expressions are parsed as LaTeX. ``parse_expr`` is never called.
+    """
+    from .mv import mv_extract
+
+    return mv_extract(text)
+
+
+EXTRACTORS: dict[str, Callable[[str], Optional[str]]] = {
+    "choice": extract_choice,
+    "boxed": extract_boxed,
+    "answer_tag": extract_answer_tag,
+    "final_answer": extract_final_answer,
+    "answer": extract_answer_word,
+    "hash": extract_hash,
+    "math_verify": extract_math_verify,
+    "whole": extract_whole,
+    "last_number": extract_last_number,
+}

@@ -1,0 +1,258 @@
+"""Worker processes with a per-item timeout.
+
+Math-Verify's own timeouts use ``signal.alarm`` and only work on a main thread; a pathological
+answer (``10^{10^{10^{10}}}``, ``\\frac`` nested 500 deep) can also hang inside C code where no
+signal handler runs. So each item runs in a worker process:
+
+  * soft limit: in the worker, ``signal.setitimer`` interrupts Python code after ``timeout_s``
+    -> the item gets verdict ``timeout`` and the worker carries on;
+  * hard limit: the parent watches what each worker is doing (a shared ``item, start`` pair);
+    a worker still busy on one item after ``timeout_s + grace`` is killed and replaced, that item
+    gets ``timeout`` and the rest of its chunk is re-queued.
+
+Gold answers are parsed once per (gold, problem) in each worker (a small cache), and items are
+sent in chunks grouped by problem so the cache hits.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from collections import OrderedDict, deque
+from contextlib import contextmanager
+from multiprocessing.connection import wait
+from typing import Any, Iterator, Optional, Sequence
+
+from .equiv import Gold, Options, check_row, prepare_gold
+
+# one task: (row index, gold, problem, answer_text, reasoning, finish_reason)
+Task = tuple[int, Optional[str], Optional[str], Optional[str], Optional[str], Optional[str]]
+Result = tuple[Optional[str], str]
+
+
+class ItemTimeout(BaseException):
+    """Raised by the soft per-item alarm (BaseException so library ``except Exception`` passes it)."""
+
+
+def _on_alarm(signum, frame):  # pragma: no cover - exercised in workers
+    raise ItemTimeout()
+
+
+@contextmanager
+def soft_timeout(seconds: float) -> Iterator[None]:
+    """Interrupt Python code after ``seconds`` (main thread only; a no-op elsewhere)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+    old = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+class Judge:
+    """Per-process state: the options and a small cache of prepared golds."""
+
+    def __init__(self, opts: Options, timeout_s: float, cache_size: int = 256):
+        self.opts, self.timeout_s = opts, timeout_s
+        self.golds: OrderedDict[tuple, Optional[Gold]] = OrderedDict()
+        self.cache_size = cache_size
+
+    def gold(self, gold: Optional[str], problem: Optional[str]) -> Optional[Gold]:
+        key = (gold, problem)
+        if key in self.golds:
+            self.golds.move_to_end(key)
+            return self.golds[key]
+        try:
+            with soft_timeout(self.timeout_s):
+                g = prepare_gold(gold, problem, self.opts)
+        except ItemTimeout:  # the gold itself is pathological: compare as strings only
+            g = prepare_gold(gold, problem, _no_parse(self.opts))
+        except Exception:
+            g = None
+        self.golds[key] = g
+        if len(self.golds) > self.cache_size:
+            self.golds.popitem(last=False)
+        return g
+
+    def one(self, task: Task) -> Result:
+        _, gold, problem, answer, reasoning, finish = task
+        t0 = time.monotonic()
+        g = self.gold(gold, problem)
+        left = self.timeout_s - (time.monotonic() - t0)
+        if left <= 0:
+            return None, "timeout"
+        try:
+            with soft_timeout(left):
+                return check_row(g, answer, reasoning, finish, problem, self.opts)
+        except ItemTimeout:
+            return None, "timeout"
+        except RecursionError:
+            return None, "unparseable"
+        except Exception:  # a library bug on odd input is per-row data, not a crash
+            return None, "unparseable"
+
+
+def _no_parse(opts: Options) -> Options:
+    import dataclasses
+
+    return dataclasses.replace(opts, max_answer_chars=0)
+
+
+def _worker(conn, opts: Options, timeout_s: float, cur) -> None:  # pragma: no cover - subprocess
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    judge = Judge(opts, timeout_s)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        chunk_id, items = msg
+        out = []
+        for task in items:
+            cur[0] = task[0]
+            cur[1] = time.monotonic()
+            out.append((task[0], judge.one(task)))
+        cur[1] = 0.0
+        conn.send((chunk_id, out))
+
+
+class _W:
+    __slots__ = ("proc", "conn", "cur", "chunk")
+
+    def __init__(self, proc, conn, cur):
+        self.proc, self.conn, self.cur, self.chunk = proc, conn, cur, None
+
+
+def _context():
+    # fork is fast (sympy and Math-Verify are already imported here); elsewhere spawn
+    method = os.environ.get("CURATE_VERIFY_START_METHOD") or ("fork" if sys.platform == "linux" else "spawn")
+    return mp.get_context(method)
+
+
+def run_tasks(
+    tasks: Sequence[Task],
+    opts: Options,
+    *,
+    timeout_s: float,
+    num_proc: int,
+    progress: Any = None,
+    grace_s: float | None = None,
+) -> tuple[list[Result], dict[str, int]]:
+    """Judge every task; returns results in task order and pool counters (killed workers...)."""
+    n = len(tasks)
+    results: list[Optional[Result]] = [None] * n
+    stats = {"workers": 0, "killed": 0, "soft_timeouts": 0}
+    pos = {t[0]: i for i, t in enumerate(tasks)}
+    if n == 0:
+        return [], stats
+    if num_proc <= 0:  # in this process (signal timeout on the main thread only)
+        judge = Judge(opts, timeout_s)
+        for i, t in enumerate(tasks):
+            results[i] = judge.one(t)
+            if progress is not None:
+                progress.advance(1)
+        return results, stats  # type: ignore[return-value]
+
+    from . import mv  # noqa: F401  (import before forking so workers start warm)
+
+    grace = grace_s if grace_s is not None else max(1.0, 0.5 * timeout_s)
+    num_proc = max(1, min(num_proc, n))
+    size = max(1, min(64, n // (num_proc * 8) or 1))
+    queue: deque[tuple[int, list[Task]]] = deque()
+    for c, start in enumerate(range(0, n, size)):
+        queue.append((c, list(tasks[start : start + size])))
+    ctx = _context()
+    workers: list[_W] = []
+
+    def spawn() -> _W:
+        parent, child = ctx.Pipe()
+        cur = ctx.RawArray("d", 2)
+        p = ctx.Process(target=_worker, args=(child, opts, timeout_s, cur), daemon=True)
+        p.start()
+        child.close()
+        stats["workers"] += 1
+        return _W(p, parent, cur)
+
+    def store(out) -> None:
+        for idx, res in out:
+            i = pos[idx]
+            if results[i] is None:
+                results[i] = res
+                if res[1] == "timeout":
+                    stats["soft_timeouts"] += 1
+                if progress is not None:
+                    progress.advance(1)
+
+    def fail(w: _W, reason_idx: Optional[int]) -> None:
+        """Kill a worker; the item it was on gets ``timeout``; the rest of its chunk is re-queued."""
+        stats["killed"] += 1
+        try:
+            w.proc.kill()
+        except Exception:
+            pass
+        w.proc.join(timeout=5)
+        w.conn.close()
+        chunk_id, items = w.chunk
+        rest = []
+        for t in items:
+            if t[0] == reason_idx:
+                store([(t[0], (None, "timeout"))])
+            elif results[pos[t[0]]] is None:
+                rest.append(t)
+        if rest:
+            queue.appendleft((chunk_id, rest))
+        workers[workers.index(w)] = spawn()
+
+    try:
+        for _ in range(num_proc):
+            workers.append(spawn())
+        while True:
+            for w in workers:
+                if w.chunk is None and queue:
+                    w.chunk = queue.popleft()
+                    w.conn.send(w.chunk)
+            busy = [w for w in workers if w.chunk is not None]
+            if not busy:
+                break
+            ready = wait([w.conn for w in busy], timeout=0.05)
+            for w in busy:
+                if w.conn in ready:
+                    try:
+                        chunk_id, out = w.conn.recv()
+                    except (EOFError, OSError):  # the worker died (out of memory, a crash)
+                        fail(w, int(w.cur[0]) if w.cur[1] > 0 else None)
+                        continue
+                    store(out)
+                    w.chunk = None
+            now = time.monotonic()
+            for w in list(workers):
+                if w.chunk is None:
+                    continue
+                started = w.cur[1]
+                if started > 0 and now - started > timeout_s + grace:
+                    fail(w, int(w.cur[0]))
+                elif not w.proc.is_alive() and not w.conn.poll():
+                    fail(w, int(w.cur[0]) if started > 0 else None)
+    finally:
+        for w in workers:
+            try:
+                w.conn.send(None)
+            except Exception:
+                pass
+        for w in workers:
+            w.proc.join(timeout=1)
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(timeout=1)
+            w.conn.close()
+    return [r if r is not None else (None, "timeout") for r in results], stats
