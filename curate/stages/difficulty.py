@@ -14,6 +14,7 @@ incorrect traces, at most m correct traces per problem.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -25,11 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .. import difficulty as D
 from ..errors import RecipeError
 from ..sampling import SampleConfig
-
-try:
-    from ..verify import VerifyConfig
-except (ModuleNotFoundError, ImportError) as _e:  # pragma: no cover - only while curate.verify is absent
-    VerifyConfig = dict  # type: ignore[misc,assignment]
+from ..verify import VerifyConfig
 from .base import DROP, Context, Stage, StageConfig, mark_drop
 
 PROBLEM_COLUMNS = ("problem_id", "problem", "gold_answer", "source", "source_index", "meta")
@@ -242,13 +239,11 @@ class DifficultyStage(Stage):
         if "gold_answer" not in src.columns:
             raise RecipeError(f"stage '{ctx.stage_label or self.name}': probe: source: probe needs a 'gold_answer' column to verify against")
         rows = sample_rows(src, cfg.probe, ctx, log_name="difficulty_probe")
-        rows = verify_frame(rows, cfg.probe_verify or VerifyConfig(), ctx)
+        sub = dataclasses.replace(ctx, stats={})  # verify's own stats go under probe_verify
+        rows = verify_frame(rows, cfg.probe_verify or VerifyConfig(), sub)
         agg = _aggregate(rows).rename({"teacher_n": "probe_n", "teacher_c": "probe_c"})
         stats["probe_samples"] = rows.height
-        if "verdict" in rows.columns:
-            stats["probe_verdicts"] = {
-                str(k): int(v) for k, v in rows["verdict"].value_counts().iter_rows()
-            }
+        stats["probe_verify"] = sub.stats
         return agg
 
     def _judge(self, probs: pl.DataFrame, ctx: Context, stats: dict) -> pl.DataFrame:
