@@ -70,9 +70,9 @@ def signature(hv32: np.ndarray, params: MinHashParams, perms: tuple[np.ndarray, 
         if len(hv32) == 0:
             return np.full(params.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
         h = _fmix32(hv32.astype(np.uint32, copy=False))
-        block = h[:, None] * a[None, :]
-        block += b
-        return block.min(axis=0)
+        block = a[:, None] * h[None, :]  # (num_perm, n): contiguous rows reduce fastest
+        block += b[:, None]
+        return block.min(axis=1)
     if len(hv32) == 0:
         return np.full(params.num_perm, _MAX32, dtype=np.uint64)
     block = hv32.astype(np.uint64)[:, None] * a[None, :] + b

@@ -63,24 +63,39 @@ def fmix64(h: np.ndarray) -> np.ndarray:
 
 
 class TokenHasher:
-    """token -> 64-bit xxh3 hash, memoised (a bounded dict per process)."""
+    """token -> 64-bit xxh3 hash, memoised per process.
 
-    def __init__(self, max_cache: int = 2_000_000):
-        self._cache: dict[str, int] = {}
-        self._max = max_cache
+    Tokens get small integer ids (a dict), their xxh3 hashes live in a numpy table, so a document's
+    token hashes are one ``np.fromiter`` over the ids plus one vectorised gather.
+    """
+
+    def __init__(self, max_vocab: int = 4_000_000):
+        self._ids: dict[str, int] = {}
+        self._table = np.empty(1 << 16, dtype=np.uint64)
+        self._max = max_vocab
+
+    def _add(self, toks: list[str]) -> None:
+        ids = self._ids
+        if len(ids) > self._max:
+            ids.clear()
+        new = [t for t in set(toks) if t not in ids]
+        start = len(ids)
+        need = start + len(new)
+        if need > len(self._table):
+            grown = np.empty(max(need, 2 * len(self._table)), dtype=np.uint64)
+            grown[:start] = self._table[:start]
+            self._table = grown
+        h = xxhash.xxh3_64_intdigest
+        self._table[start:need] = np.fromiter((h(t.encode("utf-8")) for t in new), dtype=np.uint64, count=len(new))
+        ids.update(zip(new, range(start, need)))
 
     def __call__(self, toks: list[str]) -> np.ndarray:
-        cache = self._cache
         try:
-            vals = list(map(cache.__getitem__, toks))
+            idx = np.fromiter(map(self._ids.__getitem__, toks), dtype=np.int64, count=len(toks))
         except KeyError:
-            if len(cache) > self._max:
-                cache.clear()
-            h = xxhash.xxh3_64_intdigest
-            for t in set(toks).difference(cache):
-                cache[t] = h(t.encode("utf-8"))
-            vals = list(map(cache.__getitem__, toks))
-        return np.array(vals, dtype=np.uint64)
+            self._add(toks)
+            idx = np.fromiter(map(self._ids.__getitem__, toks), dtype=np.int64, count=len(toks))
+        return self._table[idx]
 
 
 _HASHER = TokenHasher()

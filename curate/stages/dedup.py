@@ -5,9 +5,9 @@
       scope: problem          # problem: a duplicate problem takes all its samples with it; sample: per row
       method: minhash         # exact (normalised-text hash only) | minhash (exact + near duplicates)
       shingle: word           # word | char n-grams
-      ngram: 5
+      ngram: 2                # default 2 for field problem (short texts), else 5
       num_perm: 128
-      threshold: 0.8          # Jaccard similarity of the shingle sets
+      threshold: 0.6          # Jaccard of the shingle sets; default 0.6 for field problem, else 0.8
       keep: first            # first | most_correct | shortest | longest
 
 Adds ``cluster_id`` (id of the kept member of the row's cluster; the row's own id when unique) and
@@ -38,9 +38,12 @@ class DedupConfig(StageConfig):
     Default: problem when field is problem, else sample."""
     method: Literal["exact", "minhash"] = "minhash"
     shingle: Literal["word", "char"] = "word"
-    ngram: int = Field(5, ge=1, le=64)
+    ngram: int | None = Field(None, ge=1, le=64)
+    """Shingle size. Default: 2 for field problem (short texts), else 5."""
     num_perm: int = Field(128, ge=16, le=1024)
-    threshold: float = Field(0.8, gt=0.0, le=1.0)
+    threshold: float | None = Field(None, gt=0.0, le=1.0)
+    """Jaccard similarity of the shingle sets that makes a near duplicate. Default: 0.6 for field
+    problem (word 2-grams), else 0.8."""
     keep: Literal["first", "most_correct", "shortest", "longest"] = "first"
     verify: Literal["exact", "minhash"] = "exact"
     """How LSH candidates are confirmed: exact Jaccard of shingle sets, or the signature estimate."""
@@ -53,6 +56,11 @@ class DedupConfig(StageConfig):
 
     @model_validator(mode="after")
     def _scope(self) -> "DedupConfig":
+        short = self.field == "problem"
+        if self.ngram is None:
+            self.ngram = 2 if short and self.shingle == "word" else 5
+        if self.threshold is None:
+            self.threshold = 0.6 if short else 0.8
         if self.scope is None:
             self.scope = "problem" if self.field == "problem" else "sample"
         if self.scope == "problem" and self.field != "problem":
