@@ -181,6 +181,9 @@ def count_tokens(texts: pl.Series, tokenizer: str | None) -> np.ndarray:
 def measure(df: pl.DataFrame, cfg: AuditConfig | None = None) -> pl.DataFrame:
     """Add per-row measures (``audit_*`` columns and ``reasoning_tokens``/``reflections_per_1k``)."""
     cfg = cfg or AuditConfig()
+    src = df
+    missing = [c for c in ("reasoning", "answer_text", "problem") if c not in df.columns]
+    df = df.with_columns([pl.lit(None, dtype=pl.Utf8).alias(c) for c in missing])
     r = _col(df, "reasoning").fill_null("")
     a = _col(df, "answer_text").fill_null("")
     tail = r.str.slice(-cfg.tail_chars)
@@ -215,7 +218,7 @@ def measure(df: pl.DataFrame, cfg: AuditConfig | None = None) -> pl.DataFrame:
         pl.Series("audit_foreign", foreign, dtype=pl.Int64),
         pl.Series("audit_letters", letters, dtype=pl.Int64),
     )
-    return pl.concat([df, m], how="horizontal")
+    return pl.concat([src, m], how="horizontal")
 
 
 def length_stats(tokens: np.ndarray) -> tuple[float, float] | None:
@@ -295,7 +298,8 @@ def audit_frame(
     m = m.with_columns(pl.Series("audit_length_z", np.round(z, 3), dtype=pl.Float64))
     exprs = flag_exprs(m, cfg)
     enabled = cfg.enabled()
-    bits = m.select([exprs[f].fill_null(False).alias(f) for f in enabled])
+    bits = m.with_columns([exprs[f].fill_null(False).alias(f"__flag_{f}") for f in enabled]).select(
+        [pl.col(f"__flag_{f}").alias(f) for f in enabled])
     flags = bits.select(
         pl.concat_list([pl.when(pl.col(f)).then(pl.lit(f)).otherwise(pl.lit(None, pl.Utf8)) for f in enabled])
         .list.drop_nulls()
