@@ -137,14 +137,7 @@ def to_prompt_completion(row: dict, where: str = "dataset") -> dict:
         if msgs[-1]["role"] != "assistant":
             raise SourceError(f"{where}: field messages must end with an assistant turn (got {msgs[-1]['role']!r})")
         return {"prompt": msgs[:-1], "completion": [msgs[-1]]}
-    prompt = row.get("prompt")
-    pmsgs = _as_messages(prompt)
-    if pmsgs is None and isinstance(prompt, str):
-        pmsgs = [{"role": "user", "content": prompt}]
-    if pmsgs is None and row.get("problem"):
-        pmsgs = [{"role": "user", "content": str(row["problem"])}]
-    if pmsgs is None:
-        raise SourceError(f"{where}: a row has none of the fields messages, prompt, problem")
+    pmsgs = prompt_messages(row, where)
     completion = row.get("completion")
     cmsgs = _as_messages(completion)
     if cmsgs is None and isinstance(completion, str):
@@ -154,6 +147,22 @@ def to_prompt_completion(row: dict, where: str = "dataset") -> dict:
     if cmsgs is None:
         raise SourceError(f"{where}: a row has a prompt but no completion (fields completion or reasoning/answer_text)")
     return {"prompt": pmsgs, "completion": cmsgs}
+
+
+def prompt_messages(row: dict, where: str = "dataset") -> list[dict]:
+    """The prompt turns of a row: ``messages`` minus the last turn, ``prompt`` (messages or text), or ``problem``."""
+    msgs = _as_messages(row.get("messages"))
+    if msgs:
+        return msgs[:-1] if msgs[-1]["role"] == "assistant" else msgs
+    prompt = row.get("prompt")
+    pmsgs = _as_messages(prompt)
+    if pmsgs is None and isinstance(prompt, str):
+        pmsgs = [{"role": "user", "content": prompt}]
+    if pmsgs is None and row.get("problem"):
+        pmsgs = [{"role": "user", "content": str(row["problem"])}]
+    if pmsgs is None:
+        raise SourceError(f"{where}: a row has none of the fields messages, prompt, problem")
+    return pmsgs
 
 
 def _reasoning_of(content: str) -> str:
@@ -224,16 +233,17 @@ def encode_kd(row: dict, tokenizer, max_length: int, vocab_size: int, where: str
             f"{where}: fields token_ids ({len(token_ids)}), topk_ids ({len(topk_ids)}) and topk_logprobs "
             f"({len(topk_lps)}) must have one entry per completion token"
         )
-    prompt = to_prompt_completion(row, where)["prompt"]
+    prompt = prompt_messages(row, where)
     prompt_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True)
     if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "keys"):
         prompt_ids = prompt_ids["input_ids"]
     prompt_ids = list(prompt_ids)
     k = max((len(t) for t in topk_ids), default=1)
     hi = max((max(t) for t in topk_ids if len(t)), default=-1)
-    if hi >= vocab_size or (token_ids and max(token_ids) >= vocab_size):
+    hi = max([hi, *token_ids])
+    if hi >= vocab_size:
         raise SourceError(
-            f"{where}: fields token_ids/topk_ids hold id {max(hi, max(token_ids))} outside the student's "
+            f"{where}: fields token_ids/topk_ids hold id {hi} outside the student's "
             f"vocabulary of {vocab_size}: the teacher used another tokenizer"
         )
     n = max(0, min(len(token_ids), max_length - len(prompt_ids)))

@@ -41,13 +41,13 @@ def make_tokenizer(extra_chars: str = "", chat_template: str = CHAT_TEMPLATE):
     return fast
 
 
-def make_model(tokenizer, hidden: int = 48, layers: int = 2, heads: int = 4, seed: int = 0, max_positions: int = 512, init_std: float = 0.15):
+def make_model(tokenizer, hidden: int = 48, layers: int = 2, heads: int = 4, seed: int = 0, max_positions: int = 512, init_std: float = 0.15, vocab_size: int | None = None):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=max_positions,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
         tie_word_embeddings=False, initializer_range=init_std,
