@@ -169,18 +169,17 @@ def assign_buckets(values: Sequence[float | None], edges: Sequence[float]) -> li
 
 # --------------------------------------------------------------------------- judge replies
 
-_NUM = r"(\d{1,2}(?:\.\d+)?)"
+_NUM = r"(?<![\d.])(\d{1,2}(?:\.\d+)?)(?!\.?\d)"
 _RANGE = _NUM + r"(?:\s*(?:-|–|to)\s*" + _NUM + r")?"
+_AFTER = r"[^0-9\n]{0,24}?" + _RANGE + r"(?!\s*/\s*(?!10\b)\d)(?!\.\d)(?!\s*%)"
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.S | re.I)
 _PATTERNS = [
     # \boxed{7}
     re.compile(r"\\boxed\s*\{\s*" + _RANGE + r"\s*(?:/\s*10\s*)?\}"),
-    # "Difficulty: 7", "**Score** = 7/10", '"difficulty": 7', "difficulty rating of 8", "rate it a 6"
-    re.compile(
-        r"(?:difficulty|score|rating|rate(?:d)?(?:\s+(?:it|this|the\s+problem))?)\b"
-        r"[^0-9\n]{0,24}?" + _RANGE + r"(?!\s*/\s*(?!10\b)\d)(?!\.\d)(?!\s*%)",
-        re.I,
-    ),
+    # "Difficulty: 7", "**Difficulty:** 7/10", '"difficulty": 7', "difficulty rating of 8"
+    re.compile(r"difficulty\b" + _AFTER, re.I),
+    # "Score = 7", "rating: 7", "I rate it a 6"
+    re.compile(r"(?:score|rating|rate(?:d)?(?:\s+(?:it|this|the\s+problem))?)\b" + _AFTER, re.I),
     # "7/10", "7 out of 10"
     re.compile(r"(?<![\d.])" + _RANGE + r"\s*(?:/|out\s+of)\s*10\b", re.I),
 ]
@@ -190,8 +189,8 @@ _BARE = re.compile(r"^[\s*_`#>\"'(\[]*" + _RANGE + r"[\s*_`\"')\].!]*$")
 def parse_judge_score(text: str | None, lo: float = 1.0, hi: float = 10.0) -> float | None:
     """A difficulty score in [lo, hi] read from a judge reply, or None when it cannot be read.
 
-    Looks (last mention wins) for ``\\boxed{N}``, then "difficulty/score/rating ... N", then "N/10"
-    or "N out of 10", then a reply that is just a number. A range "6-7" gives its midpoint.
+    Looks for ``\\boxed{N}``, then "difficulty/score/rating ... N", then "N/10" or "N out of 10",
+    then a reply that is just a number; within a kind the last in-range mention wins. A range "6-7" gives its midpoint.
     Reasoning inside ``<think>`` is ignored. Out-of-range numbers give None.
     """
     if not text:
@@ -199,14 +198,13 @@ def parse_judge_score(text: str | None, lo: float = 1.0, hi: float = 10.0) -> fl
     body = _THINK.sub(" ", str(text)[:20000]).strip()
     if not body:
         return None
-    for pat in _PATTERNS:
-        matches = list(pat.finditer(body))
-        if matches:
-            return _score(matches[-1], lo, hi)
+    for pat in _PATTERNS:  # the last in-range mention of the most explicit kind wins
+        for m in reversed(list(pat.finditer(body))):
+            x = _score(m, lo, hi)
+            if x is not None:
+                return x
     m = _BARE.match(body)
-    if m:
-        return _score(m, lo, hi)
-    return None
+    return _score(m, lo, hi) if m else None
 
 
 def _score(m: re.Match, lo: float, hi: float) -> float | None:
