@@ -25,9 +25,19 @@ _M1, _M2 = _U64(0xFF51AFD7ED558CCD), _U64(0xC4CEB9FE1A85EC53)
 _S33 = _U64(33)
 
 
+# typographic quotes and dashes that NFKC leaves alone
+_PUNCT_FOLD = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+                             "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
+                             "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-",
+                             "\u2212": "-", "\u00a0": " "})
+
+
 def normalize(text: str | None) -> str:
-    """NFKC + lower case (the basis of every comparison)."""
-    return unicodedata.normalize("NFKC", text or "").lower()
+    """NFKC, typographic quotes/dashes folded to ASCII, lower case (the basis of every comparison)."""
+    text = unicodedata.normalize("NFKC", text or "")
+    if not text.isascii():
+        text = text.translate(_PUNCT_FOLD)
+    return text.lower()
 
 
 # ASCII fast path: pad every ASCII char that is not a word char or space, then split

@@ -1,0 +1,165 @@
+"""decontaminate: n-gram + MinHash matches, the contamination table, sources, cache, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from pydantic import ValidationError
+
+from curate.errors import SourceError
+from curate.registry import get_stage
+from curate.stages.base import Context
+from curate.stages.decontaminate import DecontaminateConfig, DecontaminateStage
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT.parent / "shared" / "bench" / "dedup"
+
+BENCH_ROWS = [
+    {"question": "Janet’s ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins "
+     "for her friends every day with four. How much does she make every day at the farmers' market?", "answer": "18"},
+    {"question": "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take?",
+     "answer": "3"},
+    {"question": "Toula went to the bakery and bought various types of pastries. She bought 3 dozen donuts which "
+     "cost $68 per dozen, 2 dozen mini cupcakes which cost $80 per dozen. How much was the total cost?", "answer": "694"},
+]
+COPY = "janet's ducks lay 16 eggs per day.  She eats three for breakfast every morning and bakes muffins, what then?"
+LIGHT_EDIT = ("Toula visited the bakery and purchased several kinds of pastries. She purchased 3 dozen donuts costing "
+              "$68 each dozen, 2 dozen mini cupcakes costing $80 each dozen. What was the total cost?")
+CLEAN = "How many positive divisors does 36 have? Count them carefully and explain."
+
+
+def frame() -> pl.DataFrame:
+    probs = [COPY, LIGHT_EDIT, CLEAN]
+    return pl.DataFrame(
+        {
+            "problem_id": [f"p{i}" for i in range(3) for _ in range(2)],
+            "sample_id": [f"p{i}-{s}" for i in range(3) for s in range(2)],
+            "problem": [p for p in probs for _ in range(2)],
+        }
+    )
+
+
+def write(tmp_path: Path, name: str, rows: list[dict]) -> Path:
+    p = tmp_path / name
+    if name.endswith(".jsonl"):
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        df = pl.DataFrame(rows)
+        df.write_parquet(p) if name.endswith(".parquet") else df.write_csv(p)
+    return p
+
+
+def test_ngram_and_minhash_matches_table_and_reasons(tmp_path):
+    write(tmp_path, "gsm.jsonl", BENCH_ROWS)
+    ctx = Context.for_test(tmp_path)
+    assert get_stage("decontaminate") is DecontaminateStage
+    cfg = DecontaminateConfig(benchmarks=[{"name": "gsm8k", "path": "gsm.jsonl", "field": "question"}])
+    out = DecontaminateStage(cfg).run(frame(), ctx)
+    assert out.height == 6
+    assert out["drop_reason"].to_list() == ["contaminated:gsm8k"] * 4 + [None, None]
+    t = ctx.stats["contamination"]["gsm8k"]
+    assert t["checked"] == 6 and t["contaminated"] == 4
+    assert t["method_counts"] == {"ngram": 2, "minhash": 2}
+    ex = {e["method"]: e for e in t["examples"]}
+    assert ex["ngram"]["matched"] == "janet ' s ducks lay 16 eggs per"  # typographic quote folded to '
+    assert ex["ngram"]["benchmark_text"].startswith("Janet")
+    assert ex["minhash"]["matched"] == "" and 0.5 <= ex["minhash"]["similarity"] < 1.0
+    assert ex["minhash"]["benchmark_text"].startswith("Toula")
+    assert set(ex["ngram"]) == {"problem", "benchmark_text", "matched", "method", "similarity"}
+    # n-gram only: the light edit shares no 8-gram and stays
+    out2 = DecontaminateStage(DecontaminateConfig(benchmarks=cfg.benchmarks, minhash=False)).run(frame(), ctx)
+    assert out2["drop_reason"].to_list() == ["contaminated:gsm8k"] * 2 + [None] * 4
+
+
+@pytest.mark.parametrize("name", ["b.parquet", "b.csv"])
+def test_local_parquet_csv_and_index_cache(tmp_path, name):
+    write(tmp_path, name, BENCH_ROWS)
+    cfg = DecontaminateConfig(benchmarks=[{"path": name, "field": "question"}], minhash=False)
+    ctx = Context.for_test(tmp_path)
+    DecontaminateStage(cfg).run(frame(), ctx)
+    assert ctx.stats["index_cached"] == {"b": False}
+    files = list((ctx.work_dir / "decontam_index").glob("*.npz"))
+    assert len(files) == 1
+    out = DecontaminateStage(cfg).run(frame(), ctx)
+    assert ctx.stats["index_cached"] == {"b": True}
+    assert out["drop_reason"].to_list()[:2] == ["contaminated:b"] * 2
+    # other content -> another key
+    write(tmp_path, name, BENCH_ROWS[1:])
+    DecontaminateStage(cfg).run(frame(), ctx)
+    assert ctx.stats["index_cached"] == {"b": False} and ctx.stats["contamination"]["b"]["contaminated"] == 0
+
+
+def test_hub_path_with_local_dataset_dir(tmp_path):
+    d = tmp_path / "hubcopy"
+    d.mkdir()
+    write(d, "test.jsonl", BENCH_ROWS)  # datasets infers the split 'test' from the file name
+    cfg = DecontaminateConfig(benchmarks=[{"name": "gsm", "hub": str(d), "split": "test", "field": "question"}])
+    ctx = Context.for_test(tmp_path)
+    out = DecontaminateStage(cfg).run(frame(), ctx)
+    assert out["drop_reason"].to_list().count("contaminated:gsm") == 4
+    assert ctx.stats["contamination"]["gsm"]["benchmark_rows"] == 3
+
+
+def test_hub_failure_is_one_line_source_error(tmp_path, monkeypatch):
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)\nmore detail")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    cfg = DecontaminateConfig(benchmarks=["gsm8k"])
+    with pytest.raises(SourceError) as e:
+        DecontaminateStage(cfg).run(frame(), Context.for_test(tmp_path))
+    msg = str(e.value)
+    assert "\n" not in msg and "'gsm8k'" in msg and "openai/gsm8k" in msg and "path:" in msg
+
+
+def test_bad_inputs(tmp_path):
+    ctx = Context.for_test(tmp_path)
+    write(tmp_path, "b.jsonl", BENCH_ROWS)
+    with pytest.raises(SourceError, match=r"b\.jsonl.*field 'problem' not found"):
+        DecontaminateStage(DecontaminateConfig(benchmarks=[{"path": "b.jsonl"}])).run(frame(), ctx)
+    with pytest.raises(SourceError, match="does not exist"):
+        DecontaminateStage(DecontaminateConfig(benchmarks=[{"path": "nope.jsonl"}])).run(frame(), ctx)
+    (tmp_path / "bad.jsonl").write_text('{"question": "ok"}\n{not json\n')
+    with pytest.raises(SourceError, match=r"bad\.jsonl:2"):
+        DecontaminateStage(DecontaminateConfig(benchmarks=[{"path": "bad.jsonl", "field": "question"}])).run(frame(), ctx)
+    with pytest.raises(ValidationError, match="unknown benchmark preset"):
+        DecontaminateConfig(benchmarks=["gsm9k"])
+    with pytest.raises(ValidationError, match="exactly one of"):
+        DecontaminateConfig(benchmarks=[{"path": "a.jsonl", "hub": "x/y"}])
+    with pytest.raises(ValidationError, match="unique"):
+        DecontaminateConfig(benchmarks=[{"path": "a.jsonl"}, {"path": "other/a.jsonl"}])
+
+
+def test_quickstart_planted_faults_caught(tmp_path):
+    from curate.stages.dedup import DedupConfig, DedupStage
+
+    data = ROOT / "recipes" / "data"
+    rows = []
+    for i, line in enumerate((data / "quickstart_traces.jsonl").read_text().splitlines()):
+        r = json.loads(line)
+        rows += [{"problem_id": f"q{i}", "sample_id": f"q{i}-{k}", "problem": r["problem"]} for k in range(len(r["generations"]))]
+    df = pl.DataFrame(rows)
+    ctx = Context.for_test(tmp_path)
+    ctx.base_dir = data
+    out = DedupStage(DedupConfig()).run(df, ctx)
+    dropped = out.filter(pl.col("drop_reason").is_not_null()).unique("problem_id", maintain_order=True)
+    assert sorted(dropped["drop_reason"].to_list()) == ["exact_duplicate", "exact_duplicate", "near_duplicate"]
+    cfg = DecontaminateConfig(benchmarks=[{"name": "gsm8k", "path": "benchmarks/gsm8k_test_excerpt.jsonl", "field": "question"}])
+    out = DecontaminateStage(cfg).run(df, ctx)
+    hit = out.filter(pl.col("drop_reason") == "contaminated:gsm8k")["problem"].unique().to_list()
+    assert len(hit) == 1 and hit[0].startswith("Janet")
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="../shared/bench absent")
+def test_lexical_confirmed_pairs_all_caught(tmp_path):
+    lex = [json.loads(x) for x in (BENCH / "math500_train_lexical_contamination_confirmed.jsonl").open()]
+    write(tmp_path, "m500.jsonl", [{"problem": r["text1"]} for r in lex])
+    cfg = DecontaminateConfig(benchmarks=[{"name": "math500", "path": "m500.jsonl"}], minhash=False)
+    ctx = Context.for_test(tmp_path)
+    out = DecontaminateStage(cfg).run(pl.DataFrame({"problem": [r["text2"] for r in lex]}), ctx)
+    assert out["drop_reason"].to_list() == ["contaminated:math500"] * len(lex)

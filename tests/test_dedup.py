@@ -1,0 +1,205 @@
+"""dedup: tokens, datasketch-compatible signatures, LSH clustering, the stage's scope/keep/reasons."""
+
+from __future__ import annotations
+
+import random
+import string
+
+import numpy as np
+import polars as pl
+import pytest
+from pydantic import ValidationError
+
+from curate.dedup import MinHashParams, choose_kept, find_duplicates, shingle_set, signatures, tokenize
+from curate.dedup.minhash import fold32, lean, make_lsh, signature
+from curate.dedup.text import TOKEN_RE, jaccard, normalize, shingle_hashes
+from curate.errors import RecipeError
+from curate.registry import get_stage
+from curate.stages.base import Context
+from curate.stages.dedup import DedupConfig, DedupStage
+
+WORDS = [w for w in "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau upsilon phi chi psi omega".split()]
+
+
+def doc(rng: random.Random, n: int = 300) -> str:
+    return " ".join(rng.choice(WORDS) + str(rng.randrange(50)) for _ in range(n))
+
+
+def edit(text: str, rng: random.Random, k: int) -> str:
+    w = text.split()
+    for i in rng.sample(range(len(w)), k):
+        w[i] = "zz" + str(rng.randrange(10**6))
+    return " ".join(w)
+
+
+def test_tokenize_fast_path_matches_regex():
+    rng = random.Random(0)
+    alphabet = string.printable + "\x00\x1f"
+    for _ in range(500):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randrange(60)))
+        assert tokenize(s) == TOKEN_RE.findall(normalize(s))
+    assert tokenize("Janet’s ducks: $c$ .") == ["janet", "'", "s", "ducks", ":", "$", "c", "$", "."]
+    assert tokenize("x\u2212y — Ünïcode ok") == ["x", "-", "y", "-", "ünïcode", "ok"]
+    assert tokenize("The value of $c$.") == tokenize("the  value of $c$ .")
+
+
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+def test_signatures_equal_datasketch(scheme):
+    from datasketch import MinHash
+
+    rng = random.Random(1)
+    params = MinHashParams(num_perm=64, seed=7, scheme=scheme, ngram=3)
+    for text in [doc(rng, 40), "short", ""]:
+        hv = fold32(shingle_hashes(text, 3))
+        ref = MinHash(num_perm=64, seed=7, scheme=scheme, hashfunc=int)
+        ref.update_batch(list(hv))
+        assert np.array_equal(signature(hv, params).astype(np.uint64), ref.hashvalues.astype(np.uint64))
+
+
+def test_lean_minhash_in_datasketch_lsh_and_estimate():
+    rng = random.Random(2)
+    a = doc(rng)
+    b = edit(a, rng, 6)
+    c = doc(rng)
+    params = MinHashParams()
+    sigs, keys = signatures([a, b, c], params)
+    assert sigs.shape == (3, 128) and sigs.dtype == np.uint32 and len(set(keys.tolist())) == 3
+    lsh = make_lsh(0.7, 128)
+    lsh.insert("a", lean(sigs[0], params))
+    lsh.insert("c", lean(sigs[2], params))
+    assert lsh.query(lean(sigs[1], params)) == ["a"]
+    true_j = jaccard(shingle_set(a, 5), shingle_set(b, 5))
+    assert abs((sigs[0] == sigs[1]).mean() - true_j) < 0.15
+
+
+def test_parallel_signatures_match_serial():
+    rng = random.Random(3)
+    texts = [doc(rng, 60) for _ in range(40)]
+    p = MinHashParams()
+    s1, k1 = signatures(texts, p, num_proc=1)
+    s2, k2 = signatures(texts, p, num_proc=2, chunk=7, min_parallel=1)
+    assert np.array_equal(s1, s2) and np.array_equal(k1, k2)
+
+
+def test_find_duplicates_exact_near_and_far():
+    rng = random.Random(4)
+    base = doc(rng)
+    texts = [base, doc(rng), base.upper().replace(" ", "  "), edit(base, rng, 4), edit(base, rng, 80), doc(rng)]
+    res = find_duplicates(texts, MinHashParams(), 0.8)
+    lab = res.labels
+    assert lab[0] == lab[2] == lab[3]  # exact (case/space) and near copies
+    assert len({lab[0], lab[1], lab[4], lab[5]}) == 4  # heavy edit and unrelated docs stay apart
+    assert res.keys[0] == res.keys[2] != res.keys[3]
+    pairs = {(int(i), int(j)) for i, j in zip(res.pairs_i, res.pairs_j)}
+    assert (0, 3) in pairs and all(s >= 0.8 for s in res.similarity)
+    # exact only: the near copy is its own cluster
+    lab2 = find_duplicates(texts, MinHashParams(), 0.8, near=False).labels
+    assert lab2[0] == lab2[2] and lab2[3] != lab2[0]
+
+
+def test_choose_kept():
+    labels = np.array([0, 1, 0, 2, 1, 0])
+    score = np.array([5.0, 1.0, 2.0, 0.0, 1.0, 2.0])
+    assert choose_kept(labels, score).tolist() == [2, 1, 2, 3, 1, 2]
+
+
+def _samples() -> pl.DataFrame:
+    base = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell?"
+    probs = {
+        "p0": base,
+        "p1": base.upper(),  # exact duplicate after normalisation
+        "p2": base.replace("48", "49"),  # near duplicate
+        "p3": "Weng earns $12 an hour for babysitting. Yesterday she did 50 minutes. How much did she earn?",
+    }
+    rows = []
+    for pid, text in probs.items():
+        for s in range(3):
+            rows.append(
+                {
+                    "problem_id": pid,
+                    "problem": text,
+                    "sample_id": f"{pid}-{s}",
+                    "reasoning": f"trace {pid} {s} " + "step " * (5 + 7 * s),
+                    "correct": (pid == "p2") or s == 0,
+                    "completion_tokens": 10 + 7 * s + (3 if pid == "p1" else 0),
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def test_stage_problem_scope_takes_all_samples(tmp_path):
+    ctx = Context.for_test(tmp_path)
+    assert get_stage("dedup") is DedupStage
+    df = _samples()
+    out = DedupStage(DedupConfig()).run(df, ctx)
+    assert out.height == df.height and out.columns[: len(df.columns)] == df.columns
+    by = {r["sample_id"]: r for r in out.to_dicts()}
+    assert all(by[f"p1-{s}"]["drop_reason"] == "exact_duplicate" for s in range(3))
+    assert all(by[f"p2-{s}"]["drop_reason"] == "near_duplicate" for s in range(3))
+    assert all(by[f"p0-{s}"]["drop_reason"] is None and by[f"p3-{s}"]["drop_reason"] is None for s in range(3))
+    assert by["p2-1"]["duplicate_of"] == "p0" and by["p2-1"]["cluster_id"] == "p0"
+    assert by["p0-0"]["duplicate_of"] is None and by["p3-0"]["cluster_id"] == "p3"
+    assert ctx.stats["exact_duplicates"] == 1 and ctx.stats["near_duplicates"] == 1 and ctx.stats["rows_dropped"] == 6
+
+
+def test_stage_keep_most_correct(tmp_path):
+    ctx = Context.for_test(tmp_path)
+    out = DedupStage(DedupConfig(keep="most_correct")).run(_samples(), ctx)
+    kept = out.filter(pl.col("drop_reason").is_null())["problem_id"].unique().sort().to_list()
+    assert kept == ["p2", "p3"]  # p2 has three correct samples, p0/p1 one each
+    assert out.filter(pl.col("problem_id") == "p0")["drop_reason"].to_list() == ["near_duplicate"] * 3
+    assert out.filter(pl.col("problem_id") == "p1")["drop_reason"].to_list() == ["near_duplicate"] * 3
+    assert set(out.filter(pl.col("problem_id") == "p1")["duplicate_of"].to_list()) == {"p2"}
+
+
+@pytest.mark.parametrize("keep,expect", [("shortest", 0), ("longest", 2), ("first", 0)])
+def test_stage_sample_scope_keep_length(tmp_path, keep, expect):
+    # three traces that differ in one appended line are near duplicates of each other
+    body = " ".join(f"step{i} we add {i} and {i + 1} to get {2 * i + 1}." for i in range(40))
+    df = pl.DataFrame(
+        {
+            "problem_id": ["p"] * 3 + ["q"],
+            "problem": ["P"] * 3 + ["Q"],
+            "sample_id": ["s0", "s1", "s2", "s3"],
+            "reasoning": [body, body + " check one.", body + " check one. check two, fine.", "something else entirely " * 20],
+            "completion_tokens": [100, 105, 110, 80],
+        }
+    )
+    ctx = Context.for_test(tmp_path)
+    out = DedupStage(DedupConfig(field="reasoning", keep=keep)).run(df, ctx)
+    reasons = out["drop_reason"].to_list()
+    assert reasons[3] is None
+    assert [r is None for r in reasons[:3]] == [i == expect for i in range(3)]
+    assert set(out["cluster_id"].to_list()[:3]) == {f"s{expect}"}
+
+
+def test_stage_method_exact_and_already_dropped(tmp_path):
+    df = _samples().with_columns(
+        pl.when(pl.col("problem_id") == "p0").then(pl.lit("truncated")).otherwise(None).alias("drop_reason")
+    )
+    ctx = Context.for_test(tmp_path)
+    out = DedupStage(DedupConfig(method="exact")).run(df, ctx)
+    by = {r["sample_id"]: r["drop_reason"] for r in out.to_dicts()}
+    assert by["p0-0"] == "truncated"  # an earlier reason is kept; p0 takes no part
+    assert by["p1-0"] is None and by["p2-0"] is None  # p1 is first of its exact group now; p2 is near only
+
+
+def test_config_and_input_errors(tmp_path):
+    ctx = Context.for_test(tmp_path)
+    df = _samples().drop("correct")
+    with pytest.raises(RecipeError, match="'correct'"):
+        DedupStage(DedupConfig(keep="most_correct")).run(df, ctx)
+    with pytest.raises(RecipeError, match="field 'answer_text'"):
+        DedupStage(DedupConfig(field="answer_text")).run(df, ctx)
+    with pytest.raises(ValidationError, match="scope: sample"):
+        DedupConfig(field="reasoning", scope="problem")
+    with pytest.raises(ValidationError):
+        DedupConfig(keep="best")
+    assert DedupConfig().ngram == 2 and DedupConfig(field="reasoning").ngram == 5
+    assert DedupConfig(field="both").scope == "sample"
+
+
+def test_empty_input(tmp_path):
+    df = _samples().head(0)
+    out = DedupStage(DedupConfig()).run(df, Context.for_test(tmp_path))
+    assert out.height == 0 and "cluster_id" in out.columns
