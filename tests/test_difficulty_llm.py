@@ -153,3 +153,14 @@ def test_probe_next_to_teacher_verdicts(server, tmp_path):
     assert out.filter(pl.col("problem_id") == "p1")["pass_rate"].to_list() == [0.5, 0.5]  # the probe's
     assert len(server.requests()) == 4  # one request per problem with n=4
     assert re.search(r"boxed", server.requests()[0].body["messages"][-1]["content"])  # the solving prompt
+
+
+def test_empty_input_sends_nothing(server, tmp_path):
+    server.clear()
+    cfg = DifficultyConfig(
+        methods=[{"method": "pass_rate", "source": "probe"}, {"method": "judge"}],
+        probe=teacher(server, "probe-model"),
+        judge=teacher(server, "judge-model"),
+    )
+    out = DifficultyStage(cfg).run(problems_frame().clear(), Context.for_test(tmp_path))
+    assert out.height == 0 and "difficulty" in out.columns and server.count() == 0

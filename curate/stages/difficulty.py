@@ -236,6 +236,8 @@ class DifficultyStage(Stage):
 
         cfg = self.config
         src = probs.select([c for c in PROBLEM_COLUMNS if c in probs.columns])
+        if src.height == 0:
+            return pl.DataFrame(schema={"problem_id": probs.schema["problem_id"], "probe_n": pl.Int64, "probe_c": pl.Int64})
         if "gold_answer" not in src.columns:
             raise RecipeError(f"stage '{ctx.stage_label or self.name}': probe: source: probe needs a 'gold_answer' column to verify against")
         rows = sample_rows(src, cfg.probe, ctx, log_name="difficulty_probe")
@@ -251,6 +253,8 @@ class DifficultyStage(Stage):
 
         cfg = self.config
         src = probs.select([c for c in PROBLEM_COLUMNS if c in probs.columns])
+        if src.height == 0:
+            return pl.DataFrame(schema={"problem_id": probs.schema["problem_id"], "judge_score": pl.Float64})
         judge_cfg = cfg.judge
         if "user_template" not in judge_cfg.model_fields_set:
             judge_cfg = judge_cfg.model_copy(update={"user_template": DEFAULT_JUDGE_PROMPT})
