@@ -85,6 +85,9 @@ class OpenAITeacher(_Strict):
     """Name of the environment variable holding the key (keys never go in a recipe). Unset with a
     ``base_url`` (a local server): the key ``EMPTY`` is sent."""
     concurrency: int = Field(64, ge=1, le=8192)
+    client: Literal["openai", "aiohttp"] = "openai"
+    """``openai``: the official AsyncOpenAI client; ``aiohttp``: a bare aiohttp session (less CPU per
+    request, for loopback/LAN servers at high concurrency)."""
     rpm: float | None = Field(None, gt=0)
     """Requests-per-minute limit (aiolimiter)."""
     tpm: float | None = Field(None, gt=0)
