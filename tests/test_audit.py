@@ -225,3 +225,23 @@ def test_real_qwen_math_traces(tmp_path: Path) -> None:
     assert s["flag_counts"]["language_mix"] == 3
     assert s["rows_flagged"] / s["rows"] < 0.03
     assert s["reasoning_tokens_by_correct"]["incorrect"]["p50"] > s["reasoning_tokens_by_correct"]["correct"]["p50"]
+
+
+def test_reasoning_tokens_with_a_local_tokenizer(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from curate.errors import RecipeError
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "wait": 1, "so": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    df = pl.DataFrame({"reasoning": ["wait so 12 plus 30", "so", None]})
+    out = audit_frame(df, AuditConfig(tokenizer=str(tmp_path / "tok")))
+    assert out["reasoning_tokens"].to_list() == [5, 1, 0]  # whitespace words, not the regex approximation
+    assert out["reflections_per_1k"][0] == pytest.approx(200.0)
+    s = write_report(tmp_path / "r", df, None, None, AuditConfig(tokenizer=str(tmp_path / "tok")))
+    assert s["token_count_method"] == f"tokenizer:{tmp_path / 'tok'}"
+    with pytest.raises(RecipeError, match="audit.tokenizer: cannot load tokenizer"):
+        audit_frame(df, AuditConfig(tokenizer=str(tmp_path / "missing")))
