@@ -14,6 +14,7 @@ Everything is written into a temporary sibling folder and renamed into place at 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -105,6 +106,16 @@ def write_split(df: pl.DataFrame, data_dir: Path, split: str, shard_rows: int) -
     return names
 
 
+def files_sha256(root: Path, files: list[str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode())
+        with open(root / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
 def _md_table(headers: list[str], rows: list[list[Any]]) -> str:
     def cell(x: Any) -> str:
         return str(x).replace("|", "\\|").replace("\n", " ")
@@ -153,12 +164,17 @@ def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -
         configs.append(
             {"config_name": "rejected", "data_files": [{"split": "rejected", "path": "data/rejected-*.parquet"}]}
         )
+    # datasets caches a local folder by its name and card, not its content: a content fingerprint in
+    # dataset_info keeps two versions (or two recipes' 0.1.0) from loading each other's cached copy.
+    fp = manifest.get("data_sha256", "")[:16]
     header = {
         "license": r.get("license", "other"),
         "pretty_name": r["name"],
         "tags": ["curate", "reasoning", "distillation", "synthetic"],
         "task_categories": ["text-generation"],
         "configs": configs,
+        "dataset_info": [{"config_name": c["config_name"], "dataset_name": f"{r['name']}-{r['version']}-{fp}"}
+                         for c in configs],
     }
     order = manifest.get("order")
     body = [
@@ -253,6 +269,7 @@ def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Pa
             "funnel": funnel,
             "stages": [asdict(r) for r in result.records],
         }
+        manifest["data_sha256"] = files_sha256(tmp, files)
         audit_summary = None
         try:
             from .audit import write_report  # type: ignore[attr-defined]

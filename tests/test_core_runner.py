@@ -230,3 +230,12 @@ def test_ctrl_c_keeps_finished_stages_cached(tmp_path):
         assert CALLS == ["first", "second"]  # both served from the cache on the second run
     finally:
         unregister_stage("boom_test")
+
+
+def test_two_versions_with_the_same_folder_name_do_not_share_the_datasets_cache(tmp_path):
+    """datasets caches local folders by name + card; the card's content fingerprint keeps them apart."""
+    run_recipe(load_recipe(write_recipe(tmp_path, STAGES.format(second=2))), output_dir=tmp_path / "a")
+    run_recipe(load_recipe(write_recipe(tmp_path, STAGES.format(second=7))), output_dir=tmp_path / "b")
+    a = datasets.load_dataset(str(tmp_path / "a" / "demo" / "0.1.0"), split="train")
+    b = datasets.load_dataset(str(tmp_path / "b" / "demo" / "0.1.0"), split="train")
+    assert (a.num_rows, b.num_rows) == (8, 3)
