@@ -114,5 +114,6 @@ def flag_chart(flags: dict[str, dict]) -> str | None:
     for y, v in enumerate(vals):
         ax.text(v, y, f" {v:,}", va="center", fontsize=8)
     ax.set_xlabel("rows flagged")
+    ax.xaxis.set_major_locator(_plt().MaxNLocator(integer=True))
     ax.set_title("Flag counts")
     return render(fig)

@@ -44,6 +44,20 @@ def _clip(text: str | None, n: int) -> tuple[str, bool]:
     return text[:half] + f"\n\n[... {len(text) - 2 * half:,} characters omitted ...]\n\n" + text[-half:], True
 
 
+def _measures(r: dict) -> dict[str, Any]:
+    """The row's informative measures (the uninformative 0/1 values left out)."""
+    out: dict[str, Any] = {}
+    if (r.get("audit_repeat") or 0) > 1:
+        out["most repeats of one unit (tail)"] = r["audit_repeat"]
+    if (r.get("audit_compress") or 0) > 0:
+        out["tail compression ratio"] = r["audit_compress"]
+    if r.get("audit_foreign"):
+        out["foreign-script letters"] = f"{r['audit_foreign']} of {r.get('audit_letters') or 0}"
+    if r.get("audit_length_z"):
+        out["length robust z"] = r["audit_length_z"]
+    return out
+
+
 def worst_examples(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int]) -> dict[str, list[dict]]:
     """Up to ``cfg.examples_per_flag`` rows per flag, worst first."""
     k = cfg.examples_per_flag
@@ -79,10 +93,7 @@ def worst_examples(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int]) -
                 "ids": {c: r[c] for c in _ID_COLS if c in r and r[c] is not None},
                 "reasoning_tokens": int(r.get("reasoning_tokens") or 0),
                 "reflections_per_1k": r.get("reflections_per_1k"),
-                "measures": {"max sentence repeats (tail)": r.get("audit_repeat"),
-                             "tail compression ratio": r.get("audit_compress"),
-                             "foreign-script letters": r.get("audit_foreign"),
-                             "length robust z": r.get("audit_length_z")},
+                "measures": _measures(r),
                 "problem": problem,
                 "reasoning": reasoning,
                 "reasoning_clipped": cut,
