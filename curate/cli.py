@@ -66,13 +66,16 @@ def run(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output root (overrides output.dir)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most N rows per source."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse cached stages and logged requests."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="local | ray (overrides the recipe's engine)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (with --engine ray)."),
     set_: Optional[List[str]] = SetOpt,
 ) -> None:
     """Run a recipe and write a new immutable dataset version."""
     from .recipe import load_recipe
     from .runner import run_recipe
 
-    lr = load_recipe(recipe, set_)
+    extra = ([f"engine={engine}"] if engine else []) + ([f"ray.address={address}"] if address else [])
+    lr = load_recipe(recipe, [*(set_ or []), *extra])
     result = run_recipe(lr, output_dir=output, limit=limit, resume=resume, console=err)
     print_funnel(result.records)
     if lr.recipe.output.push is not None:

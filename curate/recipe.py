@@ -33,6 +33,17 @@ class PushConfig(BaseModel):
     private: bool = True
 
 
+class RayOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = None
+    """Cluster address (``auto``, ``ray://host:10001``); unset starts a local Ray instance."""
+    num_cpus: int | None = Field(default=None, ge=1)
+    """CPUs of a locally started instance (ignored with ``address``)."""
+    batch_size: int = Field(default=1024, ge=1)
+    """Rows per Ray Data batch for row-wise stages."""
+
+
 class OutputConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -56,7 +67,9 @@ class RecipeBase(BaseModel):
     description: str = ""
     license: str = "other"
     seed: int = 0
-    engine: Literal["local"] = "local"
+    engine: Literal["local", "ray"] = "local"
+    """Executor of the stages: this process (``local``) or a Ray cluster (``ray``, extra [ray])."""
+    ray: RayOptions = Field(default_factory=lambda: RayOptions())
     sources: list[SourceConfig] = Field(min_length=1)
     stages: list[StageConfig] = Field(default_factory=list)
     output: OutputConfig = Field(default_factory=OutputConfig)

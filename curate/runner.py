@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from . import __version__
+from .engines import get_engine
 from .errors import RecipeError, VersionExistsError
 from .recipe import LoadedRecipe
 from .registry import get_stage
@@ -117,6 +118,14 @@ def execute(
     console: Any = None,
 ) -> RunResult:
     """Run sources and stages; return the final frames and the funnel (no publishing)."""
+    engine = get_engine(lr.recipe.engine, lr.recipe.ray.model_dump())
+    try:
+        return _execute(lr, engine, limit=limit, resume=resume, console=console)
+    finally:
+        engine.close()
+
+
+def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, console: Any) -> RunResult:
     recipe = lr.recipe
     work = work_dir_for(recipe.name)
     cache_root = work / "cache"
@@ -169,7 +178,7 @@ def execute(
                 show_progress=bool(console is not None and getattr(console, "is_terminal", False)),
             )
             start = time.perf_counter()
-            out = stage.run(df, ctx)
+            out = engine.run_stage(stage, df, ctx)
             seconds = time.perf_counter() - start
             kept, rejected = _split_drops(out, label)
             rec = StageRecord(

@@ -1,0 +1,43 @@
+"""Executors for stages. ``local`` runs ``stage.run(df, ctx)`` in this process (stages may use their own
+worker processes); other engines (``ray``) distribute the same stage code. Only the executor differs."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import polars as pl
+
+from ..errors import RecipeError
+from ..stages.base import Context, Stage
+
+
+class Engine(Protocol):
+    name: str
+
+    def run_stage(self, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame: ...
+
+    def close(self) -> None: ...
+
+
+class LocalEngine:
+    name = "local"
+
+    def run_stage(self, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        return stage.run(df, ctx)
+
+    def close(self) -> None:
+        pass
+
+
+def get_engine(name: str, options: dict[str, Any] | None = None) -> Engine:
+    if name == "local":
+        return LocalEngine()
+    if name == "ray":
+        try:
+            from .ray_engine import RayEngine
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("curate"):
+                raise RecipeError("engine 'ray' is not available in this build") from None
+            raise
+        return RayEngine(**(options or {}))
+    raise RecipeError(f"unknown engine '{name}' (known: local, ray)")
