@@ -9,8 +9,8 @@ Definitions (also in docs/eval.md):
   Defined only where n >= k; problems with fewer samples are left out of that k and counted in
   ``n_problems_lt_k``.
 * **maj@k**: per problem, the first k samples (by ``sample_index``) vote with their extracted answer
-  (``pred_answer``, whitespace-stripped; samples without an answer do not vote). The problem scores
-  the correctness of the winning answer. **Ties**: when several answers share the top count, the
+  (``pred_answer``, grouped by curate.verify's normalised answer key; samples without an answer do
+  not vote). The problem scores the correctness of the winning answer. **Ties**: when several answers share the top count, the
   score is the fraction of the tied answers that are correct, i.e. the expected score of a uniform
   random tie break (deterministic, no seed). A problem where no sample produced an answer scores 0.
   Correct answers vote as one answer (they all equal the gold answer, whatever their spelling).
@@ -28,25 +28,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import polars as pl
 
+from ..verify.metrics import answer_key, pass_at_k
+
 # ----------------------------------------------------------------------------- estimators
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k for one problem with n samples of which c are correct (needs n >= k)."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if not 0 <= c <= n:
-        raise ValueError(f"need 0 <= c <= n, got n={n} c={c}")
-    if n < k:
-        raise ValueError(f"pass@{k} needs at least {k} samples, got n={n}")
-    if n - c < k:
-        return 1.0
-    # 1 - prod_{i=n-c+1}^{n} (1 - k/i): the numerically stable form of 1 - C(n-c,k)/C(n,k)
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1, dtype=np.float64)))
-
-
 def pass_at_k_array(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
-    """Vectorised unbiased pass@k; NaN where n < k."""
+    """Unbiased pass@k per problem (``curate.verify.pass_at_k``); NaN where n < k (that function
+    would answer k = n there, which is pass@n, not pass@k)."""
     n = np.asarray(n, dtype=np.int64)
     c = np.asarray(c, dtype=np.int64)
     out = np.full(n.shape, np.nan, dtype=np.float64)
@@ -61,8 +50,9 @@ def majority_score(answers: Sequence[str | None], correct: Sequence[bool | None]
 
     ``answers[i]`` is sample i's extracted answer (None/empty: no vote), ``correct[i]`` its verdict.
     Correct answers all equal the gold answer, so they vote as one answer even when spelled
-    differently ("1/2", "0.5"); wrong answers group by their stripped text. Ties are scored as the
-    expected value of a uniform random tie break (see the module doc).
+    differently ("1/2", "0.5"); wrong answers group by ``curate.verify``'s normalised answer key
+    (the one its ``problem_aggregates`` votes with). Ties are scored as the expected value of a
+    uniform random tie break (see the module doc).
     """
     votes: Counter[tuple[bool, str]] = Counter()
     shown: dict[tuple[bool, str], str] = {}
@@ -70,7 +60,7 @@ def majority_score(answers: Sequence[str | None], correct: Sequence[bool | None]
         text = "" if a is None else str(a).strip()
         if not text:
             continue
-        key = (True, "") if ok else (False, text)
+        key = (True, "") if ok else (False, answer_key(text) or text)
         votes[key] += 1
         shown.setdefault(key, text)
     if not votes:

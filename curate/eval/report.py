@@ -64,7 +64,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     out += ["", "## Generation", ""]
     gen = [["mean completion tokens", fmt_num(s.get("mean_completion_tokens"))]]
     if s.get("mean_reasoning_tokens") is not None:
-        gen.append(["mean reasoning tokens", fmt_num(s.get("mean_reasoning_tokens"))])
+        gen.append(["mean reasoning tokens (est.)", fmt_num(s.get("mean_reasoning_tokens"))])
     gen.append(["truncation rate (%)", fmt_pct(s.get("truncated_rate"))])
     if results.get("verdicts"):
         gen.append(["verdicts", ", ".join(f"{k}: {v}" for k, v in sorted(results["verdicts"].items()))])

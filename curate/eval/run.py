@@ -1,0 +1,204 @@
+"""``curate eval RECIPE``: load the benchmark, sample the model, verify, score, write the run folder.
+
+The same machinery as curation: ``curate.sources`` loads the benchmark (presets, hub ids, local
+files with field mapping), ``curate.sampling.sample_rows`` samples the model (any backend; durable
+request log under ``.curate/eval-<name>/``, so an interrupted eval resumes without paying twice),
+``curate.verify.verify_frame`` grades the answers. Only the scoring lives here (metrics.py).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..errors import VersionExistsError
+from ..stages.base import Context
+from .config import EvalRecipe
+from .metrics import per_problem, summarize
+from .report import PROBLEMS, SAMPLES, write_results
+
+
+def breakdown_fields(recipe: EvalRecipe) -> list[str]:
+    """Meta fields to break scores down by: the recipe's list, else the benchmark's meta fields."""
+    if recipe.metrics.breakdown is not None:
+        return list(recipe.metrics.breakdown)
+    bench = recipe.benchmark
+    if bench.meta_fields:
+        return list(bench.meta_fields)
+    if getattr(bench, "kind", None) == "preset":
+        from ..presets import get_preset
+
+        return list(get_preset(bench.preset).extra_fields)
+    return []
+
+
+def benchmark_id(recipe: EvalRecipe) -> str:
+    b = recipe.benchmark
+    if b.kind == "preset":
+        from ..presets import get_preset
+
+        p = get_preset(b.preset)
+        return f"{p.name} ({p.path}:{p.split})"
+    if b.kind == "hub":
+        return f"{b.path}:{b.split}"
+    return str(b.path)
+
+
+def model_info(recipe: EvalRecipe) -> dict[str, Any]:
+    s = recipe.sampling
+    t = s.teacher
+    ident = None
+    for attr in ("model", "model_name_or_path", "path"):
+        ident = ident or getattr(t, attr, None)
+    info = {
+        "id": str(ident),
+        "backend": getattr(t, "backend", None),
+        "n": s.n,
+        "temperature": s.temperature,
+        "top_p": getattr(s, "top_p", None),
+        "max_tokens": getattr(s, "max_tokens", None),
+    }
+    adapter = getattr(t, "adapter", None) or getattr(t, "adapter_path", None)
+    if adapter:
+        info["adapter"] = str(adapter)
+    return info
+
+
+def _new_run_dir(base: Path, name: str) -> Path:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    parent = base / name
+    run_dir = parent / stamp
+    i = 2
+    while run_dir.exists():  # a run folder is never overwritten
+        run_dir = parent / f"{stamp}-{i}"
+        i += 1
+    return run_dir
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("curate", "polars", "numpy", "math-verify", "openai"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def score(verified: pl.DataFrame, recipe: EvalRecipe) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Per-problem frame and summary from verified samples. Problems without a gold answer are
+    left out of the scores (counted in ``n_problems_no_gold``)."""
+    fields = breakdown_fields(recipe)
+    m = recipe.metrics
+    graded = verified
+    if "gold_answer" in graded.columns:
+        graded = graded.filter(
+            pl.col("gold_answer").is_not_null() & (pl.col("gold_answer").cast(pl.Utf8).str.strip_chars() != "")
+        )
+    n_gold = graded["problem_id"].n_unique()
+    # a request that failed after its retries says nothing about the model: not scored, but counted
+    errored = (pl.col("finish_reason") == "error").fill_null(False)
+    n_error = graded.filter(errored).height if "finish_reason" in graded.columns else 0
+    if n_error:
+        graded = graded.filter(~errored)
+    graded = graded.with_columns(estimate_reasoning_tokens(graded))
+    problems = per_problem(graded, ks=[1, *m.pass_k], maj_ks=m.maj_k, breakdown=fields)
+    summary = summarize(problems, n_boot=m.n_boot, seed=recipe.seed, level=m.ci_level, breakdown=fields)
+    summary["n_problems_no_gold"] = verified["problem_id"].n_unique() - n_gold
+    summary["n_problems_all_errors"] = n_gold - problems.height
+    summary["n_error_samples"] = n_error
+    return problems, summary
+
+
+def estimate_reasoning_tokens(df: pl.DataFrame) -> pl.Expr:
+    """``reasoning_tokens``: the backend's completion tokens split between reasoning and answer in
+    proportion to their characters (backends report one completion count per sample)."""
+    if "completion_tokens" not in df.columns or "reasoning" not in df.columns:
+        return pl.lit(None, dtype=pl.Float64).alias("reasoning_tokens")
+    r = pl.col("reasoning").fill_null("").str.len_chars().cast(pl.Float64)
+    a = pl.col("answer_text").fill_null("").str.len_chars().cast(pl.Float64) if "answer_text" in df.columns else pl.lit(0.0)
+    share = pl.when((r + a) > 0).then(r / (r + a)).otherwise(0.0)
+    return (pl.col("completion_tokens").cast(pl.Float64) * share).alias("reasoning_tokens")
+
+
+def run_eval(recipe_path: Path, overrides: list[str] | None = None, output: Path | None = None) -> Path:
+    """Run an eval recipe; returns the new run folder (results.json, results.md, parquet frames).
+
+    ``output`` is the run folder itself (it must not exist); default ``<output.dir>/<name>/<UTC time>``.
+    """
+    from ..runner import work_dir_for
+    from ..sampling import sample_rows
+    from ..sources import load_one
+    from ..verify import verify_frame
+    from ..yamlio import load_yaml, validate_model
+
+    recipe_path = Path(recipe_path)
+    loaded = load_yaml(recipe_path, overrides)
+    recipe = validate_model(EvalRecipe, loaded)
+    base_dir = recipe_path.resolve().parent
+    ctx = Context(
+        work_dir=work_dir_for(f"eval-{recipe.name}"),
+        base_dir=base_dir,
+        seed=recipe.seed,
+        stage_label="eval",
+        show_progress=sys.stderr.isatty(),
+    )
+    t0 = time.perf_counter()
+    problems, _bad, source_info = load_one(recipe.benchmark, base_dir)
+    t_load = time.perf_counter()
+    samples = sample_rows(problems, recipe.sampling, ctx, log_name="eval")
+    t_sample = time.perf_counter()
+    ctx.stage_label = "eval-verify"
+    verified = verify_frame(samples, recipe.verify, ctx)
+    t_verify = time.perf_counter()
+    per_prob, summary = score(verified, recipe)
+
+    verdicts = {}
+    if "verdict" in verified.columns:
+        verdicts = {str(r["verdict"]): int(r["len"]) for r in verified.group_by("verdict").len().to_dicts()}
+    results = {
+        "name": recipe.name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": {"id": benchmark_id(recipe), **source_info},
+        "model": model_info(recipe),
+        "summary": summary,
+        "verdicts": verdicts,
+        "seconds": {
+            "load": round(t_load - t0, 3),
+            "sample": round(t_sample - t_load, 3),
+            "verify": round(t_verify - t_sample, 3),
+        },
+        "recipe": loaded.public,
+        "recipe_path": str(recipe_path),
+        "versions": _versions(),
+    }
+
+    if output is not None:
+        run_dir = Path(output)
+        if run_dir.exists():
+            raise VersionExistsError(f"{run_dir}: already exists; eval runs are never overwritten")
+    else:
+        run_dir = _new_run_dir(Path(os.path.expanduser(recipe.output.dir)), recipe.name)
+    tmp = run_dir.parent / f".tmp-{run_dir.name}-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=False)
+    try:
+        verified.write_parquet(tmp / SAMPLES)
+        per_prob.write_parquet(tmp / PROBLEMS)
+        (tmp / "recipe.json").write_text(json.dumps(loaded.public, indent=2, default=str) + "\n")
+        write_results(tmp, {**results, "run_dir": str(run_dir)})
+        tmp.rename(run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return run_dir
