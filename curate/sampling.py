@@ -183,17 +183,20 @@ class SampleConfig(_Strict):
 
 
 # --------------------------------------------------------------------------- prompts
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def template_fields(template: str) -> list[str]:
-    return _PLACEHOLDER.findall(template or "")
+    return [m.group(1) for m in _PLACEHOLDER.finditer(template or "") if m.group(1)]
 
 
 def fill_template(template: str, row: dict) -> str:
-    """Replace ``{column}`` with the row's value; any other brace is literal (``\\boxed{}``)."""
+    """Replace ``{column}`` with the row's value; ``{{``/``}}`` give literal braces and any other brace
+    is literal as is (``\\boxed{}``)."""
 
     def sub(m: re.Match) -> str:
+        if m.group(1) is None:
+            return m.group(0)[0]
         v = row.get(m.group(1))
         return "" if v is None else str(v)
 

@@ -288,8 +288,9 @@ class OpenAIBackend:
         from aiolimiter import AsyncLimiter
 
         t = self.t
-        rpm = AsyncLimiter(t.rpm, 60) if t.rpm else None
-        tpm = AsyncLimiter(t.tpm, 60) if t.tpm else None
+        # rpm: one request every 60/rpm s (no initial burst); tpm: a one-second token bucket
+        rpm = AsyncLimiter(1, 60.0 / t.rpm) if t.rpm else None
+        tpm = AsyncLimiter(max(1.0, t.tpm / 60.0), 1) if t.tpm else None
         post, close = self._aiohttp_post() if t.client == "aiohttp" else self._sdk_post()
         it = iter(requests)
 
@@ -300,7 +301,7 @@ class OpenAIBackend:
                 if rpm is not None:
                     await rpm.acquire()
                 if tpm is not None:
-                    await tpm.acquire(min(self._estimate_tokens(req), t.tpm))
+                    await tpm.acquire(min(self._estimate_tokens(req), tpm.max_rate))
                 try:
                     payload = await self._send(post, req)
                 except asyncio.CancelledError:
