@@ -145,9 +145,12 @@ details{margin:.3em 0 .8em}summary{cursor:pointer}.flag{display:inline-block;bac
 
 {% if s.contamination %}
 <h2 id="contamination">Contamination</h2>
-<table><tr><th class="l">benchmark</th><th>checked</th><th>contaminated</th><th class="l">examples</th></tr>
+<table><tr><th class="l">benchmark</th><th>checked</th><th>contaminated</th><th class="l">by method</th><th class="l">examples</th></tr>
 {% for b, c in s.contamination.items() %}<tr><td class="l">{{ b }}</td><td>{{ num(c.checked) }}</td><td>{{ num(c.contaminated) }}</td>
-<td class="l">{% if c.examples %}<details><summary>{{ c.examples|length }} shown</summary><pre>{% for e in c.examples %}{{ e if e is string else (e|tojson) }}
+<td class="l">{% for k, v in c.method_counts.items() %}{{ k }}: {{ num(v) }}{% if not loop.last %}, {% endif %}{% endfor %}</td>
+<td class="l">{% if c.examples %}<details><summary>{{ c.examples|length }} shown</summary><pre>{% for e in c.examples %}{% if e is mapping %}{% for k, v in e.items() %}{{ k }}: {{ v }}
+{% endfor %}{% else %}{{ e }}
+{% endif %}
 {% endfor %}</pre></details>{% endif %}</td></tr>
 {% endfor %}</table>
 {% endif %}

@@ -137,6 +137,7 @@ def manifest_tables(manifest: dict | None) -> tuple[list[dict], dict[str, Any]]:
         for bench, row in (stats.get("contamination") or {}).items():
             if isinstance(row, dict):
                 contam[str(bench)] = {"checked": row.get("checked"), "contaminated": row.get("contaminated"),
+                                      "method_counts": dict(row.get("method_counts") or {}),
                                       "examples": list(row.get("examples") or [])[:20]}
     return funnel, contam
 

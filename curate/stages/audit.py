@@ -11,7 +11,7 @@ import polars as pl
 from ..audit.config import AuditConfig
 from ..audit.flags import audit_frame
 from ..audit.summary import flag_counts
-from ..errors import RecipeError
+from ..errors import RecipeError, require
 from .base import Context, Stage
 
 
@@ -21,6 +21,10 @@ class AuditStage(Stage):
     version = "1"
     requires = ("reasoning",)
     produces = ("flags", "reasoning_tokens", "reflections_per_1k")
+
+    def check(self, ctx: Context) -> None:
+        if self.config.tokenizer:  # type: ignore[attr-defined]
+            require("transformers", "train", "audit.tokenizer")
 
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg: AuditConfig = self.config  # type: ignore[assignment]
