@@ -201,7 +201,12 @@ def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -
         "",
         (
             "The train split is written in **curriculum order** (`curriculum_rank` ascending, "
-            "`curriculum_stage` marks the stages). Trainers should not shuffle across stages."
+            "`curriculum_stage` marks the stages). Trainers should not shuffle across stages. "
+            + " ".join(
+                str(st["stats"]["description"])
+                for st in manifest.get("stages", [])
+                if st.get("type") == "curriculum" and (st.get("stats") or {}).get("description")
+            )
             if order == "curriculum_rank"
             else "The train split has no curriculum order; shuffle it for training."
         ),
