@@ -60,6 +60,9 @@ class EvalRecipe(BaseModel):
     """A preset name (gsm8k, math500, aime24, aime25) or a source config (file / hub / preset)."""
     sampling: SampleConfig
     """The model under test and its sampling parameters (n = samples per problem)."""
+    adapter: str | None = None
+    """A PEFT LoRA adapter folder applied to ``sampling.teacher.model`` (transformers / vllm backends):
+    merged once into a cached full model under ``.curate/eval-<name>/merged/``."""
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     output: EvalOutput = Field(default_factory=EvalOutput)
@@ -81,6 +84,17 @@ class EvalRecipe(BaseModel):
                 return {"kind": "hub", **v}
             if "path" in v:
                 return {"kind": "file", **v}
+        return v
+
+    @field_validator("adapter")
+    @classmethod
+    def _adapter_backend(cls, v: str | None, info: ValidationInfo) -> str | None:
+        sampling = info.data.get("sampling")
+        if v and sampling is not None and sampling.teacher.backend == "openai":
+            raise ValueError(
+                "an OpenAI-compatible endpoint serves its own adapters (vllm serve BASE --enable-lora "
+                "--lora-modules NAME=DIR; then sampling.teacher.model: NAME); adapter is for transformers/vllm"
+            )
         return v
 
     @field_validator("metrics")

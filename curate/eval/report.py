@@ -50,7 +50,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     bench = results.get("benchmark", {})
     model = results.get("model", {})
     out.append(f"- benchmark: `{bench.get('id', '?')}` ({s['n_problems']} problems, {s['n_samples']} samples)")
-    out.append(f"- model: `{model.get('id', '?')}` (backend {model.get('backend', '?')}, n={model.get('n', '?')}, "
+    adapter = f" + LoRA `{model['adapter']}`" if model.get("adapter") else ""
+    out.append(f"- model: `{model.get('id', '?')}`{adapter} (backend {model.get('backend', '?')}, n={model.get('n', '?')}, "
                f"temperature={model.get('temperature', '?')})")
     if results.get("created"):
         out.append(f"- created: {results['created']}")

@@ -67,10 +67,25 @@ def model_info(recipe: EvalRecipe) -> dict[str, Any]:
         "top_p": getattr(s, "top_p", None),
         "max_tokens": getattr(s, "max_tokens", None),
     }
-    adapter = getattr(t, "adapter", None) or getattr(t, "adapter_path", None)
-    if adapter:
-        info["adapter"] = str(adapter)
+    if recipe.adapter:
+        info["adapter"] = recipe.adapter
     return info
+
+
+def with_adapter(recipe: EvalRecipe, ctx: Context, recipe_path: Path) -> Any:
+    """The sampling config to run: with ``adapter`` set, the teacher model becomes the merged
+    base + LoRA folder (cached under the eval's work dir); otherwise the recipe's as is."""
+    if not recipe.adapter:
+        return recipe.sampling
+    from .adapter import merged_model_dir
+
+    t = recipe.sampling.teacher
+    base = str(ctx.resolve(t.model)) if ctx.resolve(t.model).exists() else t.model
+    merged = merged_model_dir(
+        base, ctx.resolve(recipe.adapter), ctx.work_dir, where=str(recipe_path),
+        trust_remote_code=bool(getattr(t, "trust_remote_code", False)),
+    )
+    return recipe.sampling.model_copy(update={"teacher": t.model_copy(update={"model": str(merged)})})
 
 
 def _new_run_dir(base: Path, name: str) -> Path:
@@ -156,8 +171,9 @@ def run_eval(recipe_path: Path, overrides: list[str] | None = None, output: Path
     )
     t0 = time.perf_counter()
     problems, _bad, source_info = load_one(recipe.benchmark, base_dir)
+    sampling = with_adapter(recipe, ctx, recipe_path)
     t_load = time.perf_counter()
-    samples = sample_rows(problems, recipe.sampling, ctx, log_name="eval")
+    samples = sample_rows(problems, sampling, ctx, log_name="eval")
     t_sample = time.perf_counter()
     ctx.stage_label = "eval-verify"
     verified = verify_frame(samples, recipe.verify, ctx)
@@ -175,7 +191,7 @@ def run_eval(recipe_path: Path, overrides: list[str] | None = None, output: Path
         "summary": summary,
         "verdicts": verdicts,
         "seconds": {
-            "load": round(t_load - t0, 3),
+            "load": round(t_load - t0, 3),  # benchmark, and the adapter merge when there is one
             "sample": round(t_sample - t_load, 3),
             "verify": round(t_verify - t_sample, 3),
         },
