@@ -245,3 +245,17 @@ def test_reasoning_tokens_with_a_local_tokenizer(tmp_path: Path) -> None:
     assert s["token_count_method"] == f"tokenizer:{tmp_path / 'tok'}"
     with pytest.raises(RecipeError, match="audit.tokenizer: cannot load tokenizer"):
         audit_frame(df, AuditConfig(tokenizer=str(tmp_path / "missing")))
+
+
+def test_language_mix_is_relative_to_the_problem_script() -> None:
+    zh_body = "我们先计算 $x^2 + 3x = 10$ 的根，然后代入原式得到结果。" * 10
+    df = pl.DataFrame({
+        "problem": ["求方程的根。", "求方程的根。", "Find the roots.", "Find the roots."],
+        "reasoning": [zh_body + " \\boxed{2}",  # Chinese for a Chinese problem (Latin math is fine)
+                      zh_body + " итак ответ равен двум " + " \\boxed{2}",  # Cyrillic slips in
+                      "We solve $\\alpha + \\beta = 3$ with Greek letters, then " * 5 + "\\boxed{2}",
+                      "We solve it. " * 5 + zh_body[:40] + " \\boxed{2}"],
+        "answer_text": ["\\boxed{2}"] * 4,
+    })
+    out = audit_frame(df, AuditConfig(reflection_markers=["等等", "wait"]))
+    assert ["language_mix" in f for f in out["flags"].to_list()] == [False, True, False, True]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -55,8 +56,15 @@ def _blank(e: pl.Expr) -> pl.Expr:
 
 
 def reflection_regex(markers: list[str]) -> str:
-    alts = "|".join(re.escape(m.strip()).replace(r"\ ", r"\s+") for m in markers if m.strip())
-    return r"(?i-u)\b(?:" + alts + r")\b" if alts else r"(?!x)x"
+    """One case-insensitive alternation; ASCII word boundaries (fast) unless a marker is not ASCII
+    (CJK markers such as 等等 then match anywhere)."""
+    words = [m.strip() for m in markers if m.strip()]
+    if not words:
+        return r"[^\s\S]"  # matches nothing
+    alts = "|".join(re.escape(m).replace(r"\ ", r"\s+") for m in words)
+    if all(m.isascii() for m in words):
+        return r"(?i-u)\b(?:" + alts + r")\b"
+    return r"(?i)(?:" + alts + r")"
 
 
 def _repeat_counts(tails: pl.Series, min_chars: int) -> np.ndarray:
@@ -126,7 +134,7 @@ def _script_counts(texts: pl.Series) -> pl.DataFrame:
     )
 
 
-def _foreign_letters(df: pl.DataFrame, reasoning: pl.Series, problem: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+def _foreign_letters(reasoning: pl.Series, problem: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """(letters of the reasoning in a script foreign to the problem, letters of the reasoning)."""
     n = len(reasoning)
     foreign = np.zeros(n, dtype=np.int64)
@@ -204,16 +212,20 @@ def measure(df: pl.DataFrame, cfg: AuditConfig | None = None) -> pl.DataFrame:
     tails = m["_tail"]
     reasoning = df.select(r.alias("r"))["r"]
     problem = df.select(_col(df, "problem").fill_null("").alias("p"))["p"]
-    tokens = count_tokens(reasoning, cfg.tokenizer)
-    foreign, letters = _foreign_letters(df, reasoning, problem)
-    ratio, loops = _tail_scan(tails, cfg.loop_min_chars)
+    # the tail scan is a Python loop (holds the GIL); polars releases it, so they overlap
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        scan = pool.submit(_tail_scan, tails, cfg.loop_min_chars)
+        tokens = count_tokens(reasoning, cfg.tokenizer)
+        foreign, letters = _foreign_letters(reasoning, problem)
+        repeats = _repeat_counts(tails, cfg.repeat_min_chars)
+        ratio, loops = scan.result()
     refl = m["_reflections"].to_numpy().astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         per_1k = np.where(tokens > 0, refl * 1000.0 / np.maximum(tokens, 1), 0.0)
     m = m.drop("_tail", "_reflections").with_columns(
         pl.Series("reasoning_tokens", tokens, dtype=pl.Int64),
         pl.Series("reflections_per_1k", np.round(per_1k, 3), dtype=pl.Float64),
-        pl.Series("audit_repeat", np.maximum(_repeat_counts(tails, cfg.repeat_min_chars), loops), dtype=pl.Int64),
+        pl.Series("audit_repeat", np.maximum(repeats, loops), dtype=pl.Int64),
         pl.Series("audit_compress", np.round(ratio, 3), dtype=pl.Float64),
         pl.Series("audit_foreign", foreign, dtype=pl.Int64),
         pl.Series("audit_letters", letters, dtype=pl.Int64),
