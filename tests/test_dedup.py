@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from curate.dedup import MinHashParams, choose_kept, find_duplicates, shingle_set, signatures, tokenize
 from curate.dedup.minhash import fold32, lean, make_lsh, signature
-from curate.dedup.text import TOKEN_RE, jaccard, normalize, shingle_hashes
+from curate.dedup.text import TOKEN_RE, batch_token_hashes, jaccard, normalize, shingle_hashes, word_token_hashes
 from curate.errors import RecipeError
 from curate.registry import get_stage
 from curate.stages.base import Context
@@ -43,6 +43,20 @@ def test_tokenize_fast_path_matches_regex():
     assert tokenize("The value of $c$.") == tokenize("the  value of $c$ .")
 
 
+def test_vectorised_token_ids_match_tokens():
+    rng = random.Random(5)
+    alphabet = string.printable + "\x00\x1c’é—ß漢"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(80))) for _ in range(400)] + ["", None]
+    batched = batch_token_hashes(texts, max_bytes=300)
+    ids_of: dict[str, int] = {}
+    for t, ids in zip(texts, batched):
+        toks = tokenize(t)
+        assert np.array_equal(ids, word_token_hashes(t)) and len(ids) == len(toks)
+        for tok, h in zip(toks, ids.tolist()):
+            assert ids_of.setdefault(tok, h) == h  # a token always gets the same id
+    assert len(set(ids_of.values())) == len(ids_of)  # and different tokens different ids
+
+
 @pytest.mark.parametrize("scheme", ["affine32", "legacy"])
 def test_signatures_equal_datasketch(scheme):
     from datasketch import MinHash
@@ -59,12 +73,12 @@ def test_signatures_equal_datasketch(scheme):
 def test_lean_minhash_in_datasketch_lsh_and_estimate():
     rng = random.Random(2)
     a = doc(rng)
-    b = edit(a, rng, 6)
+    b = edit(a, rng, 2)  # Jaccard ~0.94: a sure LSH hit at 0.5
     c = doc(rng)
     params = MinHashParams()
     sigs, keys = signatures([a, b, c], params)
     assert sigs.shape == (3, 128) and sigs.dtype == np.uint32 and len(set(keys.tolist())) == 3
-    lsh = make_lsh(0.7, 128)
+    lsh = make_lsh(0.5, 128)
     lsh.insert("a", lean(sigs[0], params))
     lsh.insert("c", lean(sigs[2], params))
     assert lsh.query(lean(sigs[1], params)) == ["a"]

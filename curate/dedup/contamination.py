@@ -21,7 +21,7 @@ import numpy as np
 import xxhash
 
 from .minhash import MinHashParams, lean, make_lsh, signatures
-from .text import _HASHER, jaccard, ngram_hashes, shingle_set, tokenize
+from .text import jaccard, ngram_hashes, shingle_set, tokenize, word_token_hashes
 
 INDEX_VERSION = "1"
 
@@ -62,11 +62,11 @@ def content_key(texts: Sequence[str], params: ContamParams) -> str:
     return h.hexdigest()
 
 
-def _word_ngrams(text: str | None, n: int) -> tuple[list[str], np.ndarray]:
-    toks = tokenize(text)
-    if len(toks) < n:  # a text shorter than n has no n-gram (it could not share one)
-        return toks, np.empty(0, dtype=np.uint64)
-    return toks, ngram_hashes(_HASHER(toks), n)
+def _word_ngrams(text: str | None, n: int) -> np.ndarray:
+    ids = word_token_hashes(text)
+    if len(ids) < n:  # a text shorter than n has no n-gram (it could not share one)
+        return np.empty(0, dtype=np.uint64)
+    return ngram_hashes(ids, n)
 
 
 class BenchmarkIndex:
@@ -85,7 +85,7 @@ class BenchmarkIndex:
     def build(cls, texts: list[str], params: ContamParams) -> "BenchmarkIndex":
         hs, rows = [], []
         for i, t in enumerate(texts):
-            h = np.unique(_word_ngrams(t, params.ngram)[1])
+            h = np.unique(_word_ngrams(t, params.ngram))
             hs.append(h)
             rows.append(np.full(len(h), i, dtype=np.int64))
         ng = np.concatenate(hs) if hs else np.empty(0, dtype=np.uint64)
@@ -132,7 +132,7 @@ class BenchmarkIndex:
         if len(self.ng_hash) == 0:
             return out
         for i, t in enumerate(texts):
-            toks, h = _word_ngrams(t, p.ngram)
+            h = _word_ngrams(t, p.ngram)
             if len(h) == 0:
                 continue
             pos = np.searchsorted(self.ng_hash, h)
@@ -144,6 +144,7 @@ class BenchmarkIndex:
             if shared < p.min_overlap:
                 continue
             k = int(np.argmax(hit))
+            toks = tokenize(t)  # same tokens, in order, as the ids hashed above
             out[i] = Match(i, int(self.ng_row[pos[k]]), "ngram", float("nan"), " ".join(toks[k : k + p.ngram]), shared)
         return out
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Iterable, Literal, Sequence
 
 import numpy as np
-from .text import ShingleKind, features, ngram_hashes, token_ids
+from .text import ShingleKind, batch_features
 
 Scheme = Literal["affine32", "legacy"]
 
@@ -92,14 +92,14 @@ def _sign_chunk(
     """Signatures and exact-duplicate keys (xxh3-64 of the canonical text) of a chunk."""
     sigs = _empty_sigs(len(texts), params)
     keys = np.empty(len(texts), dtype=np.uint64)
-    for i, t in enumerate(texts):
-        sh, keys[i] = features(t, params.ngram, params.shingle)
+    for i, (sh, key) in enumerate(batch_features(texts, params.ngram, params.shingle)):
+        keys[i] = key
         sigs[i] = signature(fold32(sh), params, perms)
     return sigs, keys
 
 
 def _sets_chunk(texts: Sequence[str | None], params: MinHashParams, perms: object = None) -> list[np.ndarray]:
-    return [np.unique(ngram_hashes(token_ids(t, params.shingle), params.ngram)) for t in texts]
+    return [np.unique(sh) for sh, _ in batch_features(texts, params.ngram, params.shingle)]
 
 
 def _pool(num_proc: int) -> ProcessPoolExecutor:

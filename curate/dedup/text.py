@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import xxhash
@@ -58,9 +58,9 @@ def canonical(text: str | None) -> str:
     return " ".join(tokenize(text))
 
 
-def exact_key(text: str | None) -> str:
-    """128-bit xxhash (hex) of :func:`canonical`."""
-    return xxhash.xxh3_128_hexdigest(canonical(text).encode("utf-8"))
+def exact_key(text: str | None) -> int:
+    """The exact-duplicate key (as in :func:`features`): equal for texts with equal :func:`canonical`."""
+    return xxhash.xxh3_64_intdigest(word_token_hashes(text).tobytes())
 
 
 def fmix64(h: np.ndarray) -> np.ndarray:
@@ -72,49 +72,86 @@ def fmix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> _S33)
 
 
-class TokenHasher:
-    """token -> 64-bit xxh3 hash, memoised per process.
-
-    Tokens get small integer ids (a dict), their xxh3 hashes live in a numpy table, so a document's
-    token hashes are one ``np.fromiter`` over the ids plus one vectorised gather.
-    """
-
-    def __init__(self, max_vocab: int = 4_000_000):
-        self._ids: dict[str, int] = {}
-        self._table = np.empty(1 << 16, dtype=np.uint64)
-        self._max = max_vocab
-
-    def _add(self, toks: list[str]) -> None:
-        ids = self._ids
-        if len(ids) > self._max:
-            ids.clear()
-        new = [t for t in set(toks) if t not in ids]
-        start = len(ids)
-        need = start + len(new)
-        if need > len(self._table):
-            grown = np.empty(max(need, 2 * len(self._table)), dtype=np.uint64)
-            grown[:start] = self._table[:start]
-            self._table = grown
-        h = xxhash.xxh3_64_intdigest
-        self._table[start:need] = np.fromiter((h(t.encode("utf-8")) for t in new), dtype=np.uint64, count=len(new))
-        ids.update(zip(new, range(start, need)))
-
-    def __call__(self, toks: list[str]) -> np.ndarray:
-        try:
-            idx = np.fromiter(map(self._ids.__getitem__, toks), dtype=np.int64, count=len(toks))
-        except KeyError:
-            self._add(toks)
-            idx = np.fromiter(map(self._ids.__getitem__, toks), dtype=np.int64, count=len(toks))
-        return self._table[idx]
+# Token hashing over bytes, vectorised (no Python call per token). The padded normalised text is
+# one byte array; tokens are runs of non-whitespace bytes. With c_k = byte + 1 and an odd constant B
+# (invertible mod 2^64), prefix sums S_i = sum_{k<i} c_k * B^-k give each token's polynomial hash
+# sum c_k * B^(end-k) = (S_end - S_start) * B^end in a few whole-array numpy operations; fmix64 of
+# it (xor the length) is the token's 64-bit id. uint64 arithmetic wraps, which is the mod 2^64.
+_B = 0x100000001B3 * 2 + 1  # odd
+_BINV = pow(_B, -1, 1 << 64)
+_WS_BYTES = np.zeros(256, dtype=bool)
+_WS_BYTES[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # what str.split() splits ASCII on
+_pow_b = np.empty(0, dtype=np.uint64)
+_pow_binv = np.empty(0, dtype=np.uint64)
 
 
-_HASHER = TokenHasher()
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    global _pow_b, _pow_binv
+    if len(_pow_b) < n:
+        size = max(n, 2 * len(_pow_b), 1 << 16)
+        with np.errstate(over="ignore"):
+            _pow_b = np.concatenate(([np.uint64(1)], np.cumprod(np.full(size - 1, _B, dtype=np.uint64))))
+            _pow_binv = np.concatenate(([np.uint64(1)], np.cumprod(np.full(size - 1, _BINV, dtype=np.uint64))))
+    return _pow_b, _pow_binv
+
+
+def padded_bytes(text: str | None) -> bytes:
+    """The normalised text with every token separated by whitespace, as UTF-8."""
+    norm = normalize(text)
+    if norm.isascii():
+        return norm.translate(_ASCII_PAD).encode("ascii")
+    return " ".join(TOKEN_RE.findall(norm)).encode("utf-8")
+
+
+def _hash_tokens(buf: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, token start byte offsets) of a whitespace-separated byte string."""
+    b = np.frombuffer(buf, dtype=np.uint8)
+    if len(b) == 0:
+        return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
+    word = (~_WS_BYTES[b]).view(np.int8)
+    edge = np.diff(word, prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edge == 1)
+    ends = np.flatnonzero(edge == -1)
+    pb, pinv = _powers(len(b) + 1)
+    s = np.empty(len(b) + 1, dtype=np.uint64)
+    s[0] = 0
+    terms = b.astype(np.uint64)
+    terms += _U64(1)
+    terms *= pinv[: len(b)]
+    np.cumsum(terms, out=s[1:])
+    h = (s[ends] - s[starts]) * pb[ends]
+    h ^= (ends - starts).astype(np.uint64)
+    return fmix64(h), starts
+
+
+def word_token_hashes(text: str | None) -> np.ndarray:
+    """uint64 id of every token of :func:`tokenize` (same count and order), vectorised over bytes."""
+    return _hash_tokens(padded_bytes(text))[0]
+
+
+def batch_token_hashes(texts: Sequence[str | None], max_bytes: int = 1 << 16) -> list[np.ndarray]:
+    """:func:`word_token_hashes` of many texts, hashing ~``max_bytes`` of text per numpy pass."""
+    out: list[np.ndarray] = []
+    bufs = [padded_bytes(t) for t in texts]
+    i = 0
+    while i < len(bufs):
+        j, size = i, 0
+        while j < len(bufs) and (j == i or size + len(bufs[j]) < max_bytes):
+            size += len(bufs[j]) + 1
+            j += 1
+        ids, starts = _hash_tokens(b"\n".join(bufs[i:j]))
+        lens = np.fromiter((len(x) + 1 for x in bufs[i:j]), dtype=np.int64, count=j - i)
+        doc_start = np.concatenate(([0], np.cumsum(lens)[:-1]))
+        cut = np.searchsorted(starts, doc_start)  # first token of each doc
+        out.extend(np.split(ids, cut[1:]))
+        i = j
+    return out
 
 
 def token_ids(text: str | None, kind: ShingleKind = "word") -> np.ndarray:
-    """uint64 token ids: xxhash of word tokens, or code points of the normalised text for chars."""
+    """uint64 token ids: hashes of word tokens, or code points of the normalised text for chars."""
     if kind == "word":
-        return _HASHER(tokenize(text))
+        return word_token_hashes(text)
     norm = _WS_RE.sub(" ", normalize(text)).strip()
     return np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
 
@@ -137,12 +174,23 @@ def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
     return fmix64(h)
 
 
+def batch_features(texts: Sequence[str | None], n: int, kind: ShingleKind = "word") -> list[tuple[np.ndarray, int]]:
+    """:func:`features` of many texts (token hashing batched)."""
+    key = xxhash.xxh3_64_intdigest
+    out = []
+    for t, ids in zip(texts, batch_token_hashes(texts)):
+        sh = ngram_hashes(ids if kind == "word" else token_ids(t, "char"), n)
+        out.append((sh, key(ids.tobytes())))
+    return out
+
+
 def features(text: str | None, n: int, kind: ShingleKind = "word") -> tuple[np.ndarray, int]:
-    """(shingle hashes, exact key as xxh3-64 of the canonical text), tokenising once."""
-    toks = tokenize(text)
-    key = xxhash.xxh3_64_intdigest(" ".join(toks).encode("utf-8"))
+    """(shingle hashes, exact key), tokenising once. The exact key is xxh3-64 over the token ids,
+    so texts with the same :func:`canonical` form share it."""
+    ids = word_token_hashes(text)
+    key = xxhash.xxh3_64_intdigest(ids.tobytes())
     if kind == "word":
-        return ngram_hashes(_HASHER(toks), n), key
+        return ngram_hashes(ids, n), key
     return ngram_hashes(token_ids(text, "char"), n), key
 
 
