@@ -58,28 +58,44 @@ def _measures(r: dict) -> dict[str, Any]:
     return out
 
 
+_MEASURES = ("audit_chars", "audit_repeat", "audit_compress", "audit_foreign", "audit_letters")
+_CANDIDATES = 2000
+
+
+def _candidates(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int]) -> pl.DataFrame:
+    """The flagged rows to rank, with their ``audit_*`` measures. When the frame carries only the
+    flags (the stage's output), the measures are recomputed once for the union of at most
+    ``_CANDIDATES`` rows per flag (the longest traces and an even spread of the rest)."""
+    flagged = df.filter(pl.col("flags").list.len() > 0)
+    if "audit_repeat" in df.columns:
+        return flagged
+    keep: set[int] = set()
+    for flag, n in counts.items():
+        if not n:
+            continue
+        rows = flagged.filter(pl.col("flags").list.contains(flag)).sort("reasoning_tokens", descending=True)
+        keep.update(rows["__row"].gather_every(max(1, rows.height // _CANDIDATES)).to_list())
+    sub = flagged.filter(pl.col("__row").is_in(sorted(keep)))
+    m = measure(sub.drop("reasoning_tokens", "reflections_per_1k"), cfg)
+    return sub.with_columns(*[m[c] for c in _MEASURES])
+
+
 def worst_examples(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int]) -> dict[str, list[dict]]:
     """Up to ``cfg.examples_per_flag`` rows per flag, worst first."""
     k = cfg.examples_per_flag
-    if k == 0 or df.height == 0:
+    if k == 0 or df.height == 0 or not any(counts.values()):
         return {}
     df = df.with_row_index("__row")
     stats = length_stats(df["reasoning_tokens"].to_numpy()) if df.height >= cfg.length_min_rows else None
+    cand = _candidates(df, cfg, counts)
+    if "audit_length_z" not in cand.columns:
+        cand = cand.with_columns(pl.Series("audit_length_z", np.round(length_z(cand["reasoning_tokens"].to_numpy(),
+                                                                                 stats), 3)))
     out: dict[str, list[dict]] = {}
     for flag, n in counts.items():
         if not n:
             continue
-        sub = df.filter(pl.col("flags").list.contains(flag))
-        if "audit_repeat" not in sub.columns:
-            if sub.height > 2000:  # rank a bounded candidate set: the longest traces and a spread sample
-                sub = sub.sort("reasoning_tokens", descending=True).gather_every(max(1, sub.height // 2000))
-            base = sub.drop([c for c in ("reasoning_tokens", "reflections_per_1k") if c in sub.columns])
-            m = measure(base, cfg)
-            z = length_z(m["reasoning_tokens"].to_numpy(), stats)
-            sub = sub.with_columns(
-                *[m[c] for c in ("audit_chars", "audit_repeat", "audit_compress", "audit_foreign", "audit_letters")],
-                pl.Series("audit_length_z", np.round(z, 3)),
-            )
+        sub = cand.filter(pl.col("flags").list.contains(flag))
         top = sub.with_columns(severity(sub, flag).alias("__sev")).sort("__sev", descending=True).head(k)
         rows = []
         for r in top.iter_rows(named=True):
