@@ -92,3 +92,38 @@ def test_adapter_errors_are_one_line(base_and_adapter, tmp_path):
         merged_model_dir(str(base), base, tmp_path / "work")
     with pytest.raises(RecipeError, match=r"sampling.teacher.model: cannot load base model"):
         merged_model_dir(str(tmp_path / "missing-base"), adapter, tmp_path / "work")
+
+
+def test_eval_end_to_end_with_transformers_backend_and_adapter(base_and_adapter, tmp_path, monkeypatch):
+    """Base vs base + LoRA through curate eval (real generate on a tiny model), then compare."""
+    import json
+
+    import polars as pl
+
+    from curate.eval import compare_runs, run_eval
+
+    root, base, adapter = base_and_adapter
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    (tmp_path / "bench.jsonl").write_text(
+        "".join(json.dumps({"q": f"{i}+{i}=?", "a": str(2 * i)}) + "\n" for i in range(4))
+    )
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "tiny-lora",
+        "benchmark": {"kind": "file", "path": "bench.jsonl", "fields": {"problem": "q", "gold_answer": "a"}},
+        "sampling": {"teacher": {"backend": "transformers", "model": str(base), "device": "cpu"},
+                     "n": 1, "temperature": 0.0, "max_tokens": 8, "user_template": "{problem}"},
+        "adapter": str(adapter),
+        "verify": {"num_proc": 0},
+        "metrics": {"pass_k": [1], "maj_k": [1], "n_boot": 200},
+    }))
+    with_lora = run_eval(recipe, output=tmp_path / "lora")
+    plain = run_eval(recipe, ["adapter=null"], output=tmp_path / "base")
+    res = json.loads((with_lora / "results.json").read_text())
+    assert res["model"]["adapter"] == str(adapter) and res["summary"]["n_samples"] == 4
+    a = pl.read_parquet(with_lora / "samples.parquet")
+    b = pl.read_parquet(plain / "samples.parquet")
+    assert a["teacher"][0] != b["teacher"][0] and "merged" in a["teacher"][0]
+    assert a["answer_text"].to_list() != b["answer_text"].to_list()  # greedy: the adapter changed the outputs
+    md = compare_runs(plain, with_lora, n_boot=200)
+    assert "Paired over 4 common problems" in md and "| pass@1 |" in md
