@@ -130,7 +130,7 @@ _TEMPLATE = r"""<!DOCTYPE html>
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1100px;padding:1.5em;color:#222}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;vertical-align:top}
-th{background:#f4f6f8}td.l,th.l{text-align:left}td.l{word-break:break-word;max-width:42em}.muted{color:#777}.chart svg{max-width:100%;height:auto}
+th{background:#f4f6f8}td.l,th.l{text-align:left}td.l{overflow-wrap:anywhere;min-width:8em;max-width:42em}.muted{color:#777}.chart svg{max-width:100%;height:auto}
 .cards{display:flex;flex-wrap:wrap;gap:.8em}.card{border:1px solid #ddd;border-radius:6px;padding:.5em .9em;min-width:9em}
 .card b{display:block;font-size:1.4em}pre{white-space:pre-wrap;word-break:break-word;background:#f8f8f8;border:1px solid #eee;padding:.6em;max-height:32em;overflow:auto;font-size:12px}
 details{margin:.3em 0 .8em}summary{cursor:pointer}.flag{display:inline-block;background:#fdecea;color:#922;border-radius:3px;padding:0 5px;margin:1px;font-size:12px}
