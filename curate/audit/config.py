@@ -68,7 +68,8 @@ class AuditConfig(StageConfig):
     """A Hugging Face tokenizer name/path for ``reasoning_tokens``; default: a regex approximation
     (each CJK character, each digit, each letter run and each punctuation mark counts one)."""
     expect_think: bool = False
-    """Flag ``missing_think`` on rows whose completion has no <think> block (R1-style data)."""
+    """R1-style data: flag ``missing_think`` on completions without a <think> block, and
+    ``no_answer`` on rows with nothing after the think block."""
     min_reasoning_chars: int = Field(20, ge=0)
     """``empty_reasoning`` below this many non-space characters."""
     tail_chars: int = Field(3000, ge=200)

@@ -259,7 +259,10 @@ def flag_exprs(df: pl.DataFrame, cfg: AuditConfig) -> dict[str, pl.Expr]:
     pred = _col(df, "pred_answer")
     think = _col(df, "think_status")
     unclosed = (pl.col("_open") > pl.col("_close")) | (think == "unclosed")
-    has_answer = ~_blank(a) | ~_blank(pred) | pl.col("_boxed_tail") | pl.col("_answer_words")
+    if cfg.expect_think:  # R1-style: the final answer must follow the think block
+        has_answer = ~_blank(a)
+    else:
+        has_answer = ~_blank(a) | ~_blank(pred) | pl.col("_boxed_tail") | pl.col("_answer_words")
     missing_think = (think == "missing") if "think_status" in df.columns else (_blank(_col(df, "reasoning")) & ~_blank(a))
     return {
         "truncated": finish.is_in(_TRUNC_REASONS).fill_null(False) | (verdict == "truncated").fill_null(False) | unclosed,
