@@ -252,3 +252,32 @@ def test_presets_resolve_through_the_hub_loader(env, monkeypatch):
         if name == "math500":
             assert breakdown_fields(recipe) == ["subject", "level"]
             assert {g["subject"] for g in res["summary"]["breakdown"]["subject"]} == {"Prealgebra", "Algebra"}
+
+
+def test_cli_eval_and_compare(env):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    tmp_path, srv = env
+    recipe = write_recipe(tmp_path, srv)
+    runner = CliRunner()
+    r = runner.invoke(app, ["eval", str(recipe), "--output", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert "pass@1" in r.output and (tmp_path / "a" / RESULTS_JSON).is_file()
+    r = runner.invoke(app, ["eval", str(recipe), "--output", str(tmp_path / "b"), "--set", "sampling.teacher.model=after"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert r.exit_code == 0 and "Paired over 6 common problems" in r.output
+    r = runner.invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "nope: not an eval run folder" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_importing_the_eval_config_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, curate.eval.config, curate.eval.run; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
