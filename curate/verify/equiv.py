@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -69,12 +70,42 @@ class Gold:
     raw: str
     ans: str
     key: str
+    src: str = ""
+    opts: Optional[Options] = None
     choice: Optional[str] = None
-    parsed: Any = None
     items: Optional[list[str]] = None
     unordered_ok: bool = False
     time: Optional[int] = None
-    cache: dict = field(default_factory=dict)
+    _parsed: Any = field(default=None, repr=False)
+    _done: bool = field(default=False, repr=False)
+
+    @property
+    def parsed(self) -> Any:
+        """The gold's sympy parses, computed on first use (never when every sample matches the
+        gold string). Marked done before parsing: a gold that times out is not retried."""
+        if not self._done:
+            self._done = True
+            self._parsed = _parse_gold(self, self.opts) if self.opts is not None else None
+        return self._parsed
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def put(self, k, v):
+        self[k] = v
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return v
+
+
+# Per-process memo: a distinct answer string is parsed once, and a (gold, answer) pair is judged
+# once (the samples of one problem repeat answers: majority answers, common wrong answers).
+_PARSES = _LRU(4096)
+_JUDGED = _LRU(16384)
+_MISS = object()
 
 
 def _parse(s: str, opts: Options) -> Any:
@@ -82,7 +113,10 @@ def _parse(s: str, opts: Options) -> Any:
 
     if len(s) > opts.max_answer_chars:
         return None
-    return parse_latex(s)
+    got = _PARSES.get(s, _MISS)
+    if got is _MISS:
+        got = _PARSES.put(s, parse_latex(s))
+    return got
 
 
 def _parse_variants(raw: str, norm: str, opts: Options) -> list:
@@ -102,7 +136,8 @@ def _parse_variants(raw: str, norm: str, opts: Options) -> list:
 
 
 def prepare_gold(gold: Optional[str], problem: Optional[str], opts: Options) -> Optional[Gold]:
-    """Normalise and parse a gold answer once (None when there is no usable gold)."""
+    """Normalise a gold answer once per problem (None when there is no usable gold). Its sympy
+    parse is lazy (``Gold.parsed``)."""
     if gold is None:
         return None
     raw = str(gold).strip()
@@ -116,17 +151,9 @@ def prepare_gold(gold: Optional[str], problem: Optional[str], opts: Options) -> 
     ans = normalize(ans_src, opts.rules)
     if not ans and not choice:
         return None
-    g = Gold(raw=raw, ans=ans, key=string_key(ans), choice=choice)
+    g = Gold(raw=raw, ans=ans, key=string_key(ans), src=ans_src, opts=opts, choice=choice)
     if choice:
         return g
-    cands = _parse_variants(ans_src, ans, opts)
-    if _DELIMITED.search(raw) and len(raw) <= 20 * opts.max_answer_chars:
-        from .mv import mv_extract
-
-        got = mv_extract(raw)  # a gold written like a model output ("$...$", several boxes)
-        if got is not None and got[1] is not None:
-            cands.append(got[1])
-    g.parsed = cands or None
     if "time" in opts.rules:
         g.time = _clock(ans)
     items = split_top_level(ans)
@@ -137,6 +164,17 @@ def prepare_gold(gold: Optional[str], problem: Optional[str], opts: Options) -> 
     elif opts.unordered == "auto":
         g.unordered_ok = bool(problem and _UNORDERED_HINT.search(problem))
     return g
+
+
+def _parse_gold(g: Gold, opts: Options) -> Optional[list]:
+    cands = _parse_variants(g.src, g.ans, opts)
+    if _DELIMITED.search(g.raw) and len(g.raw) <= 20 * opts.max_answer_chars:
+        from .mv import mv_extract
+
+        got = mv_extract(g.raw)  # a gold written like a model output ("$...$", several boxes)
+        if got is not None and got[1] is not None:
+            cands.append(got[1])
+    return cands or None
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -249,31 +287,55 @@ def _equal_strings(g: str, p: str, opts: Options, depth: int = 0) -> bool:
 
 def judge(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_text: str = "") -> str:
     """Verdict for an extracted prediction against a prepared gold."""
+    if gold.choice:  # letters may come from the text itself: not memoised
+        return _judge_answer(gold, pred, pred_parsed, opts, pred_text)[0]
+    key = (gold.raw, gold.unordered_ok, pred, opts.rules, opts.strict, opts.rel_tol)
+    got = _JUDGED.get(key)
+    if got is None:
+        got = _JUDGED.put(key, _judge_answer(gold, pred, pred_parsed, opts, pred_text))
+    verdict, p = got
+    if verdict == "correct" or not pred_text or gold.parsed is None or gold.choice:
+        return verdict
+    # a second reading of prose: Math-Verify's own extraction near the end of the text
+    window = pred_text[-600:]
+    if extract_whole(pred_text) is None:
+        from .mv import mv_extract, mv_first_string
+
+        first = mv_first_string(window)
+        if first is not None and string_key(normalize(first, opts.rules)) != string_key(p):
+            got2 = mv_extract(window)
+            if got2 is not None and got2[1] is not None and _sympy_equal(gold.parsed, got2[1], opts):
+                return "correct"
+    return verdict
+
+
+def _judge_answer(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_text: str) -> tuple[str, str]:
+    """Checks 1-6 on the extracted answer: (verdict, normalised answer)."""
     p = normalize(pred, opts.rules) if len(pred) <= opts.max_answer_chars else pred
     pkey = string_key(p)
     # 1. identical normalised strings: no parsing
     if pkey == gold.key or (gold.ans and pkey == string_key(gold.ans)):
-        return "correct"
+        return "correct", p
     # 2. multiple choice: compare letters
     if gold.choice:
         letter = extract_choice(p) or (extract_choice(pred_text) if pred_text else None)
-        return "correct" if letter == gold.choice else "incorrect"
+        return ("correct" if letter == gold.choice else "incorrect"), p
     if len(pred) > opts.max_answer_chars:
-        return "unparseable" if gold.parsed is not None else "incorrect"
+        return ("unparseable" if gold.parsed is not None else "incorrect"), p
     # 3. clock times
     if gold.time is not None:
         t = _clock(p)
         if t is not None:
-            return "correct" if t % 86400 == gold.time % 86400 else "incorrect"
+            return ("correct" if t % 86400 == gold.time % 86400 else "incorrect"), p
     # 4./5. sympy
     cands = _parse_variants(pred, p, opts)
     if pred_parsed is not None:
         cands.append(pred_parsed)
     for c in cands:
         if _sympy_equal(gold.parsed, c, opts):
-            return "correct"
+            return "correct", p
     if "numeric_tolerance" in opts.rules and _shown_precision(gold.parsed, p):
-        return "correct"
+        return "correct", p
     # 6. unordered lists
     if gold.items and gold.unordered_ok:
         pitems = split_top_level(p)
@@ -287,19 +349,10 @@ def judge(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_text: str
                     break
                 left.pop(hit)
             if ok:
-                return "correct"
-    # 7. a second reading of prose: Math-Verify's own extraction over the text's tail
-    if pred_text and gold.parsed is not None and extract_whole(pred_text) is None:
-        from .mv import mv_extract
-
-        got = mv_extract(pred_text)
-        if got is not None and got[1] is not None:
-            cands.append(got[1])
-            if _sympy_equal(gold.parsed, got[1], opts):
-                return "correct"
+                return "correct", p
     if not cands and gold.parsed is not None:
-        return "unparseable"
-    return "incorrect"
+        return "unparseable", p
+    return "incorrect", p
 
 
 def check_row(

@@ -110,6 +110,22 @@ def mv_extract(text: str) -> Optional[tuple[str, Any]]:
     return None
 
 
+def mv_first_string(text: str) -> Optional[str]:
+    """The text of the match Math-Verify's extraction would try first (no parsing): used to skip
+    a second reading that would only find the answer already compared."""
+    all_patterns = [
+        (pattern, target, prio) for patterns, target in _targets() for pattern, prio in patterns
+    ]
+    all_patterns.sort(key=lambda x: x[2])
+    for _, group in groupby(all_patterns, key=lambda x: x[2]):
+        matches = [(m, m.start(), m.end()) for pattern, _t, _p in group for m in pattern.finditer(text)]
+        if matches:
+            m = max(matches, key=lambda x: (x[2], -x[1]))[0]
+            vals = [v for k, v in m.groupdict().items() if v and ("latex" in k or k == "expr" or k.startswith("integer"))]
+            return vals[0] if vals else m.group(0)
+    return None
+
+
 def mv_verify(gold: Any, pred: Any, *, float_rounding: int = 6, numeric_precision: int = 15,
               strict: bool = True, allow_set_relation_comp: bool = False) -> bool:
     """Math-Verify's ``verify`` with its signal timeouts off (the caller enforces the timeout)."""

@@ -115,6 +115,8 @@ def strip_delimiters(s: str) -> str:
             m = pat.match(s)
             if m and "$" not in m.group(g):
                 s = m.group(g).strip()
+        if s.startswith("{") and match_brace(s, 0) == len(s) - 1 and len(split_top_level(s[1:-1])) == 1:
+            s = s[1:-1].strip()  # a LaTeX group around the whole answer (sets are written \\{ \\})
         m = re.match(r"^\\(?:boxed|fbox)\s*\{", s)
         if m:
             end = match_brace(s, m.end() - 1)
@@ -133,6 +135,7 @@ _DEGREES = re.compile(r"(?<=\d)\s*(?:\^\s*\{?\s*\\circ\s*\}?|°|\\degree)\s*$")
 def latex_spacing(s: str) -> str:
     """hendrycks ``_strip_string``: drop ``\\!``, ``\\,``, ``\\left``/``\\right``, ``\\quad``;
     ``\\dfrac``/``\\tfrac``/``\\cfrac`` -> ``\\frac``; degree signs."""
+    s = s.replace("\\!", "")  # a negative thin space, as in 11,\\!111 (hendrycks drops it)
     s = _SPACING.sub(" ", s)
     s = _FRAC_VARIANTS.sub(r"\\frac", s)
     s = _DEGREES.sub("", s)
@@ -216,8 +219,7 @@ _THOUSANDS = re.compile(r"^[-+]?[1-9]\d{0,2}(?:(?:,|\{,\}|\s)\d{3})+(?:\.\d+)?$"
 def thousands(s: str) -> str:
     """lighteval/Math-Verify/hendrycks: ``7,425,000``, ``11,\\!111``, ``1 000``, ``1{,}000`` -> digits
     (only when the whole answer is one grouped number, so ``6, -2`` stays a list)."""
-    t = s.replace("\\!", "").replace("{,}", ",").strip()
-    t = re.sub(r",\s+(?=\d{3}(?!\d))", ",", t)
+    t = re.sub(r",\\!\s*", ",", s).replace("\\!", "").replace("{,}", ",").strip()
     if _THOUSANDS.match(t):
         return re.sub(r"[,\s]|\{,\}", "", t)
     # decimal comma (lighteval/Math-Verify): "1000,99", "0,111", "2,74" -- not a 3-digit group
@@ -299,6 +301,7 @@ def whitespace(s: str) -> str:
 RULES: dict[str, callable] = {
     "unescape": unescape_double_backslash,
     "delimiters": strip_delimiters,
+    "thousands": thousands,
     "latex_spacing": latex_spacing,
     "text": text,
     "trailing_backslash": trailing_backslash,
@@ -306,7 +309,6 @@ RULES: dict[str, callable] = {
     "dollars": dollars,
     "percent": percent,
     "units": units,
-    "thousands": thousands,
     "mixed_numbers": mixed_numbers,
     "fix_fracs": fix_fracs,
     "matrix_env": matrix_env,
