@@ -46,7 +46,8 @@ class EvalOutput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dir: str = "runs/eval"
-    """Runs land in ``<dir>/<name>/<run id>/`` (relative to the recipe file)."""
+    """Runs land in ``<dir>/<name>/<UTC timestamp>/`` (relative to the working directory, like
+    the curation recipe's ``output.dir``); ``curate eval -o DIR`` names the run folder itself."""
 
 
 class EvalRecipe(BaseModel):
