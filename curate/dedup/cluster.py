@@ -8,7 +8,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .minhash import MinHashParams, estimated_jaccard, lsh_candidate_pairs, shingle_sets, signatures
+from .minhash import LSHPairs, MinHashParams, estimated_jaccard, iter_signatures, shingle_sets
 from .text import jaccard
 
 Verify = Literal["exact", "minhash"]
@@ -49,16 +49,26 @@ def find_duplicates(
     from scipy.sparse.csgraph import connected_components
 
     n = len(texts)
-    sigs, keys = signatures(texts, params, num_proc=num_proc)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    rep = first[inverse.reshape(-1)]  # first text with the same exact key
-    reps = np.sort(first)
+    sigs = np.empty((n, params.num_perm), dtype=np.uint32 if params.scheme == "affine32" else np.uint64)
+    keys = np.empty(n, dtype=np.uint64)
+    rep = np.empty(n, dtype=np.int64)  # first text with the same exact key
+    first_of: dict[int, int] = {}
+    lt = max(0.05, threshold - 0.1) if lsh_threshold is None else lsh_threshold
+    acc = LSHPairs(params, lt, lsh_weights) if near else None
+    # chunks arrive in order while workers compute the next ones: index them as they come
+    for s, sg, ky in iter_signatures(texts, params, num_proc=num_proc):
+        sigs[s : s + len(sg)] = sg
+        keys[s : s + len(ky)] = ky
+        for k, key in enumerate(ky.tolist(), start=s):
+            r = rep[k] = first_of.setdefault(key, k)
+            if r == k and acc is not None:
+                acc.add(k, sigs[k])
     pi = pj = np.empty(0, dtype=np.int64)
     sim = np.empty(0)
     n_cand, lsh_params = 0, None
-    if near and len(reps) > 1:
-        lt = max(0.05, threshold - 0.1) if lsh_threshold is None else lsh_threshold
-        ci, cj, lsh_params = lsh_candidate_pairs(sigs, params, lt, lsh_weights, rows=reps)
+    if acc is not None:
+        ci, cj = acc.pairs()
+        lsh_params = acc.bands_rows
         n_cand = len(ci)
         if n_cand:
             if verify == "exact":

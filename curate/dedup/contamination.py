@@ -167,7 +167,7 @@ class BenchmarkIndex:
             mine = shingle_set(texts[i], mh.ngram, mh.shingle)
             best = max(((jaccard(mine, self.shingles(j)), j) for j in cands), default=(0.0, -1))
             if best[0] >= p.minhash_threshold:
-                out[i] = Match(i, best[1], "minhash", best[0], "", 0)
+                out[i] = Match(i, best[1], "minhash", best[0], f"(MinHash: word {mh.ngram}-gram Jaccard {best[0]:.2f})", 0)
         return out
 
     def similarity(self, text: str | None, j: int) -> float:

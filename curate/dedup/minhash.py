@@ -112,20 +112,41 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + size)) for s in range(0, n, size)]
 
 
-def _map(fn, texts: Sequence[str | None], params: MinHashParams, num_proc: int, chunk: int, min_parallel: int):
+def _imap(fn, texts: Sequence[str | None], params: MinHashParams, num_proc: int, chunk: int, min_parallel: int):
+    """Yield (start, fn(chunk)) over consecutive chunks of ``texts``, in order, computed by
+    ``num_proc`` worker processes (in this process when small or num_proc is 1)."""
     n = len(texts)
     # permutations drawn once here (workers then never import datasketch/scipy)
     perms = permutations(params.num_perm, params.seed, params.scheme)
     num_proc = max(1, min(num_proc, os.cpu_count() or 1))
     if num_proc == 1 or n < min_parallel:
-        return [fn(texts, params, perms)]
+        for s, e in _chunks(n, chunk):
+            yield s, fn(texts[s:e], params, perms)
+        return
     spans = _chunks(n, max(1, min(chunk, -(-n // (num_proc * 4)))))
+    done = 0
     try:
         with _pool(num_proc) as ex:
             futs = [ex.submit(fn, list(texts[s:e]), params, perms) for s, e in spans]
-            return [f.result() for f in futs]
-    except BrokenProcessPool:  # e.g. a __main__ that cannot be re-imported: do it here instead
-        return [fn(texts, params, perms)]
+            for (s, _), f in zip(spans, futs):
+                res = f.result()
+                done += 1
+                yield s, res
+    except BrokenProcessPool:  # e.g. a __main__ that cannot be re-imported: finish here instead
+        for s, e in spans[done:]:
+            yield s, fn(texts[s:e], params, perms)
+
+
+def iter_signatures(
+    texts: Sequence[str | None],
+    params: MinHashParams = MinHashParams(),
+    num_proc: int = 1,
+    chunk: int = 1000,
+    min_parallel: int = 2000,
+):
+    """Yield (start, signatures [k, num_perm], exact keys [k]) chunk by chunk, in order."""
+    for s, (sigs, keys) in _imap(_sign_chunk, texts, params, num_proc, chunk, min_parallel):
+        yield s, sigs, keys
 
 
 def signatures(
@@ -138,8 +159,8 @@ def signatures(
     """(signatures [n, num_perm], exact keys [n]) for ``texts``, over ``num_proc`` worker processes."""
     if len(texts) == 0:
         return _empty_sigs(0, params), np.empty(0, dtype=np.uint64)
-    parts = _map(_sign_chunk, texts, params, num_proc, chunk, min_parallel)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    parts = list(iter_signatures(texts, params, num_proc, chunk, min_parallel))
+    return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
 
 def shingle_sets(
@@ -147,7 +168,7 @@ def shingle_sets(
 ) -> list[np.ndarray]:
     """Sorted unique shingle hashes per text (for exact Jaccard of LSH candidates)."""
     out: list[np.ndarray] = []
-    for part in _map(_sets_chunk, texts, params, num_proc, chunk, min_parallel):
+    for _, part in _imap(_sets_chunk, texts, params, num_proc, chunk, min_parallel):
         out.extend(part)
     return out
 
@@ -172,6 +193,31 @@ def make_lsh(threshold: float, num_perm: int, weights: tuple[float, float] = (0.
     return MinHashLSH(threshold=threshold, num_perm=num_perm, weights=weights)
 
 
+class LSHPairs:
+    """Incremental candidate pairs: each row is queried against the rows inserted before it, then
+    inserted, so every candidate pair (earlier, later) shows up once."""
+
+    def __init__(self, params: MinHashParams, threshold: float, weights: tuple[float, float] = (0.5, 0.5)):
+        self.params = params
+        self.lsh = make_lsh(threshold, params.num_perm, weights)
+        self.i: list[int] = []
+        self.j: list[int] = []
+
+    def add(self, key: int, sig: np.ndarray) -> None:
+        m = lean(sig, self.params)
+        for other in self.lsh.query(m):
+            self.i.append(other)
+            self.j.append(key)
+        self.lsh.insert(key, m, check_duplication=False)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.i, dtype=np.int64), np.asarray(self.j, dtype=np.int64)
+
+    @property
+    def bands_rows(self) -> tuple[int, int]:
+        return self.lsh.b, self.lsh.r
+
+
 def lsh_candidate_pairs(
     sigs: np.ndarray,
     params: MinHashParams,
@@ -180,18 +226,9 @@ def lsh_candidate_pairs(
     rows: Iterable[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Candidate pairs (i < j) among ``rows`` (default all) whose signatures share an LSH band.
-
-    Each row is queried against the rows inserted before it, then inserted, so every pair shows
-    up once. Returns (i, j, (bands, rows_per_band)).
-    """
-    lsh = make_lsh(threshold, params.num_perm, weights)
-    ii: list[int] = []
-    jj: list[int] = []
+    Returns (i, j, (bands, rows_per_band))."""
+    acc = LSHPairs(params, threshold, weights)
     for k in rows if rows is not None else range(len(sigs)):
-        k = int(k)
-        m = lean(sigs[k], params)
-        for other in lsh.query(m):
-            ii.append(other)
-            jj.append(k)
-        lsh.insert(k, m, check_duplication=False)
-    return np.asarray(ii, dtype=np.int64), np.asarray(jj, dtype=np.int64), (lsh.b, lsh.r)
+        acc.add(int(k), sigs[int(k)])
+    i, j = acc.pairs()
+    return i, j, acc.bands_rows
