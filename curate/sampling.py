@@ -518,7 +518,8 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
     log = RequestLog(log_path)
     t0 = time.perf_counter()
     try:
-        have = log.get_many([r.key for r in requests])
+        # ``ctx.resume`` False (``curate run --no-resume``) re-sends everything (new responses replace old)
+        have = log.get_many([r.key for r in requests]) if getattr(ctx, "resume", True) else {}
         pending = [r for r in requests if r.key not in have]
         with ctx.progress(sum(r.n for r in pending), f"{label}: {cfg.teacher.model}") as bar:
             run = _Run(log, len(pending), cfg.max_failures, cfg.budget, bar)

@@ -1,0 +1,207 @@
+"""Sampling throughput against a loopback server with a fixed latency: ours vs the ideal vs curator.
+
+    python benchmarks/sampling.py                     # 10,000 requests, concurrency 256, 200 ms
+    python benchmarks/sampling.py --requests 2000 --no-curator
+
+The server (``python -m curate.testing.openai_server --latency 0.2``) runs in its own process and
+answers every request after exactly ``latency`` seconds, so the ideal throughput is
+``concurrency / latency`` requests/s. Measured side by side in the same run, end to end (planning,
+durable log, rows):
+
+* ours, ``client: aiohttp`` (a bare aiohttp session; recipe option ``teacher.client: aiohttp``);
+* ours, ``client: openai`` (the default: the official AsyncOpenAI client);
+* bespokelabs-curator (``curator.LLM``, backend openai, ``max_concurrent_requests`` = concurrency)
+  in its own virtual environment (its pins clash with ours: datasets 3.x), created on first use at
+  ``~/.cache/curate-bench/curator-venv`` (``--no-build`` skips that). Curator fetches a tiktoken
+  encoding from the network at start-up, which fails here: in this harness only,
+  ``OpenAIOnlineRequestProcessor.get_token_encoding`` is replaced by a local stand-in that only
+  feeds curator's token *estimate* (4 characters per token); the output says so.
+
+Last line: ``RESULT ideal_ratio=<ours aiohttp / ideal> vs_curator=<ours aiohttp / curator> ...``.
+The machine is shared: the 1-minute load average is printed next to the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VENVS = Path(os.environ.get("CURATE_BENCH_VENVS", Path.home() / ".cache" / "curate-bench"))
+
+CURATOR_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    url, n, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    from bespokelabs import curator
+    from bespokelabs.curator.request_processor.online import openai_online_request_processor as oorp
+
+    class _LocalEncoding:  # harness only: tiktoken would download cl100k_base; feeds curator's estimate
+        def encode(self, text, *a, **k):
+            return [0] * (len(text) // 4 + 1)
+
+    oorp.OpenAIOnlineRequestProcessor.get_token_encoding = lambda self: _LocalEncoding()
+
+    class Q(curator.LLM):
+        def prompt(self, row):
+            return row["problem"]
+
+        def parse(self, row, response):
+            return {"answer": response}
+
+    llm = Q(model_name="gpt-4o-mini", backend="openai", backend_params={
+        "base_url": url, "max_concurrent_requests": conc, "max_requests_per_minute": 10**8,
+        "max_tokens_per_minute": 10**11, "max_retries": 1, "request_timeout": 60, "require_all_responses": False})
+    rows = [{"problem": f"curator problem {i}: what is {i}+{i}?"} for i in range(n)]
+    t = time.perf_counter()
+    out = llm(rows)
+    dt = time.perf_counter() - t
+    ds = getattr(out, "dataset", out)
+    print("CURATOR_RESULT " + json.dumps({"seconds": dt, "rows": len(ds)}))
+    """
+)
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+    p = subprocess.Popen(
+        [sys.executable, "-m", "curate.testing.openai_server", "--latency", str(latency)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    line = p.stdout.readline().strip()
+    if not line.startswith("READY "):
+        raise SystemExit(f"server did not start: {line!r}")
+    return p, line.split()[1]
+
+
+def server_stats(url: str) -> dict:
+    with urllib.request.urlopen(url.replace("/v1", "/_stats")) as f:
+        return json.load(f)
+
+
+def run_ours(url: str, n: int, conc: int, client: str) -> dict:
+    import polars as pl
+
+    from curate.sampling import SampleConfig, sample_rows
+    from curate.stages.base import Context
+
+    probs = pl.DataFrame({"problem_id": [f"p{i}" for i in range(n)],
+                          "problem": [f"our problem {i}: what is {i}+{i}?" for i in range(n)]})
+    with tempfile.TemporaryDirectory() as d:
+        ctx = Context.for_test(Path(d))
+        cfg = SampleConfig(teacher={"backend": "openai", "model": "bench", "base_url": url, "concurrency": conc,
+                                    "client": client, "timeout": 60}, n=1)
+        before = server_stats(url)["requests"]
+        t = time.perf_counter()
+        df = sample_rows(probs, cfg, ctx)
+        dt = time.perf_counter() - t
+        sent = server_stats(url)["requests"] - before
+    ok = int((df["finish_reason"] == "stop").sum())
+    return {"seconds": dt, "rows": ok, "sent": sent}
+
+
+def ensure_venv(name: str, spec: list[str], build: bool) -> Path | None:
+    py = VENVS / f"{name}-venv" / "bin" / "python"
+    if py.exists():
+        return py
+    if not build:
+        return None
+    print(f"# building {py.parent.parent} (pip install {' '.join(spec)}) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(py.parent.parent)], check=True)
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", *spec], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"# {name} did not install: {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+        return None
+    return py
+
+
+def run_curator(py: Path, url: str, n: int, conc: int) -> dict | None:
+    with tempfile.TemporaryDirectory() as d:
+        script = Path(d) / "curator_run.py"
+        script.write_text(CURATOR_SCRIPT)
+        env = {**os.environ, "OPENAI_API_KEY": "sk-bench-not-a-secret", "CURATOR_CACHE_DIR": str(Path(d) / "cache"),
+               "CURATOR_DISABLE_CACHE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "TELEMETRY_ENABLED": "false",
+               "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        r = subprocess.run([str(py), str(script), url, str(n), str(conc)], capture_output=True, text=True, env=env,
+                           timeout=1800)
+    for line in (r.stdout + r.stderr).splitlines():
+        if line.startswith("CURATOR_RESULT "):
+            return json.loads(line.split(" ", 1)[1])
+    tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+    print(f"# curator failed (exit {r.returncode}): {tail}")
+    return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--concurrency", type=int, default=256)
+    ap.add_argument("--latency", type=float, default=0.2)
+    ap.add_argument("--no-curator", action="store_true")
+    ap.add_argument("--no-build", action="store_true", help="do not create the curator venv when missing")
+    a = ap.parse_args()
+    n, conc, lat = a.requests, a.concurrency, a.latency
+    ideal = conc / lat
+    print(f"# {n} requests, concurrency {conc}, server latency {lat * 1000:.0f} ms -> ideal {ideal:.0f} req/s")
+    print(f"# load average (1 min) at start: {load():.2f} on {os.cpu_count()} cores")
+    proc, url = start_server(lat)
+    res: dict[str, dict] = {}
+    try:
+        for name, fn in [
+            ("ours_aiohttp", lambda: run_ours(url, n, conc, "aiohttp")),
+            ("curator", None),
+            ("ours_openai_sdk", lambda: run_ours(url, n, conc, "openai")),
+        ]:
+            if name == "curator":
+                if a.no_curator:
+                    continue
+                py = ensure_venv("curator", ["bespokelabs-curator"], not a.no_build)
+                if py is None:
+                    print("# curator: no venv (run without --no-build to create it)")
+                    continue
+                print("# curator: get_token_encoding replaced by a local stand-in (no network for tiktoken)")
+                r = run_curator(py, url, n, conc)
+                if r is None:
+                    continue
+            else:
+                r = fn()
+            r["rps"] = r["rows"] / r["seconds"]
+            r["ratio"] = r["rps"] / ideal
+            r["load"] = load()
+            res[name] = r
+            print(f"{name:16s} {r['seconds']:7.2f} s  {r['rps']:7.0f} req/s  {r['ratio']:.3f} of ideal  "
+                  f"(rows ok {r['rows']}, load {r['load']:.2f})", flush=True)
+        st = server_stats(url)
+        print(f"# server: {st['requests']} requests, peak in flight {st['max_in_flight']}")
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+    ours = res["ours_aiohttp"]
+    sdk = res["ours_openai_sdk"]
+    cur = res.get("curator")
+    vs = f"{ours['rps'] / cur['rps']:.2f}" if cur else "na"
+    sdk_vs = f"{sdk['rps'] / cur['rps']:.2f}" if cur else "na"
+    cur_ratio = f"{cur['ratio']:.3f}" if cur else "na"
+    print(
+        f"RESULT ideal_ratio={ours['ratio']:.3f} vs_curator={vs} client=aiohttp "
+        f"sdk_ideal_ratio={sdk['ratio']:.3f} sdk_vs_curator={sdk_vs} curator_ratio={cur_ratio} "
+        f"requests={n} concurrency={conc} latency_ms={lat * 1000:.0f} load1={load():.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
