@@ -178,6 +178,8 @@ def eval_(
     args: List[str] = typer.Argument(..., help="RECIPE, or: compare RUN_A RUN_B"),
     set_: Optional[List[str]] = SetOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder."),
+    n_boot: int = typer.Option(10000, "--n-boot", help="compare: bootstrap resamples."),
+    seed: int = typer.Option(0, "--seed", help="compare: bootstrap seed."),
 ) -> None:
     """Evaluate a model on a benchmark (`curate eval RECIPE`) or compare two runs
     (`curate eval compare RUN_A RUN_B`)."""
@@ -186,14 +188,14 @@ def eval_(
     if args[0] == "compare":
         if len(args) != 3:
             raise CurateError("usage: curate eval compare RUN_A RUN_B")
-        out.print(ev.compare_runs(Path(args[1]), Path(args[2])))
+        typer.echo(ev.compare_runs(Path(args[1]), Path(args[2]), n_boot=n_boot, seed=seed))
         return
     if len(args) != 1:
         raise CurateError("usage: curate eval RECIPE  |  curate eval compare RUN_A RUN_B")
     run_dir = ev.run_eval(Path(args[0]), set_, output)
     md = run_dir / "results.md"
     if md.exists():
-        out.print(md.read_text())
+        typer.echo(md.read_text())
     out.print(f"wrote {run_dir}")
 
 
