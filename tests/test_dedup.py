@@ -217,3 +217,13 @@ def test_empty_input(tmp_path):
     df = _samples().head(0)
     out = DedupStage(DedupConfig()).run(df, Context.for_test(tmp_path))
     assert out.height == 0 and "cluster_id" in out.columns
+
+
+def test_sample_scope_without_unique_ids_and_field_both(tmp_path):
+    body = " ".join(f"line {i}: multiply {i} by 3 to get {3 * i}." for i in range(30))
+    df = pl.DataFrame({"problem": ["A", "A", "B"], "reasoning": [body, body + " ok.", body]})
+    out = DedupStage(DedupConfig(field="reasoning")).run(df, Context.for_test(tmp_path))
+    assert out.height == 3 and out["drop_reason"].to_list() == [None, "near_duplicate", "exact_duplicate"]
+    assert out["duplicate_of"].to_list() == [None, "0", "0"]  # row positions stand in for missing ids
+    out = DedupStage(DedupConfig(field="both")).run(df, Context.for_test(tmp_path))
+    assert out["drop_reason"].to_list() == [None, "near_duplicate", "near_duplicate"]  # B: no longer exact

@@ -1,9 +1,11 @@
 """Normalisation, tokenisation and vectorised shingle hashing.
 
-Text -> tokens (NFKC, lower case, words and single punctuation marks, so ``$c$ .`` and ``$c$.``
-agree) -> one 64-bit token hash per token (xxhash, memoised per process: the token hash *is* the
-token id) -> shingle hashes computed with numpy over the token-hash array (no Python loop per
-shingle). Character shingles use the code points of the normalised text as token ids.
+Text -> tokens (NFKC, typographic quotes/dashes folded, lower case; words and single punctuation
+marks, so ``$c$ .`` and ``$c$.`` agree) -> one 64-bit id per token, hashed over the bytes of a whole
+batch of texts in a few numpy passes (no Python call per token; the id *is* the token's hash) ->
+n-gram shingle hashes combined with numpy over the token-id array. Character shingles use the code
+points of the normalised text as token ids. xxhash (xxh3-64 over the token ids) gives the
+exact-duplicate key.
 """
 
 from __future__ import annotations

@@ -159,14 +159,15 @@ class DedupStage(Stage):
             },
             schema={"_uid": pl.Utf8, "cluster_id": pl.Utf8, "duplicate_of": pl.Utf8, "_reason": pl.Utf8},
         )
-        if cfg.scope == "problem":
+        if cfg.scope == "problem":  # units are unique problem ids: every sample of a problem joins its unit
             key = pl.col(unit_col).cast(pl.Utf8)
             out = rows.with_columns(key.alias("_uid")).join(unit_frame, on="_uid", how="left", maintain_order="left")
-        else:
-            out = rows.with_columns(uid.alias("_uid")).join(unit_frame, on="_uid", how="left", maintain_order="left")
+        else:  # units are rows: join by row position (ids need not be unique)
+            unit_frame = unit_frame.drop("_uid").with_columns(units["_row"])
+            out = rows.join(unit_frame, on="_row", how="left", maintain_order="left")
         out = out.with_columns(pl.when(pl.col("_alive")).then(pl.col("_reason")).alias("_reason"))
         out = mark_drop(out, pl.col("_reason").is_not_null(), pl.col("_reason"))
-        out = out.drop("_row", "_text", "_len", "_correct", "_alive", "_uid", "_reason")
+        out = out.drop("_row", "_text", "_len", "_correct", "_alive", "_reason", *(["_uid"] if "_uid" in out.columns else []))
         cols = [c for c in df.columns if c not in ("cluster_id", "duplicate_of")]
         out = out.select(*cols, "cluster_id", "duplicate_of", *([DROP] if DROP not in cols else []))
 
