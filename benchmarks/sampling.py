@@ -17,6 +17,10 @@ durable log, rows):
   ``OpenAIOnlineRequestProcessor.get_token_encoding`` is replaced by a local stand-in that only
   feeds curator's token *estimate* (4 characters per token); the output says so.
 
+* distilabel (``Pipeline``: ``LoadDataFromDicts`` -> ``TextGeneration(OpenAILLM)``, batches of
+  ``concurrency``) in ``~/.cache/curate-bench/distilabel-venv`` when it installs (``--no-distilabel``
+  skips it). Its time includes starting its pipeline processes, as ours includes planning and rows.
+
 Last line: ``RESULT ideal_ratio=<ours aiohttp / ideal> vs_curator=<ours aiohttp / curator> ...``.
 The machine is shared: the 1-minute load average is printed next to the figures.
 """
@@ -67,7 +71,31 @@ CURATOR_SCRIPT = textwrap.dedent(
     out = llm(rows)
     dt = time.perf_counter() - t
     ds = getattr(out, "dataset", out)
-    print("CURATOR_RESULT " + json.dumps({"seconds": dt, "rows": len(ds)}))
+    print("PEER_RESULT " + json.dumps({"seconds": dt, "rows": len(ds)}))
+    """
+)
+
+
+DISTILABEL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    url, n, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    from distilabel.models import OpenAILLM
+    from distilabel.pipeline import Pipeline
+    from distilabel.steps import LoadDataFromDicts
+    from distilabel.steps.tasks import TextGeneration
+
+    with Pipeline(name="bench") as pipe:
+        load = LoadDataFromDicts(data=[{"instruction": f"distilabel problem {i}: what is {i}+{i}?"} for i in range(n)],
+                                 batch_size=conc)
+        gen = TextGeneration(llm=OpenAILLM(model="bench", base_url=url, api_key="sk-bench-not-a-secret", max_retries=0,
+                                           timeout=60), input_batch_size=conc)
+        load >> gen
+    t = time.perf_counter()
+    ds = pipe.run(use_cache=False)
+    dt = time.perf_counter() - t
+    ok = sum(1 for r in ds["default"]["train"] if r.get("generation"))
+    print("PEER_RESULT " + json.dumps({"seconds": dt, "rows": ok}))
     """
 )
 
@@ -129,20 +157,20 @@ def ensure_venv(name: str, spec: list[str], build: bool) -> Path | None:
     return py
 
 
-def run_curator(py: Path, url: str, n: int, conc: int) -> dict | None:
+def run_peer(name: str, py: Path, script_text: str, url: str, n: int, conc: int) -> dict | None:
     with tempfile.TemporaryDirectory() as d:
-        script = Path(d) / "curator_run.py"
-        script.write_text(CURATOR_SCRIPT)
+        script = Path(d) / f"{name}_run.py"
+        script.write_text(script_text)
         env = {**os.environ, "OPENAI_API_KEY": "sk-bench-not-a-secret", "CURATOR_CACHE_DIR": str(Path(d) / "cache"),
                "CURATOR_DISABLE_CACHE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "TELEMETRY_ENABLED": "false",
-               "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+               "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DISTILABEL_CACHE_DIR": str(Path(d) / "dcache")}
         r = subprocess.run([str(py), str(script), url, str(n), str(conc)], capture_output=True, text=True, env=env,
-                           timeout=1800)
+                           timeout=1800, cwd=d)
     for line in (r.stdout + r.stderr).splitlines():
-        if line.startswith("CURATOR_RESULT "):
+        if line.startswith("PEER_RESULT "):
             return json.loads(line.split(" ", 1)[1])
     tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
-    print(f"# curator failed (exit {r.returncode}): {tail}")
+    print(f"# {name} failed (exit {r.returncode}): {tail}")
     return None
 
 
@@ -152,7 +180,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--no-curator", action="store_true")
-    ap.add_argument("--no-build", action="store_true", help="do not create the curator venv when missing")
+    ap.add_argument("--no-distilabel", action="store_true")
+    ap.add_argument("--no-build", action="store_true", help="do not create the peers' venvs when missing")
     a = ap.parse_args()
     n, conc, lat = a.requests, a.concurrency, a.latency
     ideal = conc / lat
@@ -165,16 +194,19 @@ def main() -> None:
             ("ours_aiohttp", lambda: run_ours(url, n, conc, "aiohttp")),
             ("curator", None),
             ("ours_openai_sdk", lambda: run_ours(url, n, conc, "openai")),
+            ("distilabel", None),
         ]:
-            if name == "curator":
-                if a.no_curator:
+            if fn is None:
+                if (name == "curator" and a.no_curator) or (name == "distilabel" and a.no_distilabel):
                     continue
-                py = ensure_venv("curator", ["bespokelabs-curator"], not a.no_build)
+                spec = ["bespokelabs-curator"] if name == "curator" else ["distilabel[openai]", "requests"]
+                py = ensure_venv(name, spec, not a.no_build)
                 if py is None:
-                    print("# curator: no venv (run without --no-build to create it)")
+                    print(f"# {name}: no venv (run without --no-build to create it)")
                     continue
-                print("# curator: get_token_encoding replaced by a local stand-in (no network for tiktoken)")
-                r = run_curator(py, url, n, conc)
+                if name == "curator":
+                    print("# curator: get_token_encoding replaced by a local stand-in (no network for tiktoken)")
+                r = run_peer(name, py, CURATOR_SCRIPT if name == "curator" else DISTILABEL_SCRIPT, url, n, conc)
                 if r is None:
                     continue
             else:
@@ -196,9 +228,11 @@ def main() -> None:
     vs = f"{ours['rps'] / cur['rps']:.2f}" if cur else "na"
     sdk_vs = f"{sdk['rps'] / cur['rps']:.2f}" if cur else "na"
     cur_ratio = f"{cur['ratio']:.3f}" if cur else "na"
+    dis = res.get("distilabel")
+    vs_dis = f"{ours['rps'] / dis['rps']:.2f}" if dis else "na"
     print(
         f"RESULT ideal_ratio={ours['ratio']:.3f} vs_curator={vs} client=aiohttp "
-        f"sdk_ideal_ratio={sdk['ratio']:.3f} sdk_vs_curator={sdk_vs} curator_ratio={cur_ratio} "
+        f"sdk_ideal_ratio={sdk['ratio']:.3f} sdk_vs_curator={sdk_vs} curator_ratio={cur_ratio} vs_distilabel={vs_dis} "
         f"requests={n} concurrency={conc} latency_ms={lat * 1000:.0f} load1={load():.2f}"
     )
 
