@@ -63,6 +63,7 @@ def test_recipe_with_sample_stage_end_to_end(tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
         res = CliRunner().invoke(app, ["run", "recipe.yaml"])
         assert res.exit_code == 0, res.output
+        assert "completion_tokens=" in res.output and "failed=1" in res.output  # usage in the funnel
         assert srv.count() == 6  # 5 good requests + the bad one (a 400 is not retried)
         vdir = tmp_path / "out" / "sampled" / "0.1.0"
         train = pl.read_parquet(next((vdir / "data").glob("train-*.parquet")))

@@ -33,4 +33,8 @@ class SampleStage(Stage):
 
         cfg = SampleConfig.model_validate(self.config.model_dump(exclude={"type", "label"}))
         out = sample_rows(df, cfg, ctx, log_name="sample")
+        # flat numbers show in the funnel (token totals, requests from the log / sent / failed)
+        stats = ctx.stats.pop("sample", {})
+        stats.pop("log", None)  # a local path: not for the published manifest
+        ctx.stats.update(stats)
         return mark_drop(out, pl.col("finish_reason") == "error", "teacher_error")
