@@ -22,6 +22,7 @@ from .config import VerifyConfig
 from .extract import EXTRACTORS, extract_choice, extract_whole, gold_choice, last_boxed, problem_is_multiple_choice
 from .normalize import normalize, split_top_level, string_key
 
+WEAK_EXTRACTORS = frozenset({"whole", "math_verify", "last_number"})
 VERDICTS = ("correct", "incorrect", "no_answer", "unparseable", "truncated", "timeout", "no_gold")
 
 
@@ -362,10 +363,17 @@ def check_row(
     finish_reason: Optional[str],
     problem: Optional[str],
     opts: Options,
+    seen: Optional[list] = None,
 ) -> tuple[Optional[str], str]:
-    """(pred_answer, verdict) for one sample row (no timeout here: see ``pool``)."""
+    """(pred_answer, verdict) for one sample row (no timeout here: see ``pool``). The extracted
+    answer is appended to ``seen`` before judging, so a timeout can still report it."""
     is_mc = bool(gold is not None and gold.choice) or ("choice" in opts.rules and problem_is_multiple_choice(problem))
     pred, parsed, src = None, None, ""
+    truncated = (finish_reason or "").lower() == "length"
+    if truncated:  # a cut-off text's last number or last words are noise: anchored answers only
+        import dataclasses
+
+        opts = dataclasses.replace(opts, extract=tuple(e for e in opts.extract if e not in WEAK_EXTRACTORS))
     for text in (answer_text, reasoning):
         if text:
             pred, parsed = extract_answer(text, opts, is_mc=is_mc)
@@ -373,11 +381,13 @@ def check_row(
                 src = text
                 break
     if pred is None:
-        if (finish_reason or "").lower() == "length":
+        if truncated:
             return None, "truncated"
         if gold is None:
             return None, "no_gold"
         return None, "no_answer"
+    if seen is not None:
+        seen.append(pred)
     if gold is None:
         return pred, "no_gold"
     tail = src[-opts.tail_chars :] if src else ""

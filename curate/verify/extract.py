@@ -304,7 +304,7 @@ def extract_whole(text: str) -> Optional[str]:
         if first_word.start() < digits[-1] or len(words) > 3:  # words before the number: prose
             return None
         return t
-    if len(bare.split()) <= 3 and not re.search(r"[.!?]\s*$", bare) and not _NON_LATIN.search(bare):
+    if len(bare.split()) <= 2 and not re.search(r"[.!?]\s*$", bare) and not _NON_LATIN.search(bare):
         return t  # a short text answer ("odd", "North America"), not a sentence
     return None
 

@@ -89,15 +89,14 @@ class Judge:
         left = self.timeout_s - (time.monotonic() - t0)
         if left <= 0:
             return None, "timeout"
+        seen: list = []
         try:
             with soft_timeout(left):
-                return check_row(g, answer, reasoning, finish, problem, self.opts)
+                return check_row(g, answer, reasoning, finish, problem, self.opts, seen)
         except ItemTimeout:
-            return None, "timeout"
-        except RecursionError:
-            return None, "unparseable"
-        except Exception:  # a library bug on odd input is per-row data, not a crash
-            return None, "unparseable"
+            return (seen[0] if seen else None), "timeout"
+        except Exception:  # RecursionError or a library bug on odd input: per-row data, not a crash
+            return (seen[0] if seen else None), "unparseable"
 
 
 def _no_parse(opts: Options) -> Options:
