@@ -127,6 +127,10 @@ def run_ours(url: str, n: int, conc: int, client: str) -> dict:
     from curate.sampling import SampleConfig, sample_rows
     from curate.stages.base import Context
 
+    if client == "openai":
+        import openai  # noqa: F401 - imports happen before the clock starts, as in the peers' scripts
+    import curate.backends.openai_compat  # noqa: F401
+
     probs = pl.DataFrame({"problem_id": [f"p{i}" for i in range(n)],
                           "problem": [f"our problem {i}: what is {i}+{i}?" for i in range(n)]})
     with tempfile.TemporaryDirectory() as d:

@@ -24,14 +24,17 @@ import asyncio
 import json
 import os
 import random
+import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from ..errors import BackendError
 from ..sampling import OpenAITeacher, Request, SampleConfig, Sink
+
+if TYPE_CHECKING:
+    import openai
 
 try:
     import aiohttp as _aiohttp
@@ -59,11 +62,14 @@ def _status(exc: BaseException) -> int | None:
 
 
 def retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APIConnectionError, MalformedResponse, json.JSONDecodeError, openai.APIResponseValidationError)):
-        return True  # APITimeoutError is an APIConnectionError
+    if isinstance(exc, (MalformedResponse, json.JSONDecodeError)):
+        return True
     if _aiohttp is not None and isinstance(exc, (_aiohttp.ClientError, asyncio.TimeoutError)):
         return True  # aiohttp client: connection errors, payload errors, timeouts
-    if isinstance(exc, (openai.APIStatusError, HTTPStatus)):
+    oa = sys.modules.get("openai")  # imported only by the `openai` client
+    if oa is not None and isinstance(exc, (oa.APIConnectionError, oa.APIResponseValidationError)):
+        return True  # APITimeoutError is an APIConnectionError
+    if isinstance(exc, HTTPStatus) or (oa is not None and isinstance(exc, oa.APIStatusError)):
         s = exc.status_code
         return s in (408, 409, 429) or s >= 500
     return False
@@ -238,8 +244,9 @@ class OpenAIBackend:
         if err:
             raise err[0]
 
-    def _client(self) -> openai.AsyncOpenAI:
+    def _client(self) -> "openai.AsyncOpenAI":
         import httpx2
+        import openai
 
         limits = httpx2.Limits(max_connections=self.t.concurrency, max_keepalive_connections=self.t.concurrency)
         timeout = httpx2.Timeout(self.t.timeout, connect=min(self.t.timeout, 30.0))
