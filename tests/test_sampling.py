@@ -258,3 +258,10 @@ def test_sample_stage_marks_teacher_errors(ctx):
         assert out["drop_reason"].null_count() == 2
     with pytest.raises(Exception):
         stage_cls.Config.model_validate({"type": "sample", "teacher": {"backend": "openai", "model": "m"}, "bogus": 1})
+
+
+def test_empty_input_sends_nothing(ctx):
+    with OpenAIServer() as srv:
+        empty = pl.DataFrame(schema={"problem_id": pl.Utf8, "problem": pl.Utf8})
+        df = sample_rows(empty, cfg_for(srv), ctx)
+        assert df.height == 0 and "answer_text" in df.columns and srv.count() == 0
