@@ -49,7 +49,7 @@ def make_corpus(n_docs: int, min_w: int, max_w: int, dup_frac: float, ngram: int
     cdf /= cdf[-1]
     n_pairs = int(n_docs * dup_frac / 2)
     n_src = n_docs - n_pairs
-    docs_ids = [np.searchsorted(cdf, rng.random(rng.integers(min_w, max_w + 1))) for _ in range(n_src)]
+    docs_ids = [np.searchsorted(cdf, rng.random(rng.integers(min_w, max_w + 1))).astype(np.uint16) for _ in range(n_src)]
     sources = rng.choice(n_src, size=n_pairs, replace=False)
     targets = rng.uniform(0.5, 1.0, size=n_pairs)
     pairs = []
@@ -60,7 +60,7 @@ def make_corpus(n_docs: int, min_w: int, max_w: int, dup_frac: float, ngram: int
         k = max(0, int(round((m - shared) / ngram)))
         pos = rng.choice(len(ids), size=min(k, len(ids) // 2), replace=False)
         new = ids.copy()
-        new[pos] = rng.integers(0, len(vocab), size=len(pos))  # substitutions
+        new[pos] = rng.integers(0, len(vocab), size=len(pos), dtype=np.uint16)  # substitutions
         dels = pos[: len(pos) // 10]  # a tenth of the edits are deletions instead
         new = np.delete(new, dels)
         pairs.append((int(s), len(docs_ids)))
@@ -69,6 +69,7 @@ def make_corpus(n_docs: int, min_w: int, max_w: int, dup_frac: float, ngram: int
     where = np.empty_like(order)
     where[order] = np.arange(len(order))
     texts = [" ".join(vocab[docs_ids[i]]) for i in order]
+    del docs_ids
     pairs = [(min(where[a], where[b]), max(where[a], where[b])) for a, b in pairs]
     return texts, pairs
 

@@ -129,6 +129,7 @@ def test_bad_inputs(tmp_path):
         DecontaminateStage(DecontaminateConfig(benchmarks=[{"path": "bad.jsonl", "field": "question"}])).run(frame(), ctx)
     with pytest.raises(ValidationError, match="unknown benchmark preset"):
         DecontaminateConfig(benchmarks=["gsm9k"])
+    assert DecontaminateConfig(benchmarks="data/t.jsonl").benchmarks[0].path == "data/t.jsonl"
     with pytest.raises(ValidationError, match="exactly one of"):
         DecontaminateConfig(benchmarks=[{"path": "a.jsonl", "hub": "x/y"}])
     with pytest.raises(ValidationError, match="unique"):

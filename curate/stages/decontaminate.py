@@ -3,6 +3,7 @@
     - type: decontaminate
       benchmarks:
         - gsm8k                                   # a preset (curate/presets.py): hub id + fields
+        - data/my_test.jsonl                      # a local file (text field: problem)
         - {preset: math500}
         - {name: my_test, path: data/test.jsonl, field: question}           # local jsonl/json/parquet/csv
         - {name: aime, hub: org/aime, config: default, split: test, field: problem, revision: main}
@@ -86,7 +87,10 @@ class DecontaminateConfig(StageConfig):
     def _strings_are_presets(cls, v: Any) -> Any:
         if isinstance(v, (str, dict)):
             v = [v]
-        return [{"preset": b} if isinstance(b, str) else b for b in v]
+        files = (".jsonl", ".json", ".parquet", ".csv", ".ndjson")
+        return [
+            ({"path": b} if b.lower().endswith(files) else {"preset": b}) if isinstance(b, str) else b for b in v
+        ]
 
     @model_validator(mode="after")
     def _unique_names(self) -> "DecontaminateConfig":
