@@ -265,3 +265,13 @@ def test_empty_input_sends_nothing(ctx):
         empty = pl.DataFrame(schema={"problem_id": pl.Utf8, "problem": pl.Utf8})
         df = sample_rows(empty, cfg_for(srv), ctx)
         assert df.height == 0 and "answer_text" in df.columns and srv.count() == 0
+
+
+def test_error_text_echoing_the_key_is_redacted(ctx, monkeypatch):
+    secret = "sk-echo-SECRET-987654321"
+    monkeypatch.setenv("ECHO_KEY", secret)
+    with OpenAIServer(script=lambda m, p, i: Fault.error(401, f"Incorrect API key provided: {secret}")) as srv:
+        df = sample_rows(problems(1), cfg_for(srv, max_failures=2, teacher={"api_key_env": "ECHO_KEY"}), ctx)
+    assert "Incorrect API key provided: ***" in df["error"][0]
+    blob = b"".join(p.read_bytes() for p in ctx.work_dir.rglob("*") if p.is_file())
+    assert secret.encode() not in blob and secret not in str(df.to_dicts())

@@ -218,6 +218,10 @@ class OpenAIBackend:
         b.update(cfg.extra_body)
         return b
 
+    def _redact(self, text: str) -> str:
+        """Error texts become row data: make sure the key cannot ride along (e.g. an echoing proxy)."""
+        return text.replace(self._key, "***") if len(self._key) >= 8 else text
+
     def _estimate_tokens(self, req: Request) -> int:
         chars = sum(len(str(m.get("content") or "")) for m in req.messages)
         return chars // 4 + 1 + (self.cfg.max_tokens or 1024) * req.n
@@ -314,7 +318,7 @@ class OpenAIBackend:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    sink.failed(req, describe(e))
+                    sink.failed(req, self._redact(describe(e)))
                     continue
                 sink.done(req, payload)
 
