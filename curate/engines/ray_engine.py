@@ -1,0 +1,188 @@
+"""The ``ray`` engine: the same stage code, executed on a Ray cluster (``pip install 'curate[ray]'``).
+
+How a stage runs here (first match wins):
+
+1. a distributed implementation registered for the stage type in :data:`DISTRIBUTED`
+   (``verify``: Ray Data ``map_batches`` of :func:`curate.verify.verify_frame`; ``dedup``: MinHash
+   signatures in ``map_batches``, LSH band buckets by a Ray Data ``groupby``, connected components on
+   the driver, see :mod:`.ray_dedup`). These run the stage's own ``run`` with its row-wise kernel
+   swapped for the distributed one (:func:`rebind`), so everything around the kernel (aggregates,
+   keep policy, drop reasons, stats) is the stage's code;
+2. the stage protocol for row-wise stages: ``map_batch(batch, ctx) -> batch`` runs over Ray Data
+   ``map_batches`` (the stage object and ``ctx`` are shipped to the workers), then the optional
+   ``finalize(df, ctx) -> df`` runs on the driver;
+3. anything else runs here, on the driver: ``stage.run(df, ctx)``.
+
+Results are identical to the local engine (tests/test_ray_engine.py). See docs/ray.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import types
+from typing import Any, Callable
+
+import polars as pl
+import pyarrow as pa
+
+from ..errors import BackendError, CurateError, require
+from ..stages.base import Context, Stage
+
+ROW = "_ray_row"
+"""Row index carried through every distributed map, so results line up with the input rows."""
+
+DISTRIBUTED: dict[str, Callable[["RayEngine", Stage, pl.DataFrame, Context], pl.DataFrame]] = {}
+"""Stage type -> distributed implementation ``fn(engine, stage, df, ctx) -> df``."""
+
+
+def distributed(stage_type: str):
+    """Register a distributed implementation for a stage type."""
+
+    def deco(fn):
+        DISTRIBUTED[stage_type] = fn
+        return fn
+
+    return deco
+
+
+def rebind(func: Callable, **kernels: Callable) -> Callable:
+    """``func`` with some of the global names it calls bound to other functions (no global state is
+    touched: the copy gets its own globals). Raises if ``func`` no longer uses one of the names, so a
+    refactor of the stage cannot silently turn the distributed path into a local one."""
+    code = func.__code__
+    missing = [k for k in kernels if k not in code.co_names]
+    if missing:
+        raise CurateError(
+            f"engine ray: {func.__qualname__} no longer calls {', '.join(missing)}; "
+            "update curate/engines/ray_*.py"
+        )
+    glb = dict(func.__globals__)
+    glb.update(kernels)
+    return types.FunctionType(code, glb, func.__name__, func.__defaults__, func.__closure__)
+
+
+class _ArrowMap:
+    """The picklable callable handed to ``map_batches``: pyarrow batch -> ``fn(batch, *args)``."""
+
+    def __init__(self, fn: Callable[..., pa.Table], args: tuple):
+        self.fn, self.args = fn, args
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.fn(batch, *self.args)
+
+
+def _polars_batch(batch: pa.Table, fn: Callable, *args: Any) -> pa.Table:
+    """Adapter: a polars batch function (the stage-side view) over a pyarrow batch (Ray's view)."""
+    df = pl.from_arrow(batch)
+    assert isinstance(df, pl.DataFrame)
+    out = fn(df, *args)
+    if ROW not in out.columns:
+        raise CurateError(f"engine ray: the batch function {getattr(fn, '__qualname__', fn)} dropped the row index")
+    return out.to_arrow()
+
+
+def _stage_map_batch(df: pl.DataFrame, stage: Stage, ctx: Context) -> pl.DataFrame:
+    rows = df.get_column(ROW)
+    out = stage.map_batch(df.drop(ROW), ctx)  # type: ignore[attr-defined]
+    if out.height != df.height:
+        raise CurateError(
+            f"engine ray: {type(stage).__name__}.map_batch must return one row per input row "
+            f"(got {out.height} for {df.height}); drop rows with drop_reason instead"
+        )
+    return out.with_columns(rows)
+
+
+class RayEngine:
+    """Runs stages on Ray. ``address``: ``auto`` / ``ray://host:10001`` / ``host:6379``; unset starts a
+    local instance with ``num_cpus``. ``batch_size``: rows per Ray Data batch."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, batch_size: int = 1024):
+        self.address, self.num_cpus, self.batch_size = address, num_cpus, int(batch_size)
+        self._owns = False
+        self._lock = threading.Lock()
+        self.ran: list[tuple[str, str]] = []
+        """(stage label, how) for every stage run: ``distributed``, ``map_batches`` or ``driver``."""
+
+    # -- cluster ---------------------------------------------------------------------------------
+    def ray(self):
+        """The ``ray`` module, connected (a running ``ray.init`` in this process is reused)."""
+        ray = require("ray", "ray", "engine: ray")
+        require("ray.data", "ray", "engine: ray")
+        with self._lock:
+            if not ray.is_initialized():
+                kw: dict[str, Any] = dict(
+                    include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+                )
+                if self.address:
+                    kw["address"] = self.address
+                elif self.num_cpus:
+                    kw["num_cpus"] = self.num_cpus
+                try:
+                    ray.init(**kw)
+                except (ConnectionError, RuntimeError, ValueError) as e:
+                    where = self.address or "a local instance"
+                    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise BackendError(f"engine ray: cannot start/connect to {where}: {msg}") from None
+                self._owns = True
+            dctx = ray.data.DataContext.get_current()
+            dctx.enable_progress_bars = False
+            dctx.execution_options.preserve_order = True
+            # sort-based shuffle: no aggregator actors to start, much faster for our small groupbys
+            dctx.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+        return ray
+
+    def close(self) -> None:
+        if self._owns:
+            import ray
+
+            ray.shutdown()
+            self._owns = False
+
+    # -- executing -------------------------------------------------------------------------------
+    def run_stage(self, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        label = ctx.stage_label or stage.name
+        impl = DISTRIBUTED.get(stage.name)
+        if impl is not None:
+            self.ran.append((label, "distributed"))
+            ctx.stats["engine"] = "ray"
+            return impl(self, stage, df, ctx)
+        if callable(getattr(stage, "map_batch", None)):
+            self.ran.append((label, "map_batches"))
+            ctx.stats["engine"] = "ray"
+            out = self.map_frame(df, _polars_batch, _stage_map_batch, stage, ctx)
+            finalize = getattr(stage, "finalize", None)
+            return finalize(out, ctx) if callable(finalize) else out
+        self.ran.append((label, "driver"))
+        return stage.run(df, ctx)
+
+    def map_arrow(self, table: pa.Table, fn: Callable[..., pa.Table], *args: Any, batch_size: int | None = None) -> pa.Table:
+        """``fn(batch, *args)`` over ``table`` in Ray Data ``map_batches`` (one block per batch, so the
+        batches spread over the cluster); the result in input order (by the ``_ray_row`` column, added
+        here when absent)."""
+        ray = self.ray()
+        if ROW not in table.column_names:
+            table = table.append_column(ROW, pa.array(range(table.num_rows), type=pa.int64()))
+        if table.num_rows == 0:
+            return fn(table, *args)
+        size = max(1, batch_size or self.batch_size)
+        blocks = [table.slice(o, size) for o in range(0, table.num_rows, size)]
+        ds = ray.data.from_arrow(blocks).map_batches(
+            _ArrowMap(fn, args), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
+        )
+        parts = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+        out = pa.concat_tables(parts, promote_options="permissive") if parts else fn(table.slice(0, 0), *args)
+        return out.sort_by(ROW)
+
+    def map_frame(self, df: pl.DataFrame, fn: Callable[..., pa.Table], *args: Any, batch_size: int | None = None) -> pl.DataFrame:
+        """:meth:`map_arrow` over a polars frame; the ``_ray_row`` column is dropped from the result."""
+        out = pl.from_arrow(self.map_arrow(df.to_arrow(), fn, *args, batch_size=batch_size))
+        assert isinstance(out, pl.DataFrame)
+        return out.drop(ROW)
+
+
+# the distributed implementations register themselves
+from . import ray_dedup as _ray_dedup  # noqa: E402,F401
+from . import ray_verify as _ray_verify  # noqa: E402,F401
