@@ -80,8 +80,13 @@ def test_unordered_lists_only_when_the_problem_allows():
     gold, pred = "6, -2", "\\boxed{-2, 6}"
     allows = "Find all possible values of $b$, separated by commas."
     assert check(gold, pred, CFG, problem=allows)[1] == "correct"
+    assert check(gold, pred, CFG)[1] == "correct"  # Math-Verify reads a bare list as a set
+    ordered = "List the roots in increasing order, separated by commas."
+    assert check("-2, 6", "\\boxed{6, -2}", CFG, problem=ordered)[1] == "incorrect"
+    assert check("-2, 6", "\\boxed{-2, 6.0}", CFG, problem=ordered)[1] == "correct"
     never = VerifyConfig(num_proc=0, rules={"unordered": "never"})
-    assert check("(6, -2)", "\\boxed{(-2, 6)}", never, problem=allows)[1] == "incorrect"
+    assert check(gold, pred, never, problem=allows)[1] == "incorrect"
+    assert check("(6, -2)", "\\boxed{(-2, 6)}", CFG, problem=allows)[1] == "incorrect"  # a tuple
 
 
 def test_truncated_only_without_answer():

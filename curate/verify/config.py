@@ -53,7 +53,9 @@ class Rules(BaseModel):
     string_fallback: bool = True
     """strict string comparison (whitespace-insensitive, words case-insensitive) for text answers"""
     unordered: Literal["auto", "always", "never"] = "auto"
-    """unordered comma lists: ``auto`` = when the problem asks for all solutions / comma-separated"""
+    """bare comma lists: ``auto`` = unordered (Math-Verify's reading), matched item by item when
+    the problem asks for all solutions, in order when it asks for an order ("in increasing order",
+    "respectively"); ``always`` = unordered; ``never`` = always in order"""
 
     def enabled(self) -> frozenset[str]:
         return frozenset(k for k, v in self.model_dump().items() if v is True)

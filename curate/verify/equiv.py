@@ -26,7 +26,7 @@ WEAK_EXTRACTORS = frozenset({"whole", "math_verify", "last_number"})
 VERDICTS = ("correct", "incorrect", "no_answer", "unparseable", "truncated", "timeout", "no_gold")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
     """The parts of VerifyConfig the judge needs (small, picklable, hashable rules)."""
 
@@ -66,6 +66,12 @@ _UNORDERED_HINT = re.compile(
 _DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed|\\fbox")
 
 
+_ORDERED_HINT = re.compile(
+    r"(?i)\bin (?:that |this |the same )?order\b|\bordered\b|in (?:increasing|decreasing|ascending|descending)"
+    r"|\brespectively\b|from (?:least|smallest|largest|greatest) to"
+)
+
+
 @dataclass
 class Gold:
     raw: str
@@ -76,6 +82,8 @@ class Gold:
     choice: Optional[str] = None
     items: Optional[list[str]] = None
     unordered_ok: bool = False
+    ordered: bool = False
+    """a bare comma list compared item by item, in order (Math-Verify reads it as a set)"""
     time: Optional[int] = None
     _parsed: Any = field(default=None, repr=False)
     _done: bool = field(default=False, repr=False)
@@ -163,7 +171,10 @@ def prepare_gold(gold: Optional[str], problem: Optional[str], opts: Options) -> 
     if opts.unordered == "always":
         g.unordered_ok = True
     elif opts.unordered == "auto":
-        g.unordered_ok = bool(problem and _UNORDERED_HINT.search(problem))
+        g.ordered = bool(g.items and problem and _ORDERED_HINT.search(problem))
+        g.unordered_ok = bool(problem and _UNORDERED_HINT.search(problem)) and not g.ordered
+    else:
+        g.ordered = bool(g.items)
     return g
 
 
@@ -290,7 +301,7 @@ def judge(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_text: str
     """Verdict for an extracted prediction against a prepared gold."""
     if gold.choice:  # letters may come from the text itself: not memoised
         return _judge_answer(gold, pred, pred_parsed, opts, pred_text)[0]
-    key = (gold.raw, gold.unordered_ok, pred, opts.rules, opts.strict, opts.rel_tol)
+    key = (gold.raw, gold.unordered_ok, gold.ordered, pred, opts)
     got = _JUDGED.get(key)
     if got is None:
         got = _JUDGED.put(key, _judge_answer(gold, pred, pred_parsed, opts, pred_text))
@@ -328,6 +339,13 @@ def _judge_answer(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_t
         t = _clock(p)
         if t is not None:
             return ("correct" if t % 86400 == gold.time % 86400 else "incorrect"), p
+    # an ordered bare list (unordered: never, or the problem asks for an order): item by item
+    if gold.ordered and gold.items:
+        pitems = split_top_level(p)
+        same = len(pitems) == len(gold.items) and all(
+            _equal_strings(gi, pi, opts) for gi, pi in zip(gold.items, pitems)
+        )
+        return ("correct" if same else "incorrect"), p
     # 4./5. sympy
     cands = _parse_variants(pred, p, opts)
     if pred_parsed is not None:
