@@ -58,7 +58,7 @@ def last_boxed(text: str) -> Optional[str]:
 
 # What may stand between several boxed answers that together form one answer ("\boxed{1} and \boxed{2}").
 _CONNECTOR = re.compile(
-    r"^(?:\s|,|;|\$|\\[()\[\]]|\\quad|\\qquad|\\[,;: ]|and|or|&|\\text\{[^{}]{0,40}\}|\\(?:text|mbox)\b)*$"
+    r"^(?:\s|,|;|\$|\\[()\[\]]|\\quad|\\qquad|\\[,;: ]|and|or|&|\\(?:text|mbox)\{[^{}]{0,30}?\b(?:and|or)\b[^{}]{0,5}\}|\\(?:text|mbox)\{[\s,;]*\})*$"
 )
 
 
