@@ -156,9 +156,10 @@ def test_stage_problem_scope_takes_all_samples(tmp_path):
     assert ctx.stats["exact_duplicates"] == 1 and ctx.stats["near_duplicates"] == 1 and ctx.stats["rows_dropped"] == 6
 
 
-def test_stage_keep_most_correct(tmp_path):
+@pytest.mark.parametrize("scheme", ["affine32", "legacy"])
+def test_stage_keep_most_correct(tmp_path, scheme):
     ctx = Context.for_test(tmp_path)
-    out = DedupStage(DedupConfig(keep="most_correct")).run(_samples(), ctx)
+    out = DedupStage(DedupConfig(keep="most_correct", scheme=scheme)).run(_samples(), ctx)
     kept = out.filter(pl.col("drop_reason").is_null())["problem_id"].unique().sort().to_list()
     assert kept == ["p2", "p3"]  # p2 has three correct samples, p0/p1 one each
     assert out.filter(pl.col("problem_id") == "p0")["drop_reason"].to_list() == ["near_duplicate"] * 3

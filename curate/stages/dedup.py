@@ -51,6 +51,8 @@ class DedupConfig(StageConfig):
     """Threshold the LSH bands are tuned for (default threshold - 0.1: favour recall, verify after)."""
     lsh_weights: tuple[float, float] = (0.1, 0.9)
     """datasketch's (false positive, false negative) weights for choosing bands x rows."""
+    scheme: Literal["affine32", "legacy"] = "affine32"
+    """datasketch permutation scheme: affine32 (datasketch 2 default) or legacy ((a*h+b) mod 2^61-1)."""
     seed: int = 1
     num_proc: int | None = Field(None, ge=1)
 
@@ -127,7 +129,9 @@ class DedupStage(Stage):
             units = rows.filter(pl.col("_alive")).select(uid.alias("_uid"), "_text", "_len", "_correct", "_row")
 
         texts = units["_text"].to_list()
-        params = MinHashParams(num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, shingle=cfg.shingle)
+        params = MinHashParams(
+            num_perm=cfg.num_perm, seed=cfg.seed, scheme=cfg.scheme, ngram=cfg.ngram, shingle=cfg.shingle
+        )
         res = find_duplicates(
             texts,
             params,
