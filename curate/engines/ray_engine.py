@@ -26,11 +26,13 @@ from typing import Any, Callable
 import polars as pl
 import pyarrow as pa
 
+from .. import errors
 from ..errors import BackendError, CurateError, require
 from ..stages.base import Context, Stage
 
 ROW = "_ray_row"
 """Row index carried through every distributed map, so results line up with the input rows."""
+ERROR = "_ray_curate_error"
 
 DISTRIBUTED: dict[str, Callable[["RayEngine", Stage, pl.DataFrame, Context], pl.DataFrame]] = {}
 """Stage type -> distributed implementation ``fn(engine, stage, df, ctx) -> df``."""
@@ -69,7 +71,10 @@ class _ArrowMap:
         self.fn, self.args = fn, args
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.fn(batch, *self.args)
+        try:
+            return self.fn(batch, *self.args)
+        except CurateError as e:  # Ray Data drops the cause of a UDF's exception: send it back as data
+            return pa.table({ERROR: [type(e).__name__], "message": [str(e)]})
 
 
 def _polars_batch(batch: pa.Table, fn: Callable, *args: Any) -> pa.Table:
@@ -173,6 +178,10 @@ class RayEngine:
             _ArrowMap(fn, args), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
         )
         parts = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+        for t in parts:
+            if ERROR in t.column_names:  # a CurateError raised on a worker: the same one line here
+                cls = getattr(errors, t.column(ERROR)[0].as_py(), CurateError)
+                raise cls(t.column("message")[0].as_py())
         out = pa.concat_tables(parts, promote_options="permissive") if parts else fn(table.slice(0, 0), *args)
         return out.sort_by(ROW)
 

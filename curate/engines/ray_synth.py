@@ -55,8 +55,8 @@ def write_traces(path: str | Path, rows: int = 10_000, seed: int = 0, per_proble
     out = []
     for i in range(n_prob):
         kind = rng.random()
-        if problems and kind < 0.05:  # exact duplicate up to case/whitespace
-            text = "  " + problems[int(rng.integers(len(problems)))].upper() + " "
+        if problems and kind < 0.05:  # exact duplicate for dedup (same tokens), another problem_id
+            text = problems[int(rng.integers(len(problems)))].upper().replace("?", " ?").replace(".", " .")
         elif problems and kind < 0.15:  # near duplicate: two words swapped for others
             words = problems[int(rng.integers(len(problems)))].split()
             for _ in range(2):

@@ -1,0 +1,236 @@
+"""The Ray engine on a real local Ray cluster (``ray.init(num_cpus=2)``, one per module): the same
+frames as the local engine, for the quickstart data, a 10,000-row synthetic run, and the distributed
+MinHash search against the local one."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import ray
+from ray import cloudpickle
+from polars.testing import assert_frame_equal
+
+from curate.dedup import MinHashParams, find_duplicates
+from curate.engines import get_engine
+from curate.engines.ray_dedup import ray_find_duplicates
+from curate.engines.ray_engine import RayEngine, rebind
+from curate.engines.ray_synth import write_traces
+from curate.errors import CurateError
+from curate.recipe import load_recipe
+from curate.runner import execute
+from curate.stages.base import Context, Stage, StageConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
+QUICKSTART_TRACES = ROOT / "recipes" / "data" / "quickstart_traces.jsonl"
+
+# the stage classes defined below travel to the Ray workers by value (this module is not importable there)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+PIPELINE = """name: {name}
+version: 0.1.0
+seed: 7
+engine: {engine}
+sources:
+  - kind: traces
+    path: {traces}
+    fields: {{problem: problem, gold_answer: {answer}}}
+    trace_field: generations
+    teacher: t
+stages:
+  - type: verify
+  - type: dedup
+  - type: dedup
+    field: reasoning
+    threshold: 0.75
+    keep: longest
+  - type: difficulty
+    methods:
+      - {{method: pass_rate, source: teacher, weight: 1.0}}
+      - {{method: length, weight: 0.5}}
+    buckets: {{n: 3}}
+    keep_incorrect: true
+  - type: curriculum
+    order: easy_to_hard
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / ".curate"))
+    monkeypatch.chdir(tmp_path)
+
+
+def run_both(tmp_path: Path, monkeypatch, text: str, overrides: list[str] | None = None):
+    """Run one recipe with each engine, each in its own CURATE_HOME (no shared stage cache)."""
+    out = {}
+    for engine in ("local", "ray"):
+        monkeypatch.setenv("CURATE_HOME", str(tmp_path / f"home-{engine}"))
+        p = tmp_path / f"recipe-{engine}.yaml"
+        p.write_text(text)
+        out[engine] = execute(load_recipe(p, [*(overrides or []), f"engine={engine}"]), resume=False)
+    return out["local"], out["ray"]
+
+
+def assert_same(local, dist) -> None:
+    assert_frame_equal(local.train, dist.train)
+    assert_frame_equal(local.rejected, dist.rejected)
+    assert [(r.stage, r.rows_in, r.rows_out, r.dropped) for r in local.records] == [
+        (r.stage, r.rows_in, r.rows_out, r.dropped) for r in dist.records
+    ]
+
+
+def engines_used(res) -> dict[str, str | None]:
+    return {r.stage: r.stats.get("engine") for r in res.records[1:]}
+
+
+def test_quickstart_pipeline_identical(cluster, tmp_path, monkeypatch):
+    text = PIPELINE.format(name="rq", engine="local", traces=QUICKSTART_TRACES, answer="answer")
+    local, dist = run_both(tmp_path, monkeypatch, text)
+    assert_same(local, dist)
+    # the ray run really distributed verify and both dedups; the other stages ran on the driver
+    assert engines_used(dist) == {"verify": "ray", "dedup": "ray", "dedup_2": "ray", "difficulty": None, "curriculum": None}
+    assert set(engines_used(local).values()) == {None}
+    verdicts = dist.records[1].stats["verdicts"]
+    assert verdicts["correct"] > 0 and verdicts["incorrect"] > 0
+    assert dist.records[2].dropped.get("near_duplicate", 0) > 0  # the planted paraphrases
+    assert dist.train["curriculum_rank"].to_list() == list(range(dist.train.height))
+
+
+def test_quickstart_recipe_as_shipped_identical(cluster, tmp_path, monkeypatch):
+    """recipes/quickstart.yaml itself, with whatever stages it has, on both engines."""
+    text = QUICKSTART.read_text().replace("path: data/", f"path: {QUICKSTART.parent}/data/")
+    local, dist = run_both(tmp_path, monkeypatch, text)
+    assert local.train.height > 0
+    assert_same(local, dist)
+
+
+def test_synthetic_10k_identical(cluster, tmp_path, monkeypatch):
+    traces = write_traces(tmp_path / "syn.jsonl", rows=10_000, seed=3)
+    text = PIPELINE.format(name="syn", engine="local", traces=traces, answer="answer")
+    local, dist = run_both(tmp_path, monkeypatch, text)
+    assert local.records[0].rows_out == 10_000
+    assert_same(local, dist)
+    rec = {r.stage: r for r in dist.records}
+    assert rec["verify"].stats["engine"] == "ray" and rec["dedup_2"].stats["engine"] == "ray"
+    v = rec["verify"].stats["verdicts"]
+    assert min(v["correct"], v["incorrect"], v["truncated"]) > 500
+    assert rec["dedup"].dropped.get("near_duplicate", 0) > 100 and rec["dedup"].dropped.get("exact_duplicate", 0) > 50
+    assert rec["dedup_2"].dropped.get("near_duplicate", 0) > 100
+
+
+def _texts(n: int, seed: int) -> list[str | None]:
+    rng = np.random.default_rng(seed)
+    words = [f"w{k}" for k in range(300)]
+    out: list[str | None] = []
+    for i in range(n):
+        if out and rng.random() < 0.3:
+            base = out[int(rng.integers(len(out)))] or ""
+            toks = base.split()
+            for _ in range(int(rng.integers(0, 6))):
+                if toks:
+                    toks[int(rng.integers(len(toks)))] = str(rng.choice(words))
+            out.append(" ".join(toks))
+        elif rng.random() < 0.02:
+            out.append(None if i % 2 else "")
+        else:
+            out.append(" ".join(rng.choice(words, size=int(rng.integers(8, 60)))))
+    return out
+
+
+@pytest.mark.parametrize(
+    "params,verify,threshold",
+    [
+        (MinHashParams(num_perm=128, ngram=3), "exact", 0.7),
+        (MinHashParams(num_perm=64, ngram=4, shingle="char", seed=5), "minhash", 0.6),
+        (MinHashParams(num_perm=96, ngram=2, scheme="legacy"), "exact", 0.8),
+    ],
+)
+def test_distributed_minhash_matches_local(cluster, params, verify, threshold):
+    texts = _texts(3000, seed=int(threshold * 100))
+    local = find_duplicates(texts, params, threshold, verify=verify, num_proc=1)
+    dist = ray_find_duplicates(texts, params, threshold, verify=verify, engine=RayEngine(batch_size=700))
+    assert local.n_candidates > 100 and len(local.pairs_i) > 100  # a real workload, not a vacuous one
+    assert dist.lsh_params == local.lsh_params
+    assert dist.n_candidates == local.n_candidates
+    np.testing.assert_array_equal(dist.keys, local.keys)
+    np.testing.assert_array_equal(dist.labels, local.labels)
+    lp = sorted(zip(local.pairs_i.tolist(), local.pairs_j.tolist(), local.similarity.tolist()))
+    dp = sorted(zip(dist.pairs_i.tolist(), dist.pairs_j.tolist(), dist.similarity.tolist()))
+    assert dp == lp
+
+
+def test_distributed_minhash_edge_sizes(cluster):
+    eng = RayEngine(batch_size=2)
+    for texts in ([], ["only one"], ["same text", "Same  text", None]):
+        local = find_duplicates(texts, MinHashParams(ngram=1), 0.5)
+        dist = ray_find_duplicates(texts, MinHashParams(ngram=1), 0.5, engine=eng)
+        np.testing.assert_array_equal(dist.labels, local.labels)
+        assert dist.n_candidates == local.n_candidates
+
+
+class _TagConfig(StageConfig):
+    type: str = "tag_len"
+
+
+class TagLenStage(Stage):
+    """A row-wise stage written to the engine's protocol: map_batch per batch, finalize on the driver."""
+
+    name = "tag_len"
+    Config = _TagConfig
+
+    def map_batch(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        return df.with_columns(
+            pl.col("text").str.len_chars().alias("n_chars"),
+            pl.lit(ray.get_runtime_context().get_worker_id() if ray.is_initialized() else "").alias("worker"),
+        )
+
+    def finalize(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        return df.with_columns(pl.col("n_chars").rank("ordinal").alias("rank")).drop("worker")
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        return self.finalize(self.map_batch(df, ctx), ctx)
+
+
+class BadStage(TagLenStage):
+    def map_batch(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        return df.head(1)
+
+
+def test_map_batch_protocol(cluster, tmp_path):
+    df = pl.DataFrame({"text": [f"{'x' * (i % 97)}-{i}" for i in range(5000)], "i": range(5000)})
+    ctx = Context.for_test(tmp_path)
+    eng = RayEngine(batch_size=1000)
+    stage = TagLenStage(_TagConfig())
+    out = eng.run_stage(stage, df, ctx)
+    assert eng.ran == [("tag_len", "map_batches")]
+    assert_frame_equal(out, stage.run(df, Context.for_test(tmp_path)).drop("worker", strict=False))
+    # a batch function that loses rows is a one-line error, not a worker traceback
+    with pytest.raises(CurateError, match=r"must return one row per input row") as ei:
+        eng.run_stage(BadStage(_TagConfig()), df, ctx)
+    assert "\n" not in str(ei.value)
+
+
+def test_rebind_refuses_a_kernel_the_stage_no_longer_calls():
+    from curate.stages.verify import VerifyStage
+
+    with pytest.raises(CurateError, match="no longer calls find_duplicates"):
+        rebind(VerifyStage.run, find_duplicates=len)
+
+
+def test_get_engine_ray_options():
+    eng = get_engine("ray", {"address": None, "num_cpus": 2, "batch_size": 64})
+    assert isinstance(eng, RayEngine) and eng.batch_size == 64 and eng.num_cpus == 2
+    eng.close()  # never started: nothing to shut down
