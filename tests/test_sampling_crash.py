@@ -62,7 +62,7 @@ def test_kill_midway_then_resume(tmp_path, sig):
     script.write_text(RUNNER)
     work = tmp_path / "w"
     db = work / ".curate" / "sampling" / "sample.sqlite"
-    with OpenAIServer(latency=0.05) as srv:
+    with OpenAIServer(latency=0.1) as srv:  # 4 in flight: ~40 requests/s, so the kill lands midway
         env = {**os.environ, "PYTHONPATH": os.getcwd()}
         proc = subprocess.Popen([sys.executable, str(script), srv.base_url, str(work)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
