@@ -110,7 +110,8 @@ def _equivalent(g: str, rng: random.Random) -> str:
         return g.replace(",", "")
     if "," in g or "+" in g:
         return g.replace(",", ", ").replace("+", " + ")
-    return g if "\\text" in g else f"{{{g}}}"  # a LaTeX group around the answer
+    # a LaTeX group around the answer (plain Math-Verify misreads it around text/units: keep those)
+    return g if ("\\text" in g or "\\mbox" in g) else f"{{{g}}}"
 
 
 def _reasoning(rng: random.Random, chars: int) -> str:

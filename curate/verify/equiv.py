@@ -13,6 +13,7 @@ Otherwise ``incorrect`` (or ``unparseable`` when the prediction does not parse w
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -157,7 +158,7 @@ def prepare_gold(gold: Optional[str], problem: Optional[str], opts: Options) -> 
     b = last_boxed(raw)
     if b is not None:
         ans_src = b
-    ans = normalize(ans_src, opts.rules)
+    ans = normalize(ans_src, opts.rules) if len(ans_src) <= opts.max_answer_chars else ans_src
     if not ans and not choice:
         return None
     g = Gold(raw=raw, ans=ans, key=string_key(ans), src=ans_src, opts=opts, choice=choice)
@@ -216,6 +217,21 @@ def extract_answer(text: Optional[str], opts: Options, *, is_mc: bool) -> tuple[
 # ----------------------------------------------------------------------------- equivalence
 
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:\\text\{)?\s*([ap])?\.?\s*(?:m\.?)?\s*\}?$", re.I)
+
+
+_RATIONAL = re.compile(r"^\s*([-+]?)\s*(?:(\d{1,40})(?:\s*/\s*(\d{1,40}))?|\\frac\{(\d{1,40})\}\{(\d{1,40})\})\s*$")
+
+
+def exact_rational(s: str) -> Optional[Fraction]:
+    """``-12``, ``3/4``, ``\\frac{3}{4}`` -> Fraction; anything else (decimals too) -> None."""
+    m = _RATIONAL.match(s)
+    if not m:
+        return None
+    sign = -1 if m.group(1) == "-" else 1
+    num, den = (m.group(2), m.group(3) or "1") if m.group(2) is not None else (m.group(4), m.group(5))
+    if int(den) == 0:
+        return None
+    return sign * Fraction(int(num), int(den))
 
 
 def _clock(s: str) -> Optional[int]:
@@ -339,6 +355,11 @@ def _judge_answer(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_t
         t = _clock(p)
         if t is not None:
             return ("correct" if t % 86400 == gold.time % 86400 else "incorrect"), p
+    # exact rationals (integers, a/b, \\frac{a}{b}) on both sides: decided with fractions.Fraction,
+    # no parsing (decimals go on to Math-Verify and its rounding)
+    fg, fp = exact_rational(gold.ans), exact_rational(p)
+    if fg is not None and fp is not None:
+        return ("correct" if fg == fp else "incorrect"), p
     # an ordered bare list (unordered: never, or the problem asks for an order): item by item
     if gold.ordered and gold.items:
         pitems = split_top_level(p)

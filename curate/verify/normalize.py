@@ -183,10 +183,13 @@ def percent(s: str) -> str:
 
 
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?"
-_UNIT_TAIL = re.compile(
-    r"^(?P<v>.*?\d\}?)\s*(?:\\(?:text|mbox|mathrm)\s*\{[^{}]*\}|[^\W\d_]{1,}(?:[\s\-]+[^\W\d_]+)*\.?)"
-    r"(?:\s*\^\s*\{?\s*\d\s*\}?)?\s*$"
+# unit words: LaTeX text blocks, words of 3+ letters, or common 2-letter unit abbreviations;
+# never a single letter ("3R^2" and "5x" are algebra, not units)
+_UNIT_WORDS = (
+    r"(?:\\(?:text|mbox|mathrm)\s*\{[^{}]*\}"
+    r"|(?:[^\W\d_]{3,}|cm|mm|km|kg|mg|ml|ft|yd|mi|lb|oz|hr|sq)(?:[\s\-]+[^\W\d_]{2,})*\.?)"
 )
+_UNIT_TAIL = re.compile(r"^(?P<v>.*?\d\}?)\s*" + _UNIT_WORDS + r"(?:\s*\^\s*\{?\s*\d\s*\}?)?\s*$")
 _NUMERIC = re.compile(r"^\s*(?:" + _NUM + r"|[-+]?\\frac\{\d+\}\{\d+\}|[-+]?\d[\d,]*(?:\.\d+)?)\s*$")
 
 
