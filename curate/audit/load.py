@@ -54,8 +54,9 @@ def _from_datasets(obj: Any, where: str) -> tuple[pl.DataFrame, pl.DataFrame | N
 
 
 def _arrow(ds: Any) -> pl.DataFrame:
-    table = ds.data.table if hasattr(ds, "data") else ds.with_format("arrow")[:]
-    return pl.from_arrow(table)  # type: ignore[return-value]
+    if hasattr(ds, "to_polars"):  # applies any indices mapping (select/shuffle)
+        return ds.to_polars()
+    return pl.from_arrow(ds.with_format("arrow")[:])  # type: ignore[return-value]
 
 
 def load_target(target: str | Path) -> tuple[pl.DataFrame, pl.DataFrame | None, dict | None]:
