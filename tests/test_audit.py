@@ -205,10 +205,10 @@ def test_audit_dataset_messages_in_a_local_hf_dataset(tmp_path: Path) -> None:
     assert s["flag_counts"]["missing_think"] == 1 and s["flag_counts"]["empty_reasoning"] == 1
     assert s["flag_counts"]["no_answer"] == 1 and s["flag_counts"]["no_boxed"] == 1  # the unclosed one
 
-    # the same rows as a parquet folder loaded through datasets.load_dataset (the hub-id path)
+    # the same rows as a folder of jsonl files, loaded by datasets.load_dataset (the hub-id path)
     folder = tmp_path / "plain"
     folder.mkdir()
-    pl.DataFrame({"conv": rows}).write_parquet(folder / "part.parquet")
+    pl.DataFrame({"conv": rows}).write_ndjson(folder / "train.jsonl")
     s2 = audit_dataset(str(folder), tmp_path / "rep2", mapping={"messages": "conv"},
                        config=AuditConfig(expect_think=True))
     assert s2["flag_counts"] == s["flag_counts"]
