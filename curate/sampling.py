@@ -561,7 +561,7 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
             f"(max_failures={cfg.max_failures:g}); last error: {run.last_error}. Finished responses are kept "
             f"in {log_path}; fix the endpoint and re-run to resume"
         )
-    if run.stop_reason:
+    if run.stop_reason and len(results) < len(requests):  # a budget reached with work left
         done = len(results)
         raise BudgetExceeded(
             f"{label}: {run.stop_reason}; {done}/{len(requests)} requests done and kept in {log_path}; "
