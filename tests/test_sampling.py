@@ -190,7 +190,8 @@ def test_budget_stops_cleanly_and_resumes(ctx):
         assert ctx.stats["sample"]["completion_tokens"] == 30
         # all done: a budget below the logged usage does not fail a run with nothing left to send
         assert sample_rows(problems(6), cfg, ctx).equals(df)
-        usd = cfg_for(srv, budget={"max_usd": 0.5, "usd_per_million_completion": 1e6})  # $1 per token
+        usd = cfg_for(srv, budget={"max_usd": 0.5, "usd_per_million_completion": 1e6},  # $1 per token
+                      teacher={"concurrency": 1})
         with pytest.raises(BudgetExceeded, match="max_usd"):
             sample_rows(problems(6), usd, Context.for_test(ctx.base_dir / "usd"))
 
