@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -44,6 +45,12 @@ from curate.verify import VerifyConfig, verify_frame  # noqa: E402
 logging.getLogger("math_verify").setLevel(logging.CRITICAL)
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
 DEFAULT_PAIRS = BENCH / "answers" / "answer_pairs.jsonl"
+
+
+def _cpu() -> float:
+    """CPU seconds used by this process and its (finished) child processes."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def plain_math_verify(gold: str, pred: str) -> bool:
@@ -180,20 +187,26 @@ def main() -> None:
     stage = stage_cls(stage_cls.Config(num_proc=args.num_proc))
     with tempfile.TemporaryDirectory() as tmp:
         ctx = Context.for_test(Path(tmp))
+        c0 = _cpu()
         t0 = time.perf_counter()
         out = stage.run(df, ctx)
         t_ours = time.perf_counter() - t0
+        cpu_ours = _cpu() - c0
 
+    c0 = _cpu()
     t0 = time.perf_counter()
     plain = [
         plain_math_verify(f"${g}$", r + "\n\n" + a)
         for g, r, a in zip(df["gold_answer"], df["reasoning"], df["answer_text"])
     ]
     t_plain = time.perf_counter() - t0
+    cpu_plain = _cpu() - c0
     ours = out["correct"].to_list()
     diff = sum(a != b for a, b in zip(ours, plain))
     print(f"stage: {t_ours:.2f}s ({df.height / t_ours:.0f} rows/s, {args.num_proc} processes), verdicts {ctx.stats['verdicts']}")
     print(f"plain math_verify loop: {t_plain:.2f}s ({df.height / t_plain:.0f} rows/s, 1 process)")
+    print(f"cpu seconds (this process + workers): stage {cpu_ours:.2f}, plain {cpu_plain:.2f} "
+          f"(ratio {cpu_plain / max(cpu_ours, 1e-9):.2f}; wall-clock ratios depend on the machine's load)")
     print(f"correct: stage {sum(ours)}, plain {sum(plain)}; rows where the verdicts differ: {diff}")
     if diff:
         for i in [i for i, (a, b) in enumerate(zip(ours, plain)) if a != b][:5]:
