@@ -129,6 +129,15 @@ def test_normalisation_rules_are_named_and_general():
     assert normalize("\\\\frac{1}{2}") == "\\frac{1}{2}"
 
 
+def test_default_extractors_validate_and_match_the_registry():
+    from curate.verify.config import DEFAULT_EXTRACT
+    from curate.verify.extract import EXTRACTORS
+
+    cfg = VerifyConfig.model_validate({"type": "verify", "extract": DEFAULT_EXTRACT})
+    assert list(cfg.extract) == DEFAULT_EXTRACT
+    assert set(DEFAULT_EXTRACT) == set(EXTRACTORS)
+
+
 def test_bad_config_is_one_line_error():
     from pydantic import ValidationError
 

@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..stages.base import StageConfig
 
-Extractor = Literal["choice", "boxed", "answer_tag", "final_answer", "hash", "whole", "math_verify", "last_number"]
+Extractor = Literal[
+    "choice", "final_answer", "boxed", "answer_tag", "answer", "hash", "whole", "math_verify", "last_number"
+]
 
 DEFAULT_EXTRACT: list[str] = [
     "choice", "final_answer", "boxed", "answer_tag", "answer", "hash", "whole", "math_verify", "last_number"
