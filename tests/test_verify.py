@@ -60,6 +60,12 @@ CASES = {
     "answer_tag": [("7", "<think>lots of 3 and 5</think><answer>7</answer>", "correct")],
     "final_answer_is": [("12000023", "The final answer is 12,000,023. I hope it is correct.", "correct")],
     "non_english": [("4000", " 地块面积 = 72000 / 18 = 4000千克", "correct"), ("13/28", "计划的比例为13/28", "correct")],
+    "r1_style": [
+        ("5", "Before the final answer, let me check 2+2 = 4.\nSo the result:\n\\boxed{5}", "correct"),
+        ("42", "**Final Answer**\n\n\\boxed{42}", "correct"),
+        ("42", "The minimum is $\\boxed{42}$, attained at $x=1$.", "correct"),
+        ("x=1", "The minimum is $\\boxed{42}$, attained at $x=1$.", "incorrect"),
+    ],
     "verdicts": [
         ("5", "I am not sure.", "no_answer"),
         ("", "\\boxed{5}", "no_gold"),

@@ -150,6 +150,9 @@ def _after_anchor(text: str, start: int) -> Optional[str]:
         return b
     if extract_whole(ans):
         return ans
+    later = extract_boxed(text[m.start("ans") :])  # "the final answer, after checking, ... \\boxed{5}"
+    if later is not None:
+        return later
     hits = list(_IS_X.finditer(ans))
     if hits:
         g = hits[-1]
