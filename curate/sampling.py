@@ -272,11 +272,15 @@ def _teacher_identity(t: Any) -> dict:
     return ident
 
 
-def request_hash(teacher: dict, messages: list, params: dict, sample_index: int, n: int, seed: int | None) -> str:
-    blob = json.dumps(
-        {"teacher": teacher, "messages": messages, "params": params, "sample_index": sample_index, "n": n, "seed": seed},
-        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-    )
+def _canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def request_hash(teacher: dict, messages: list, params: dict, sample_index: int, n: int, seed: int | None,
+                 *, _prefix: str | None = None) -> str:
+    """sha256 over the canonical JSON of (teacher identity, params) + messages + index, count, seed."""
+    prefix = _prefix if _prefix is not None else _canon({"teacher": teacher, "params": params})
+    blob = f"{prefix}\x1f{_canon(messages)}\x1f{sample_index}\x1f{n}\x1f{seed}"
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
@@ -287,14 +291,16 @@ def native_n(cfg: SampleConfig) -> bool:
 def plan_requests(messages: list[list[dict]], cfg: SampleConfig, seed: int) -> list[Request]:
     ident = _teacher_identity(cfg.teacher)
     params = sampling_params(cfg)
+    prefix = _canon({"teacher": ident, "params": params})
+    native = native_n(cfg) or cfg.n == 1
     out: list[Request] = []
     for pos, msgs in enumerate(messages):
-        if native_n(cfg) or cfg.n == 1:
-            out.append(Request(request_hash(ident, msgs, params, 0, cfg.n, seed), pos, 0, cfg.n, msgs, seed))
+        if native:
+            out.append(Request(request_hash(ident, msgs, params, 0, cfg.n, seed, _prefix=prefix), pos, 0, cfg.n, msgs, seed))
         else:
             for i in range(cfg.n):
                 s = seed + i
-                out.append(Request(request_hash(ident, msgs, params, i, 1, s), pos, i, 1, msgs, s))
+                out.append(Request(request_hash(ident, msgs, params, i, 1, s, _prefix=prefix), pos, i, 1, msgs, s))
     return out
 
 
@@ -409,6 +415,7 @@ class _Run:
     new_completion_tokens: int = 0
     sent_ok: int = 0
     failures: dict[str, str] = field(default_factory=dict)
+    payloads: dict[str, dict] = field(default_factory=dict)
     stop_reason: str | None = None
     last_error: str = ""
 
@@ -443,6 +450,7 @@ class _Run:
     # Sink -----------------------------------------------------------------
     def done(self, req: Request, payload: dict) -> None:
         self.log.put(req.key, payload)  # durable before it counts
+        self.payloads[req.key] = payload
         self.failures.pop(req.key, None)
         self.sent_ok += 1
         self.add_usage(payload, new=True)
@@ -532,9 +540,7 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
                 backend.run(pending, run)
             teacher = backend.teacher if backend is not None else cfg.teacher.model
             tokenizer = getattr(backend, "tokenizer", None) if backend is not None else None
-        results = dict(have)
-        if pending:
-            results.update(log.get_many([r.key for r in pending]))
+        results = {**have, **run.payloads}
     finally:
         log.close()
     seconds = time.perf_counter() - t0
@@ -578,51 +584,66 @@ def _assemble(problems, rows, requests, results, failures, cfg, teacher, tokeniz
         s.get("topk_tokens") is not None for p in results.values() for s in p.get("samples", [])
     )
     schema = _schema(with_lp, with_tokens)
-    recs: list[dict] = []
-    for req in requests:
-        msgs = req.messages
+    cols: dict[str, list] = {c: [] for c in schema}
+    pos: list[int] = []
+    flat_role: list[str] = []
+    flat_content: list[str] = []
+    flat_row: list[int] = []
+    lp_cols = [c for c in ("token_ids", "topk_ids", "topk_logprobs", "topk_tokens") if c in schema]
+    for req in requests:  # planned in problem order, then sample index
         pid = rows[req.pos]["problem_id"]
         payload = results.get(req.key)
         if payload is None:
             err = failures.get(req.key, "not sampled")
-            samples = [None] * req.n
-            usage = [None] * req.n
-            p_tok = None
+            samples, usage, p_tok, tok = [], [], None, None
         else:
             samples = payload["samples"]
             usage = split_usage(payload.get("completion_tokens"), samples)
-            p_tok = payload.get("prompt_tokens")
-            err = None
+            p_tok, err = payload.get("prompt_tokens"), "missing sample in response"
             tok = payload.get("tokenizer") or tokenizer
         for j in range(req.n):
             s = samples[j] if j < len(samples) else None
-            rec: dict[str, Any] = {
-                "__pos": req.pos,
-                "sample_id": _sample_id(req.key, req.sample_index + j),
-                "problem_id": pid,
-                "sample_index": req.sample_index + j,
-                "teacher": teacher,
-                "prompt": msgs,
-                "request_hash": req.key,
-                "prompt_tokens": p_tok,
-            }
+            pos.append(req.pos)
+            cols["sample_id"].append(_sample_id(req.key, req.sample_index + j))
+            cols["problem_id"].append(pid)
+            cols["sample_index"].append(req.sample_index + j)
+            cols["teacher"].append(teacher)
+            row_no = len(pos) - 1
+            for m in req.messages:  # the prompt column is built in one vectorised step below
+                flat_role.append(m["role"])
+                flat_content.append(m["content"])
+                flat_row.append(row_no)
+            cols["request_hash"].append(req.key)
+            cols["prompt_tokens"].append(p_tok)
             if s is None:
-                rec.update(reasoning=None, answer_text=None, finish_reason="error", completion_tokens=None,
-                           error=err or "missing sample in response")
+                reasoning = answer = None
+                finish, c_tok, error = "error", None, err
             else:
                 reasoning, answer, _ = split_reasoning(s.get("content"), s.get("reasoning_content"))
-                rec.update(reasoning=reasoning, answer_text=answer, finish_reason=s.get("finish_reason") or "stop",
-                           completion_tokens=usage[j], error=None)
-                if with_lp:
-                    rec.update(token_ids=s.get("token_ids"), topk_ids=s.get("topk_ids"),
-                               topk_logprobs=s.get("topk_logprobs"), tokenizer=tok)
-                    if with_tokens:
-                        rec["topk_tokens"] = s.get("topk_tokens")
-            recs.append(rec)
-    samples_df = pl.DataFrame(recs, schema={"__pos": pl.Int64, **schema}, strict=False)
-    samples_df = samples_df.sort(["__pos", "sample_index"])
+                finish, c_tok, error = s.get("finish_reason") or "stop", usage[j], None
+            cols["reasoning"].append(reasoning)
+            cols["answer_text"].append(answer)
+            cols["finish_reason"].append(finish)
+            cols["completion_tokens"].append(c_tok)
+            cols["error"].append(error)
+            if with_lp:
+                for c in lp_cols:
+                    cols[c].append(s.get(c) if s is not None else None)
+                cols["tokenizer"].append(tok if s is not None else None)
+    prompt_t = schema["prompt"]
+    cols.pop("prompt")
+    samples_df = pl.DataFrame(cols, schema={k: v for k, v in schema.items() if k != "prompt"}, strict=False)
+    prompts = (
+        pl.DataFrame({"__row": flat_row, "role": flat_role, "content": flat_content},
+                     schema={"__row": pl.Int64, "role": pl.Utf8, "content": pl.Utf8})
+        .group_by("__row", maintain_order=True)
+        .agg(pl.struct("role", "content").alias("prompt"))
+    )
+    samples_df = samples_df.with_columns(
+        prompts["prompt"].cast(prompt_t) if prompts.height == samples_df.height else pl.lit(None, dtype=prompt_t).alias("prompt")
+    )
     carried = [c for c in problems.columns if c not in schema]
-    left = problems.select(carried).with_row_index("__pos").with_columns(pl.col("__pos").cast(pl.Int64))
-    out = samples_df.join(left, on="__pos", how="left", maintain_order="left").drop("__pos")
+    carried_df = problems.select(carried).gather(pos) if pos else problems.select(carried).clear()
+    out = pl.concat([samples_df, carried_df], how="horizontal")
     first = [c for c in carried if c != "problem_id"]
     return out.select(["sample_id", "problem_id", *first, *[c for c in schema if c not in ("sample_id", "problem_id")]])
