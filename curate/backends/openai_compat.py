@@ -101,19 +101,23 @@ def describe(exc: BaseException) -> str:
 
 
 class _Wait:
-    """Exponential backoff with full jitter, never shorter than the server's Retry-After."""
+    """Exponential backoff with equal jitter (half fixed, half random), capped, and never shorter than
+    the server's ``Retry-After``. ``offset`` counts attempts made before tenacity took over."""
 
-    def __init__(self, initial: float, cap: float):
-        self.initial, self.cap = initial, cap
+    def __init__(self, initial: float, cap: float, offset: int = 0):
+        self.initial, self.cap, self.offset = initial, cap, offset
 
-    def __call__(self, state: Any) -> float:
-        exp = min(self.cap, self.initial * (2 ** (state.attempt_number - 1)))
+    def delay(self, attempt: int, exc: BaseException | None) -> float:
+        exp = min(self.cap, self.initial * (2 ** (attempt - 1)))
         wait = exp / 2 + random.uniform(0, exp / 2)
-        exc = state.outcome.exception() if state.outcome is not None else None
         ra = retry_after(exc)
         if ra is not None:
             wait = max(wait, min(ra, _MAX_RETRY_AFTER))
         return wait
+
+    def __call__(self, state: Any) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        return self.delay(state.attempt_number + self.offset, exc)
 
 
 def parse_logprobs(lp: Any, k: int) -> dict:
@@ -330,13 +334,21 @@ class OpenAIBackend:
     async def _send(self, post: Any, req: Request) -> dict:
         body = self.body(req)
         headers = {"X-Curate-Request-Hash": req.key, "X-Curate-Sample-Index": str(req.sample_index)}
+        k, t = self.cfg.logprobs, self.t
+        try:  # first attempt outside tenacity: most requests need no retry, and its bookkeeping costs CPU
+            return parse_completion(await post(body, headers), req.n, k)
+        except Exception as e:
+            if t.max_retries == 0 or not retryable(e):
+                raise
+            first = e
+        wait = _Wait(t.backoff_initial, t.backoff_max, offset=1)
+        await asyncio.sleep(wait.delay(1, first))
         async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self.t.max_retries + 1),
-            wait=_Wait(self.t.backoff_initial, self.t.backoff_max),
+            stop=stop_after_attempt(t.max_retries),
+            wait=wait,
             retry=retry_if_exception(retryable),
             reraise=True,
         ):
             with attempt:
-                raw = await post(body, headers)
-                return parse_completion(raw, req.n, self.cfg.logprobs)
+                return parse_completion(await post(body, headers), req.n, k)
         raise AssertionError("unreachable")  # pragma: no cover
