@@ -151,3 +151,17 @@ def test_bad_config_is_one_line_error():
         VerifyConfig(extract=["boxed", "nope"])
     with pytest.raises(ValidationError):
         VerifyConfig(rules={"unknown_rule": True})
+
+
+def test_numeric_probe_only_rules_out_clear_differences():
+    from curate.verify.equiv import _clearly_differ
+    from curate.verify.mv import parse_latex
+
+    def d(a, b, strict=True):
+        return _clearly_differ(parse_latex(a), parse_latex(b), strict)
+
+    assert d("x+1", "x+2") and d("\\sqrt{2}", "1.5") and d("[2, 3]", "3") and d("2k", "90")
+    assert not d("x^2-1", "(x-1)(x+1)")
+    assert not d("\\frac{1}{3}", "0.333333")  # Math-Verify's rounding decides that one
+    assert not d("x = 1", "1") and not d("(1, 2)", "(2, 1)")  # relations, tuples: Math-Verify
+    assert not d("x+1", "y+1", strict=False)  # non-strict Math-Verify matches variables by position

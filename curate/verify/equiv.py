@@ -267,6 +267,44 @@ def _as_float(x: Any) -> Optional[complex]:
         return None
 
 
+_PROBES = (0.3711, 1.2913, 2.7183)
+
+
+def _clearly_differ(a: Any, b: Any, strict: bool = True) -> bool:
+    """Random-point testing (as SymPy's ``Expr.equals`` does before simplifying): two plain
+    expressions over the same symbols whose values differ by more than 1e-4 (relative) at a probe
+    point cannot be equal, so Math-Verify's ``simplify`` is skipped (strict mode: variables matter). Anything else (relations,
+    sets, tuples, matrices, percentages, functions) is left to Math-Verify."""
+    import sympy
+
+    try:
+        intervals = (sympy.Interval, sympy.Union)
+        if (isinstance(a, intervals) and isinstance(b, sympy.Expr) and b.is_number) or (
+            isinstance(b, intervals) and isinstance(a, sympy.Expr) and a.is_number
+        ):
+            return True  # an interval is never a number
+        for x in (a, b):
+            if not isinstance(x, sympy.Expr) or isinstance(x, (sympy.Tuple, sympy.Set)) or x.is_Relational:
+                return False
+            if x.has(sympy.UnevaluatedExpr) or x.atoms(sympy.core.function.AppliedUndef) or x.is_Matrix:
+                return False
+        syms = a.free_symbols | b.free_symbols
+        if (not strict and a.free_symbols != b.free_symbols) or len(syms) > 4:
+            return False  # non-strict Math-Verify matches variables by position
+        points = [dict.fromkeys(syms, v) for v in _PROBES] if syms else [{}]
+        for pt in points:
+            va, vb = complex(a.evalf(15, subs=pt)), complex(b.evalf(15, subs=pt))
+            if any(map(math.isnan, (va.real, va.imag, vb.real, vb.imag))) or any(
+                map(math.isinf, (va.real, va.imag, vb.real, vb.imag))
+            ):
+                return False
+            if abs(va - vb) > 1e-4 * max(1.0, abs(va), abs(vb)):
+                return True
+        return False
+    except Exception:
+        return False
+
+
 def _sympy_equal(gold: Any, pp: Any, opts: Options) -> bool:
     """Math-Verify ``verify`` (gold: one parse or a list of candidate parses)."""
     from .mv import mv_verify
@@ -274,6 +312,8 @@ def _sympy_equal(gold: Any, pp: Any, opts: Options) -> bool:
     if gold is None or pp is None:
         return False
     golds = gold if isinstance(gold, list) else [gold]
+    if all(_clearly_differ(g, pp, opts.strict) for g in golds):
+        return False
     if mv_verify(golds, pp, float_rounding=opts.float_rounding, numeric_precision=opts.numeric_precision,
                  strict=opts.strict):
         return True
