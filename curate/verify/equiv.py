@@ -4,9 +4,12 @@ Order of the checks (cheapest first):
   1. normalised strings equal                      -> correct, no parsing at all
   2. multiple-choice gold                          -> compare option letters
   3. clock times (rule ``time``)
-  4. Math-Verify ``verify`` on the sympy parses (gold parsed once per problem)
-  5. relative numeric tolerance (rule ``numeric_tolerance``)
-  6. unordered comma lists item by item (rule ``unordered``)
+  4. exact rationals on both sides                 -> fractions.Fraction, no parsing
+  5. Math-Verify ``verify`` on the sympy parses (gold parsed lazily, once per problem; a numeric
+     probe first rules out clearly different expressions)
+  6. shown-precision decimals (rule ``numeric_tolerance``)
+  7. bare comma lists: item by item (unordered when the problem allows it, ordered when it asks)
+  8. prose: a second reading with Math-Verify's own extraction near the end of the text
 Otherwise ``incorrect`` (or ``unparseable`` when the prediction does not parse while the gold does).
 """
 
