@@ -12,7 +12,16 @@ from pydantic import ValidationError
 
 from curate.dedup import MinHashParams, choose_kept, find_duplicates, shingle_set, signatures, tokenize
 from curate.dedup.minhash import fold32, lean, make_lsh, signature
-from curate.dedup.text import TOKEN_RE, batch_token_hashes, jaccard, normalize, shingle_hashes, word_token_hashes
+from curate.dedup.text import (
+    TOKEN_RE,
+    batch_shingles,
+    batch_token_hashes,
+    exact_key,
+    jaccard,
+    normalize,
+    shingle_hashes,
+    word_token_hashes,
+)
 from curate.errors import RecipeError
 from curate.registry import get_stage
 from curate.stages.base import Context
@@ -55,6 +64,18 @@ def test_vectorised_token_ids_match_tokens():
         for tok, h in zip(toks, ids.tolist()):
             assert ids_of.setdefault(tok, h) == h  # a token always gets the same id
     assert len(set(ids_of.values())) == len(ids_of)  # and different tokens different ids
+
+
+@pytest.mark.parametrize("kind,n", [("word", 1), ("word", 2), ("word", 5), ("char", 4)])
+def test_batched_shingles_equal_per_text(kind, n):
+    rng = random.Random(6)
+    texts = ["".join(rng.choice(string.ascii_lowercase + "  .,") for _ in range(rng.randrange(50))) for _ in range(300)]
+    texts += ["", None, "a", "a b"]
+    flat, off, keys = batch_shingles(texts, n, kind)
+    for i, t in enumerate(texts):
+        assert np.array_equal(flat[off[i] : off[i + 1]], shingle_hashes(t, n, kind))
+        assert keys[i] == exact_key(t)
+    assert exact_key("A  b.") == exact_key("a b .") != exact_key("a b")
 
 
 @pytest.mark.parametrize("scheme", ["affine32", "legacy"])

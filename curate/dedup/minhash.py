@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Iterable, Literal, Sequence
 
 import numpy as np
-from .text import ShingleKind, batch_features
+from .text import ShingleKind, batch_shingles
 
 Scheme = Literal["affine32", "legacy"]
 
@@ -63,22 +63,30 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> s3)
 
 
-def signature(hv32: np.ndarray, params: MinHashParams, perms: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """MinHash signature of one set of 32-bit hash values (repeats allowed)."""
-    a, b = perms if perms is not None else permutations(params.num_perm, params.seed, params.scheme)
+def _permute_min(h: np.ndarray, a: np.ndarray, b: np.ndarray, params: MinHashParams) -> np.ndarray:
+    """Signature of premixed 32-bit values ``h`` (fmix32 applied for affine32)."""
     if params.scheme == "affine32":
-        if len(hv32) == 0:
+        if len(h) == 0:
             return np.full(params.num_perm, np.iinfo(np.uint32).max, dtype=np.uint32)
-        h = _fmix32(hv32.astype(np.uint32, copy=False))
         block = a[:, None] * h[None, :]  # (num_perm, n): contiguous rows reduce fastest
         block += b[:, None]
         return block.min(axis=1)
-    if len(hv32) == 0:
+    if len(h) == 0:
         return np.full(params.num_perm, _MAX32, dtype=np.uint64)
-    block = hv32.astype(np.uint64)[:, None] * a[None, :] + b
+    block = h.astype(np.uint64)[:, None] * a[None, :] + b
     block %= _MERSENNE
     block &= _MAX32
     return block.min(axis=0)
+
+
+def _premix(hv32: np.ndarray, params: MinHashParams) -> np.ndarray:
+    return _fmix32(hv32.astype(np.uint32, copy=False)) if params.scheme == "affine32" else hv32
+
+
+def signature(hv32: np.ndarray, params: MinHashParams, perms: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """MinHash signature of one set of 32-bit hash values (repeats allowed)."""
+    a, b = perms if perms is not None else permutations(params.num_perm, params.seed, params.scheme)
+    return _permute_min(_premix(hv32, params), a, b, params)
 
 
 def _empty_sigs(n: int, params: MinHashParams) -> np.ndarray:
@@ -89,17 +97,19 @@ def _empty_sigs(n: int, params: MinHashParams) -> np.ndarray:
 def _sign_chunk(
     texts: Sequence[str | None], params: MinHashParams, perms: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Signatures and exact-duplicate keys (xxh3-64 of the canonical text) of a chunk."""
+    """Signatures and exact-duplicate keys of a chunk (shingling and mixing in whole-chunk passes)."""
+    flat, off, keys = batch_shingles(texts, params.ngram, params.shingle)
+    h = _premix(fold32(flat), params)
+    a, b = perms
     sigs = _empty_sigs(len(texts), params)
-    keys = np.empty(len(texts), dtype=np.uint64)
-    for i, (sh, key) in enumerate(batch_features(texts, params.ngram, params.shingle)):
-        keys[i] = key
-        sigs[i] = signature(fold32(sh), params, perms)
+    for i in range(len(texts)):
+        sigs[i] = _permute_min(h[off[i] : off[i + 1]], a, b, params)
     return sigs, keys
 
 
 def _sets_chunk(texts: Sequence[str | None], params: MinHashParams, perms: object = None) -> list[np.ndarray]:
-    return [np.unique(sh) for sh, _ in batch_features(texts, params.ngram, params.shingle)]
+    flat, off, _ = batch_shingles(texts, params.ngram, params.shingle)
+    return [np.unique(flat[off[i] : off[i + 1]]) for i in range(len(texts))]
 
 
 def _pool(num_proc: int) -> ProcessPoolExecutor:

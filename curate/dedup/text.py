@@ -176,14 +176,56 @@ def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
     return fmix64(h)
 
 
-def batch_features(texts: Sequence[str | None], n: int, kind: ShingleKind = "word") -> list[tuple[np.ndarray, int]]:
-    """:func:`features` of many texts (token hashing batched)."""
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s + c) for every (s, c), vectorised."""
+    total = int(counts.sum())
+    excl = np.cumsum(counts) - counts
+    return np.repeat(starts - excl, counts) + np.arange(total, dtype=np.int64)
+
+
+def batch_ngrams(ids_list: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ngram_hashes` of many token-id arrays at once: (all shingle hashes, offsets [k+1]).
+
+    The n-gram combine runs once over the concatenated ids; n-grams that straddle two texts are
+    dropped; a text shorter than n keeps its one all-token shingle, as in :func:`ngram_hashes`.
+    """
+    k = len(ids_list)
+    lens = np.fromiter((len(x) for x in ids_list), dtype=np.int64, count=k)
+    cnt = np.where(lens >= n, lens - n + 1, np.minimum(lens, 1))
+    off = np.zeros(k + 1, dtype=np.int64)
+    np.cumsum(cnt, out=off[1:])
+    out = np.empty(int(off[-1]), dtype=np.uint64)
+    long_ = np.flatnonzero(lens >= n)
+    if len(long_):
+        flat = np.concatenate(ids_list)
+        m = len(flat) - n + 1
+        h = flat[:m].copy()
+        for j in range(1, n):
+            h *= _MUL
+            h += flat[j : j + m]
+        h ^= _U64(n)
+        h = fmix64(h)
+        tok_start = np.zeros(k, dtype=np.int64)
+        np.cumsum(lens[:-1], out=tok_start[1:])
+        dst = _ranges(off[long_], cnt[long_])
+        shift = np.repeat(tok_start[long_] - off[long_], cnt[long_])
+        out[dst] = h[dst + shift]
+    for d in np.flatnonzero((lens > 0) & (lens < n)).tolist():
+        out[off[d]] = ngram_hashes(ids_list[d], n)[0]
+    return out, off
+
+
+def batch_shingles(texts: Sequence[str | None], n: int, kind: ShingleKind = "word") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shingle hashes of all texts concatenated, offsets [k+1], exact keys [k]) in whole-batch
+    numpy passes. Text i's shingles are ``hashes[offsets[i]:offsets[i+1]]``, the same values as
+    :func:`shingle_hashes`; its exact key is xxh3-64 over its token ids (equal for equal
+    :func:`canonical` forms)."""
     key = xxhash.xxh3_64_intdigest
-    out = []
-    for t, ids in zip(texts, batch_token_hashes(texts)):
-        sh = ngram_hashes(ids if kind == "word" else token_ids(t, "char"), n)
-        out.append((sh, key(ids.tobytes())))
-    return out
+    words = batch_token_hashes(texts)
+    keys = np.fromiter((key(ids.tobytes()) for ids in words), dtype=np.uint64, count=len(words))
+    ids_list = words if kind == "word" else [token_ids(t, "char") for t in texts]
+    flat, off = batch_ngrams(ids_list, n)
+    return flat, off, keys
 
 
 def features(text: str | None, n: int, kind: ShingleKind = "word") -> tuple[np.ndarray, int]:
