@@ -15,7 +15,7 @@ from curate.train.config import TrainRecipe  # noqa: E402
 from curate.train.data import apply_curriculum, curriculum_order, load_rows  # noqa: E402
 from curate.train.tiny import STRIPPING_TEMPLATE, make_tokenizer, save_tiny  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 
 def _rows(n=16, seed=0):
