@@ -165,3 +165,9 @@ def test_numeric_probe_only_rules_out_clear_differences():
     assert not d("\\frac{1}{3}", "0.333333")  # Math-Verify's rounding decides that one
     assert not d("x = 1", "1") and not d("(1, 2)", "(2, 1)")  # relations, tuples: Math-Verify
     assert not d("x+1", "y+1", strict=False)  # non-strict Math-Verify matches variables by position
+
+
+def test_letters_are_read_only_for_a_letter_gold():
+    options = "Which point? (A) 1 (B) 2 (C) 3 (D) 4"
+    assert check("5", "Point B is here. So \\boxed{5}", CFG, problem=options)[1] == "correct"
+    assert check("B", "so the answer is (B)", CFG, problem=options) == ("B", "correct")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .config import VerifyConfig
-from .extract import EXTRACTORS, extract_choice, extract_whole, gold_choice, last_boxed, problem_is_multiple_choice
+from .extract import EXTRACTORS, extract_choice, extract_whole, gold_choice, last_boxed
 from .normalize import normalize, split_top_level, string_key
 
 WEAK_EXTRACTORS = frozenset({"whole", "math_verify", "last_number"})
@@ -449,7 +449,9 @@ def check_row(
 ) -> tuple[Optional[str], str]:
     """(pred_answer, verdict) for one sample row (no timeout here: see ``pool``). The extracted
     answer is appended to ``seen`` before judging, so a timeout can still report it."""
-    is_mc = bool(gold is not None and gold.choice) or ("choice" in opts.rules and problem_is_multiple_choice(problem))
+    # letters are read only when the gold is a letter: a numeric gold never gets a letter prediction,
+    # even when the problem text happens to look like a list of options
+    is_mc = bool(gold is not None and gold.choice)
     pred, parsed, src = None, None, ""
     truncated = (finish_reason or "").lower() == "length"
     if truncated:  # a cut-off text's last number or last words are noise: anchored answers only
