@@ -46,6 +46,7 @@ CASES = {
         ("\\begin{pmatrix}0&0\\\\0&1\\end{pmatrix}", "\\begin{bmatrix} 0 & 0 \\\\ 0 & 1 \\end{bmatrix}", "correct"),
         ("\\begin{pmatrix}1&0\\\\0&1\\end{pmatrix}", "\\begin{pmatrix}1&0\\\\0&2\\end{pmatrix}", "incorrect"),
     ],
+    "degrees": [("\\sin(90^{\\circ}-x)", "\\cos(x)", "correct"), ("72^\\circ", "72", "correct")],
     "times": [("20:34", "08:34 \\text{P.M.}", "correct"), ("20:34", "20:34:00", "correct"), ("20:34", "8:34", "incorrect")],
     "multiple_choice": [
         ("C", "thinking about it I think the correct answer is C", "correct"),

@@ -19,8 +19,9 @@ from itertools import groupby
 from typing import Any, Optional
 
 import sympy
-from latex2sympy2_extended.latex2sympy2 import convert_to_pct, normalize_latex
+from latex2sympy2_extended.latex2sympy2 import convert_to_pct, latex2sympy, normalize_latex
 from math_verify import ExprExtractionConfig, LatexExtractionConfig
+from math_verify.grader import should_treat_as_complex
 from math_verify.grader import verify as _mv_verify
 from math_verify.parser import extract_latex, get_extraction_regexes, parse_latex_cached
 
@@ -48,6 +49,9 @@ def parse_latex(s: str) -> Optional[Any]:
         norm = normalize_latex(s, _LATEX_CFG.normalization_config)
         if not norm:
             return None
+        if "\\circ" in norm:  # degrees inside an expression (sin(90^\circ - x)): convert to radians
+            return latex2sympy(norm, is_real=not should_treat_as_complex(norm), convert_degrees=True,
+                               normalization_config=None)
         return parse_latex_cached(norm)
     except Exception:
         return None
