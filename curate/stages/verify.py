@@ -23,7 +23,7 @@ from .base import Context, Stage, mark_drop
 class VerifyStage(Stage):
     name = "verify"
     Config = VerifyConfig
-    version = "1"
+    version = "2"
     requires = ("gold_answer",)
     produces = ("pred_answer", "verdict", "correct", "n_correct", "maj_answer", "maj_correct")
 
