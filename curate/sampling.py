@@ -14,8 +14,8 @@ How a run works
      servers by default) or ``n`` requests of ``n=1`` (``teacher.native_n: false``) with seeds
      ``seed + sample_index``. Each request has a hash over (backend, model, messages, sampling params,
      first sample index, count, seed) - never a key, a URL or a header.
-  3. A durable log (SQLite, WAL, autocommit: ``<work_dir>/sampling/<log_name>.sqlite``) holds every
-     finished response under its hash *before* it counts as done. Re-running sends only what is not
+  3. A durable log (SQLite, WAL: ``<work_dir>/sampling/<log_name>.sqlite``) holds every finished
+     response under its hash *before* it counts as done (a writer thread group-commits what arrived). Re-running sends only what is not
      in the log; a SIGKILL or Ctrl-C at any moment loses nothing that was logged.
   4. A request that still fails after its retries becomes rows with ``finish_reason == "error"``
      and the text in ``error`` (and is retried by the next run). ``max_failures`` stops a run against
@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import math
+import queue
 import re
 import sqlite3
 import threading
@@ -306,10 +307,10 @@ def plan_requests(messages: list[list[dict]], cfg: SampleConfig, seed: int) -> l
 
 # --------------------------------------------------------------------------- durable log
 class RequestLog:
-    """Finished responses by request hash: SQLite in WAL mode, one autocommitted row per response.
+    """Finished responses by request hash: SQLite in WAL mode.
 
     A committed row survives a SIGKILL of the writer (WAL + ``synchronous=NORMAL``: the data is in
-    the OS before ``put`` returns). Failed requests are recorded separately (for the audit trail)
+    the OS before ``put`` / ``put_many`` returns). Failed requests are recorded separately (for the audit trail)
     and retried by the next run.
     """
 
@@ -339,6 +340,19 @@ class RequestLog:
         blob = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", (key, blob, time.time()))
+
+    def put_many(self, items: list[tuple[str, dict]]) -> None:
+        """Several responses in one transaction (group commit): all durable when this returns."""
+        now = time.time()
+        rows = [(k, json.dumps(p, ensure_ascii=False, separators=(",", ":")), now) for k, p in items]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def put_failure(self, key: str, error: str) -> None:
         with self._lock:
@@ -447,22 +461,63 @@ class _Run:
         m = self.max_failures
         return int(m) if m >= 1 else int(math.floor(m * self.total_requests))
 
-    # Sink -----------------------------------------------------------------
+    # Sink: called by backends from any thread -----------------------------
     def done(self, req: Request, payload: dict) -> None:
-        self.log.put(req.key, payload)  # durable before it counts
-        self.payloads[req.key] = payload
-        self.failures.pop(req.key, None)
-        self.sent_ok += 1
-        self.add_usage(payload, new=True)
-        self.progress.advance(req.n)
-        self.check_budget()
+        self._queue.put(("ok", req, payload))
 
     def failed(self, req: Request, error: str) -> None:
-        error = " ".join(str(error).split())[:500]
-        self.failures[req.key] = error
-        self.last_error = error
+        self._queue.put(("fail", req, " ".join(str(error).split())[:500]))
+
+    # the writer thread: group commit, then count -----------------------------
+    def start(self) -> "_Run":
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_loop, name="curate-sample-log", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Let queued writes finish (also on Ctrl-C), then stop the writer; re-raise a write error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise BackendError(f"{self.log.path}: cannot write the sampling log ({self._error})") from None
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while batch[-1] is not None and len(batch) < 1024:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            end = batch[-1] is None
+            items = [b for b in batch if b is not None]
+            try:
+                ok = [(req.key, payload) for kind, req, payload in items if kind == "ok"]
+                if ok:
+                    self.log.put_many(ok)  # durable before it counts
+                for kind, req, x in items:
+                    self._count(kind, req, x)
+            except BaseException as e:  # pragma: no cover - disk full, permissions
+                self._error = e
+                self.stop_reason = self.stop_reason or "log"
+            if end:
+                return
+
+    def _count(self, kind: str, req: Request, x: Any) -> None:
+        if kind == "ok":
+            self.payloads[req.key] = x
+            self.failures.pop(req.key, None)
+            self.sent_ok += 1
+            self.add_usage(x, new=True)
+            self.progress.advance(req.n)
+            self.check_budget()
+            return
+        self.failures[req.key] = x
+        self.last_error = x
         with contextlib.suppress(Exception):
-            self.log.put_failure(req.key, error)
+            self.log.put_failure(req.key, x)
         self.progress.advance(req.n)
         if self.stop_reason is None:
             nf = len(self.failures)
@@ -537,7 +592,11 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
             backend = None
             if pending and run.stop_reason is None:
                 backend = make_backend(cfg)
-                backend.run(pending, run)
+                run.start()
+                try:
+                    backend.run(pending, run)
+                finally:
+                    run.close()  # queued responses are committed first, also on Ctrl-C
             teacher = backend.teacher if backend is not None else cfg.teacher.model
             tokenizer = getattr(backend, "tokenizer", None) if backend is not None else None
         results = {**have, **run.payloads}
