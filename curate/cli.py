@@ -120,7 +120,10 @@ def audit(
     from .audit import audit_dataset
 
     cols = dict(m.split("=", 1) for m in (mapping or []))
-    target = out_dir or (Path(dataset) if Path(dataset).is_dir() else Path("audit-" + Path(dataset).stem))
+    src = Path(dataset)
+    # never write into a version folder (versions are immutable): default to ./audit-<name>
+    default = f"audit-{src.parent.name}-{src.name}" if src.is_dir() else f"audit-{src.stem or dataset.replace('/', '_')}"
+    target = out_dir or Path(default)
     summary = audit_dataset(dataset, target, mapping=cols or None)
     out.print(json.dumps({k: summary[k] for k in list(summary)[:6]}, indent=1, default=str))
     out.print(f"wrote {target / 'audit' / 'report.html'}")
