@@ -109,6 +109,13 @@ def test_rules_can_be_switched_off():
     assert check("1 1/2", "1.5", off)[1] == "incorrect"
 
 
+def test_string_fallback_case():
+    assert check("North America", "\\text{north america}", CFG)[1] == "correct"
+    exact = VerifyConfig(num_proc=0, rules={"string_fallback": False})
+    assert check("North America", "\\text{north america}", exact)[1] != "correct"
+    assert check("North America", "\\text{North  America}", exact)[1] == "correct"
+
+
 def test_extraction_order_is_configurable():
     text = "The final answer is 3. Actually \\boxed{4}"
     assert check("3", text, CFG)[0] == "3"

@@ -53,7 +53,8 @@ class Rules(BaseModel):
     numeric_tolerance: bool = True
     """MARIO_EVAL/Qwen2.5-Math ``numeric_equal``: relative tolerance ``rel_tol`` for numbers"""
     string_fallback: bool = True
-    """strict string comparison (whitespace-insensitive, words case-insensitive) for text answers"""
+    """text answers compared as words, case-insensitively (``North`` = ``north``); off: exact case.
+    Identical normalised strings are always equal (whitespace is never significant)."""
     unordered: Literal["auto", "always", "never"] = "auto"
     """bare comma lists: ``auto`` = unordered (Math-Verify's reading), matched item by item when
     the problem asks for all solutions, in order when it asks for an order ("in increasing order",
@@ -106,4 +107,4 @@ class VerifyConfig(StageConfig):
         return sorted(set(v))
 
 
-__all__ = ["VerifyConfig", "Rules", "DEFAULT_EXTRACT", "BaseModel"]
+__all__ = ["VerifyConfig", "Rules", "DEFAULT_EXTRACT"]

@@ -164,7 +164,7 @@ def prepare_gold(gold: Optional[str], problem: Optional[str], opts: Options) -> 
     ans = normalize(ans_src, opts.rules) if len(ans_src) <= opts.max_answer_chars else ans_src
     if not ans and not choice:
         return None
-    g = Gold(raw=raw, ans=ans, key=string_key(ans), src=ans_src, opts=opts, choice=choice)
+    g = Gold(raw=raw, ans=ans, key=_key(ans, opts), src=ans_src, opts=opts, choice=choice)
     if choice:
         return g
     if "time" in opts.rules:
@@ -347,12 +347,15 @@ def _shown_precision(gold: Any, p: str) -> bool:
     return False
 
 
-def _equal_strings(g: str, p: str, opts: Options, depth: int = 0) -> bool:
+def _key(s: str, opts: Options) -> str:
+    """String-comparison key; rule ``string_fallback`` makes word answers case-insensitive."""
+    return string_key(s, casefold="string_fallback" in opts.rules)
+
+
+def _equal_strings(g: str, p: str, opts: Options) -> bool:
     """Equivalence of two normalised answer strings (used for list items)."""
-    if string_key(g) == string_key(p):
+    if _key(g, opts) == _key(p, opts):
         return True
-    if depth > 2:
-        return False
     return _sympy_equal(_parse(g, opts), _parse(p, opts), opts) or _shown_precision(_parse(g, opts), p)
 
 
@@ -373,7 +376,7 @@ def judge(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_text: str
         from .mv import mv_extract, mv_first_string
 
         first = mv_first_string(window)
-        if first is not None and string_key(normalize(first, opts.rules)) != string_key(p):
+        if first is not None and _key(normalize(first, opts.rules), opts) != _key(p, opts):
             got2 = mv_extract(window)
             if got2 is not None and got2[1] is not None and _sympy_equal(gold.parsed, got2[1], opts):
                 return "correct"
@@ -383,9 +386,9 @@ def judge(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_text: str
 def _judge_answer(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_text: str) -> tuple[str, str]:
     """Checks 1-6 on the extracted answer: (verdict, normalised answer)."""
     p = normalize(pred, opts.rules) if len(pred) <= opts.max_answer_chars else pred
-    pkey = string_key(p)
+    pkey = _key(p, opts)
     # 1. identical normalised strings: no parsing
-    if pkey == gold.key or (gold.ans and pkey == string_key(gold.ans)):
+    if pkey == gold.key:
         return "correct", p
     # 2. multiple choice: compare letters
     if gold.choice:
