@@ -179,3 +179,13 @@ def test_letters_are_read_only_for_a_letter_gold():
     options = "Which point? (A) 1 (B) 2 (C) 3 (D) 4"
     assert check("5", "Point B is here. So \\boxed{5}", CFG, problem=options)[1] == "correct"
     assert check("B", "so the answer is (B)", CFG, problem=options) == ("B", "correct")
+
+
+def test_numeric_probe_catches_identities_simplify_misses_but_not_abs():
+    gold = "\\frac{v_{0}}{r_{0}} \\frac{1}{(1+r / r_{0})^{3 / 2}}"
+    pred = "\\frac{v_0 \\cdot (\\frac{r_0}{r + r_0})^{0.5}}{(r + r_0)}"
+    assert check(gold, pred, CFG)[1] == "correct"
+    assert check(gold, pred, VerifyConfig(num_proc=0, rules={"numeric_probe": False}))[1] == "incorrect"
+    assert check("|x|", "x", CFG)[1] == "incorrect"
+    assert check("\\sqrt{x^2}", "x", CFG)[1] == "incorrect"
+    assert check("x^2+1", "x^2+1.0000001", CFG)[1] == "incorrect"

@@ -52,6 +52,9 @@ class Rules(BaseModel):
     """lighteval: multiple-choice letters (``(D) Alina`` gold = ``D``)"""
     numeric_tolerance: bool = True
     """MARIO_EVAL/Qwen2.5-Math ``numeric_equal``: relative tolerance ``rel_tol`` for numbers"""
+    numeric_probe: bool = True
+    """random-point identity testing when Math-Verify's ``simplify`` says no (same variables;
+    positive and negative probe points), as numeric graders (MARIO_EVAL, Qwen2.5-Math) evaluate"""
     string_fallback: bool = True
     """text answers compared as words, case-insensitively (``North`` = ``north``); off: exact case.
     Identical normalised strings are always equal (whitespace is never significant)."""

@@ -308,6 +308,39 @@ def _clearly_differ(a: Any, b: Any, strict: bool = True) -> bool:
         return False
 
 
+_POS, _NEG = (0.3711, 1.2913, 2.7183), (-0.6180, -1.4142)
+
+
+def _probe_equal(a: Any, b: Any) -> bool:
+    """Random-point identity testing for expressions in the same variables: equal (relative 1e-9)
+    at every positive probe point, and at the negative ones wherever both sides are real (so
+    ``|x|`` is not ``x``). Catches identities ``simplify`` misses (fractional exponents)."""
+    import sympy
+
+    try:
+        for x in (a, b):
+            if not isinstance(x, sympy.Expr) or isinstance(x, (sympy.Tuple, sympy.Set)) or x.is_Relational:
+                return False
+            if x.has(sympy.UnevaluatedExpr) or x.atoms(sympy.core.function.AppliedUndef) or x.is_Matrix:
+                return False
+        syms = a.free_symbols
+        if not syms or syms != b.free_symbols or len(syms) > 4:
+            return False
+        for i, v in enumerate(_POS + _NEG):
+            pt = {s: v * (1 + 0.1 * k) for k, s in enumerate(sorted(syms, key=str))}
+            va, vb = complex(a.evalf(20, subs=pt)), complex(b.evalf(20, subs=pt))
+            finite = all(math.isfinite(t) for t in (va.real, va.imag, vb.real, vb.imag))
+            if i < len(_POS):
+                if not finite or abs(va - vb) > 1e-9 * max(1.0, abs(va), abs(vb)):
+                    return False
+            elif finite and abs(va.imag) < 1e-12 and abs(vb.imag) < 1e-12:
+                if abs(va - vb) > 1e-9 * max(1.0, abs(va), abs(vb)):
+                    return False
+        return True
+    except Exception:
+        return False
+
+
 def _sympy_equal(gold: Any, pp: Any, opts: Options) -> bool:
     """Math-Verify ``verify`` (gold: one parse or a list of candidate parses)."""
     from .mv import mv_verify
@@ -319,6 +352,8 @@ def _sympy_equal(gold: Any, pp: Any, opts: Options) -> bool:
         return False
     if mv_verify(golds, pp, float_rounding=opts.float_rounding, numeric_precision=opts.numeric_precision,
                  strict=opts.strict):
+        return True
+    if "numeric_probe" in opts.rules and opts.strict and any(_probe_equal(g, pp) for g in golds):
         return True
     if "numeric_tolerance" in opts.rules and opts.rel_tol > 0:
         b = _as_float(pp)
