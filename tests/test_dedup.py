@@ -114,6 +114,8 @@ def test_parallel_signatures_match_serial():
     s1, k1 = signatures(texts, p, num_proc=1)
     s2, k2 = signatures(texts, p, num_proc=2, chunk=7, min_parallel=1)
     assert np.array_equal(s1, s2) and np.array_equal(k1, k2)
+    s3, k3 = signatures(pl.Series(texts), p, num_proc=2, chunk=7, min_parallel=1)  # the stage passes a Series
+    assert np.array_equal(s1, s3) and np.array_equal(k1, k3)
 
 
 def test_find_duplicates_exact_near_and_far():

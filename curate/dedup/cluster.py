@@ -73,7 +73,7 @@ def find_duplicates(
         if n_cand:
             if verify == "exact":
                 involved = np.unique(np.concatenate([ci, cj]))
-                sets = shingle_sets([texts[k] for k in involved], params, num_proc=num_proc)
+                sets = shingle_sets([texts[int(k)] for k in involved], params, num_proc=num_proc)
                 where = {int(k): s for k, s in zip(involved, sets)}
                 sim = np.array([jaccard(where[int(a)], where[int(b)]) for a, b in zip(ci, cj)])
             else:

@@ -128,7 +128,7 @@ class DedupStage(Stage):
             )
             units = rows.filter(pl.col("_alive")).select(uid.alias("_uid"), "_text", "_len", "_correct", "_row")
 
-        texts = units["_text"].to_list()
+        texts = units["_text"]  # a polars Series: workers get it chunk by chunk (no full Python copy)
         params = MinHashParams(
             num_perm=cfg.num_perm, seed=cfg.seed, scheme=cfg.scheme, ngram=cfg.ngram, shingle=cfg.shingle
         )
