@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +235,51 @@ def test_get_engine_ray_options():
     eng = get_engine("ray", {"address": None, "num_cpus": 2, "batch_size": 64})
     assert isinstance(eng, RayEngine) and eng.batch_size == 64 and eng.num_cpus == 2
     eng.close()  # never started: nothing to shut down
+
+
+# --------------------------------------------------------------------------- sampling
+def _problems(k: int) -> pl.DataFrame:  # the columns `sample` requires, carried into its rows
+    return pl.DataFrame({"problem_id": [f"p{i}" for i in range(k)], "problem": [f"What is {i} + {i}?" for i in range(k)]})
+
+
+def test_sample_on_replicas_shares_the_limits_and_matches_local(cluster, tmp_path):
+    from curate.engines.ray_sample import replica_config
+    from curate.registry import get_stage
+    from curate.testing.openai_server import Fault, OpenAIServer
+
+    stage_cls = get_stage("sample")
+
+    def script(messages, params, index):
+        q = messages[-1]["content"]
+        if "7 + 7" in q:
+            return Fault.error(400, "refused")  # a failed request: an error row, on both engines
+        return f"<think>\nadding {q}\n</think>\n\nThe answer is \\boxed{{{index}}}."
+
+    with OpenAIServer(script=script, latency=0.05) as srv:
+        conf = stage_cls.Config.model_validate(
+            {"type": "sample", "n": 2, "max_failures": 4,
+             "teacher": {"backend": "openai", "model": "m", "base_url": srv.base_url, "concurrency": 4,
+                         "rpm": 1200, "backoff_initial": 0.01, "timeout": 5}}
+        )
+        local = stage_cls(conf).run(_problems(24), Context.for_test(tmp_path / "l"))
+        n_local, peak_local = srv.count(), srv.max_in_flight
+        eng = RayEngine(sample_replicas=2)
+        ctx = Context.for_test(tmp_path / "r", stage_label="sample")
+        t0 = time.perf_counter()
+        dist = eng.run_stage(stage_cls(conf), _problems(24), ctx)
+        seconds = time.perf_counter() - t0
+        assert eng.ran == [("sample", "distributed")] and ctx.stats["sample_replicas"] == 2
+        assert srv.count() - n_local == n_local == 24  # one native-n request per problem, none resent
+        assert srv.max_in_flight <= 4 and peak_local <= 4  # 2 replicas x ceil(4 / 2) in flight at most
+        assert seconds >= 23 * 60 / 1200 * 0.9  # 2 x 600 rpm together: 24 requests >= ~1.15 s
+        # resumable like the local run: the durable log answers a second run; only the failed request
+        # (p7, not logged) is sent again
+        again = eng.run_stage(stage_cls(conf), _problems(24), Context.for_test(tmp_path / "r", stage_label="sample"))
+        assert srv.count() == 49
+    assert_frame_equal(dist, local)
+    assert_frame_equal(again, local)
+    assert dist.filter(pl.col("drop_reason") == "teacher_error")["problem_id"].unique().to_list() == ["p7"]
+    per = replica_config(stage_cls.Config.model_validate(
+        {"type": "sample", "teacher": {"backend": "openai", "model": "m", "rpm": 90, "tpm": 1000, "concurrency": 5}}
+    ), 3).teacher
+    assert (per.rpm, per.tpm, per.concurrency) == (30, 1000 / 3, 2)

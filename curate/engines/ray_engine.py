@@ -5,9 +5,10 @@ How a stage runs here (first match wins):
 1. a distributed implementation registered for the stage type in :data:`DISTRIBUTED`
    (``verify``: Ray Data ``map_batches`` of :func:`curate.verify.verify_frame`; ``dedup``: MinHash
    signatures in ``map_batches``, LSH band buckets by a Ray Data ``groupby``, connected components on
-   the driver, see :mod:`.ray_dedup`). These run the stage's own ``run`` with its row-wise kernel
-   swapped for the distributed one (:func:`rebind`), so everything around the kernel (aggregates,
-   keep policy, drop reasons, stats) is the stage's code;
+   the driver, see :mod:`.ray_dedup`; ``sample``: the teacher backend replicated over Ray actors, see
+   :mod:`.ray_sample`). These run the stage's own code with its kernel swapped for the distributed
+   one (:func:`rebind`), so everything around the kernel (aggregates, keep policy, drop reasons,
+   request logs, stats) is the stage's code;
 2. the stage protocol for row-wise stages: ``map_batch(batch, ctx) -> batch`` runs over Ray Data
    ``map_batches`` (the stage object and ``ctx`` are shipped to the workers), then the optional
    ``finalize(df, ctx) -> df`` runs on the driver;
@@ -19,6 +20,7 @@ Results are identical to the local engine (tests/test_ray_engine.py). See docs/r
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import types
 from typing import Any, Callable
@@ -104,8 +106,17 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, batch_size: int = 1024):
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        batch_size: int = 1024,
+        sample_replicas: int | None = None,
+    ):
         self.address, self.num_cpus, self.batch_size = address, num_cpus, int(batch_size)
+        self.sample_replicas = sample_replicas
+        """Teacher backend replicas for ``sample`` (default: GPUs // tensor_parallel_size for vLLM,
+        one per node for API backends); see :mod:`.ray_sample`."""
         self._owns = False
         self._lock = threading.Lock()
         self.ran: list[tuple[str, str]] = []
@@ -116,6 +127,9 @@ class RayEngine:
         """The ``ray`` module, connected (a running ``ray.init`` in this process is reused)."""
         ray = require("ray", "ray", "engine: ray")
         require("ray.data", "ray", "engine: ray")
+        # forking this process once Ray's threads run here can hang it: the local verify pool (used
+        # by stages that stay on the driver) starts its workers with forkserver instead
+        os.environ.setdefault("CURATE_VERIFY_START_METHOD", "forkserver")
         with self._lock:
             if not ray.is_initialized():
                 kw: dict[str, Any] = dict(
@@ -194,4 +208,5 @@ class RayEngine:
 
 # the distributed implementations register themselves
 from . import ray_dedup as _ray_dedup  # noqa: E402,F401
+from . import ray_sample as _ray_sample  # noqa: E402,F401
 from . import ray_verify as _ray_verify  # noqa: E402,F401

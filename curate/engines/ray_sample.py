@@ -1,0 +1,170 @@
+"""``sample`` on Ray: the teacher backend replicated over Ray actors, everything else unchanged.
+
+:func:`curate.sampling.sample_rows` plans the requests, keeps the durable request log, retries
+failures, enforces budgets and assembles the rows on the driver, exactly as locally; only its
+``make_backend`` is swapped for :class:`RayBackendPool`, a ``Backend`` that hands chunks of requests
+to ``replicas`` actors, each running the ordinary local backend (``curate.sampling.make_backend``).
+Every finished request comes back to the driver's sink (and its log) as soon as its chunk returns.
+
+* ``openai``: the recipe's limits are the whole job's limits: each of the R replicas gets ``rpm / R``,
+  ``tpm / R`` and ``ceil(concurrency / R)``, so together they never exceed them. Default R: one per
+  Ray node (the driver's single async client already saturates an API from one machine).
+* ``vllm``: one replica per tensor-parallel group: R = cluster GPUs // ``tensor_parallel_size`` (data
+  parallel), each actor reserving ``tensor_parallel_size`` GPUs. UNTESTED here (no GPU, no vllm on
+  the development machine): the code path is the same pool as for ``openai``, which the tests run.
+* ``transformers``: runs on the driver (a single local model), as with the local engine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import polars as pl
+
+from .. import errors
+from ..errors import CurateError
+from ..sampling import OpenAITeacher, Request, SampleConfig, Sink, VLLMTeacher, make_backend, sample_rows
+from ..stages.base import Context, Stage, mark_drop
+from .ray_engine import RayEngine, distributed, rebind
+
+
+class _Collect:
+    """The sink inside an actor: records events, replayed into the driver's sink."""
+
+    stop_reason: str | None = None
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, str, Any]] = []
+        self._index: dict[int, int] = {}
+
+    def done(self, req: Request, payload: dict) -> None:
+        self.events.append((self._index[id(req)], "done", payload))
+
+    def failed(self, req: Request, error: str) -> None:
+        self.events.append((self._index[id(req)], "failed", error))
+
+
+class SamplerActor:
+    """One replica of the teacher backend (a Ray actor)."""
+
+    def __init__(self, cfg: dict):
+        self.error: tuple[str, str] | None = None
+        try:
+            self.backend = make_backend(SampleConfig.model_validate(cfg))
+        except CurateError as e:  # reported by info(), as one line on the driver
+            self.error = (type(e).__name__, str(e))
+
+    def info(self) -> tuple[Any, ...]:
+        if self.error:
+            return ("error", *self.error)
+        return ("ok", self.backend.teacher, getattr(self.backend, "tokenizer", None))
+
+    def run(self, requests: list[Request]) -> list[tuple[int, str, Any]]:
+        sink = _Collect()
+        sink._index = {id(r): i for i, r in enumerate(requests)}
+        try:
+            self.backend.run(requests, sink)
+        except CurateError as e:
+            return [(-1, "error", (type(e).__name__, str(e)))]
+        return sink.events
+
+
+def replica_config(cfg: SampleConfig, replicas: int) -> SampleConfig:
+    """The per-replica config: an API's rate limits and concurrency split over the replicas."""
+    t = cfg.teacher
+    if isinstance(t, OpenAITeacher) and replicas > 1:
+        t = t.model_copy(
+            update={
+                "rpm": t.rpm / replicas if t.rpm else None,
+                "tpm": t.tpm / replicas if t.tpm else None,
+                "concurrency": max(1, math.ceil(t.concurrency / replicas)),
+            }
+        )
+    return cfg.model_copy(update={"teacher": t})
+
+
+def _raise(kind: str, message: str) -> None:
+    raise getattr(errors, kind, CurateError)(message)
+
+
+class RayBackendPool:
+    """A ``curate.sampling.Backend`` whose work runs on ``replicas`` Ray actors."""
+
+    def __init__(self, engine: RayEngine, cfg: SampleConfig, replicas: int | None = None):
+        ray = engine.ray()
+        t = cfg.teacher
+        opts: dict[str, Any] = {"num_cpus": 1}
+        if isinstance(t, VLLMTeacher):  # UNTESTED (needs GPUs): one actor per tensor-parallel group
+            opts = {"num_gpus": t.tensor_parallel_size, "num_cpus": 1}
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            auto = max(1, gpus // t.tensor_parallel_size)
+            self.chunk = t.chunk_size
+        else:
+            auto = max(1, len([n for n in ray.nodes() if n.get("Alive")]))
+            self.chunk = max(1, t.concurrency) if isinstance(t, OpenAITeacher) else 64
+        self.replicas = replicas or auto
+        per = replica_config(cfg, self.replicas).model_dump(mode="json")
+        if isinstance(t, OpenAITeacher):
+            self.chunk = max(1, per["teacher"]["concurrency"]) * 2  # keep every replica's client busy
+        if isinstance(t, OpenAITeacher):  # the key (never in the recipe) reaches the actors by env only
+            env = {k: os.environ[k] for k in (t.api_key_env, t.base_url_env) if k in os.environ}
+            if env:
+                opts["runtime_env"] = {"env_vars": env}
+        actor = ray.remote(SamplerActor).options(**opts)
+        self.ray = ray
+        self.actors = [actor.remote(per) for _ in range(self.replicas)]
+        infos = ray.get([a.info.remote() for a in self.actors])
+        for info in infos:
+            if info[0] == "error":
+                self.close()
+                _raise(info[1], info[2])
+        self.teacher, self.tokenizer = infos[0][1], infos[0][2]
+
+    def run(self, requests: list[Request], sink: Sink) -> None:
+        ray = self.ray
+        todo = [requests[i : i + self.chunk] for i in range(0, len(requests), self.chunk)]
+        todo.reverse()
+        idle = list(self.actors)
+        running: dict[Any, tuple[Any, list[Request]]] = {}
+        while todo or running:  # on an exception the stage kills the actors (close)
+            while todo and idle and not sink.stop_reason:
+                a, chunk = idle.pop(), todo.pop()
+                running[a.run.remote(chunk)] = (a, chunk)
+            if not running:
+                break  # stopped (budget / failures): nothing new is sent
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                a, chunk = running.pop(ref)
+                idle.append(a)
+                for i, kind, value in ray.get(ref):
+                    if kind == "error":
+                        _raise(*value)
+                    (sink.done if kind == "done" else sink.failed)(chunk[i], value)
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+
+
+@distributed("sample")
+def run_sample(engine: RayEngine, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    cfg = SampleConfig.model_validate(stage.config.model_dump(exclude={"type", "label"}))
+    if not isinstance(cfg.teacher, (OpenAITeacher, VLLMTeacher)):
+        ctx.stats.pop("engine", None)
+        return stage.run(df, ctx)  # a local transformers model: on the driver
+    pools: list[RayBackendPool] = []
+
+    def make(c: SampleConfig) -> RayBackendPool:
+        pools.append(RayBackendPool(engine, c, engine.sample_replicas))
+        return pools[-1]
+
+    try:
+        out = rebind(sample_rows, make_backend=make)(df, cfg, ctx, log_name="sample")
+    finally:
+        for p in pools:
+            p.close()
+    if pools:
+        ctx.stats["sample_replicas"] = pools[0].replicas
+    return mark_drop(out, pl.col("finish_reason") == "error", "teacher_error")
