@@ -212,6 +212,14 @@ def build_messages(row: dict, cfg: SampleConfig) -> list[dict]:
     return msgs
 
 
+def with_prefill(prompt_text: str | None, content: str) -> str:
+    """Local backends see the rendered prompt: when the chat template prefilled ``<think>`` the output
+    starts inside the think block, so restore the opening tag (a truncated trace is then all reasoning)."""
+    if prompt_text and prompt_text.rstrip().endswith("<think>") and "<think>" not in content:
+        return "<think>" + content
+    return content
+
+
 def split_reasoning(content: str | None, reasoning_content: str | None = None) -> tuple[str, str, bool]:
     """(reasoning, answer_text, think_closed) from a reply.
 

@@ -54,7 +54,9 @@ def test_generate_rows_logprobs_and_resume(tiny, tmp_path):
         assert vals == sorted(vals, reverse=True)
         assert vals[-1] >= step.topk(5).values[-1].item() - 1e-4
         assert vals[0] == pytest.approx(step.max().item(), abs=1e-4)
-    text = tok.decode(r["token_ids"], skip_special_tokens=False).replace("<|im_end|>", "").replace("<pad>", "")
+    text = tok.decode(r["token_ids"], skip_special_tokens=False)
+    for special in set(tok.all_special_tokens) - {"<think>", "</think>"}:  # as the backend cleans the text
+        text = text.replace(special, "")
     assert (r["reasoning"] or "") in text and (r["answer_text"] or "") in text
     # resume: everything comes from the log (the model is not even loaded) and the rows are equal
     again = sample_rows(probs(3), cfg, ctx)
@@ -78,3 +80,29 @@ def test_bad_model_path_is_one_line(tmp_path):
     with pytest.raises(BackendError) as e:
         sample_rows(probs(1), cfg, Context.for_test(tmp_path))
     assert "teacher.model" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_template_that_prefills_think(tmp_path):
+    """A chat template ending in <think> (DeepSeek-R1 distills, Qwen3): the output starts inside the
+    think block; without a </think> it is all reasoning (a truncated trace), never an answer."""
+    from curate.train.tiny import CHAT_TEMPLATE, make_tokenizer
+
+    tok = make_tokenizer(chat_template=CHAT_TEMPLATE.replace("assistant\n", "assistant\n<think>\n"))
+    path = str(save_tiny(tmp_path / "prefill", tokenizer=tok, hidden=32, layers=2, heads=2, max_positions=256))
+    assert tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                   add_generation_prompt=True).endswith("<think>\n")
+    cfg = SampleConfig(teacher={"backend": "transformers", "model": path, "device": "cpu"}, n=2, max_tokens=6,
+                       temperature=1.0, user_template="{problem}", logprobs=1)
+    df = sample_rows(probs(2), cfg, Context.for_test(tmp_path))
+    unclosed = 0
+    for r in df.iter_rows(named=True):
+        raw = tok.decode(r["token_ids"], skip_special_tokens=False)
+        for special in set(tok.all_special_tokens) - {"<think>", "</think>"}:
+            raw = raw.replace(special, "")
+        if "</think>" not in raw:
+            unclosed += 1
+            assert (r["reasoning"], r["answer_text"]) == (raw.strip(), "")
+        else:
+            head, tail = raw.split("</think>", 1)
+            assert (r["reasoning"], r["answer_text"]) == (head.replace("<think>", "").strip(), tail.strip())
+    assert unclosed >= 1

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from curate.errors import BackendError, BudgetExceeded, RecipeError
-from curate.sampling import SampleConfig, sample_rows, split_reasoning
+from curate.sampling import SampleConfig, sample_rows, split_reasoning, with_prefill
 from curate.stages.base import Context
 from curate.testing.openai_server import Fault, OpenAIServer, Reply, first_attempts, token_id, tokenize
 
@@ -47,6 +47,9 @@ def test_split_reasoning_forms():
     assert split_reasoning("<think> cut off mid") == ("cut off mid", "", False)
     assert split_reasoning("just an answer") == ("", "just an answer", True)
     assert split_reasoning("final", "server reasoning") == ("server reasoning", "final", True)
+    # local backends know the rendered prompt: a prefilled <think> makes a cut-off trace all reasoning
+    assert split_reasoning(with_prefill("<|im_start|>assistant\n<think>\n", "still thinking")) == ("still thinking", "", False)
+    assert with_prefill("<|im_start|>assistant\n", "plain") == "plain"
 
 
 @pytest.mark.parametrize("client", CLIENTS)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BackendError, require
-from ..sampling import Request, SampleConfig, Sink, TransformersTeacher
+from ..sampling import Request, SampleConfig, Sink, TransformersTeacher, with_prefill
 
 
 def _dtype(torch: Any, name: str, device: str) -> Any:
@@ -129,7 +129,7 @@ class TransformersBackend:
                         if s in text:
                             finish = "stop"
                             break
-                text = self._clean(text)
+                text = with_prefill(texts[b], self._clean(text))
                 s: dict[str, Any] = {"content": text, "reasoning_content": None, "finish_reason": finish,
                                      "completion_tokens": len(ids)}
                 if logps is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BackendError, MissingExtraError
-from ..sampling import Request, SampleConfig, Sink, VLLMTeacher
+from ..sampling import Request, SampleConfig, Sink, VLLMTeacher, with_prefill
 
 
 def import_vllm() -> Any:
@@ -67,7 +67,7 @@ def payload_from_output(out: Any, k: int | None, tokenizer: str | None) -> dict:
     for c in sorted(out.outputs, key=lambda c: c.index):
         ids = list(c.token_ids)
         s: dict[str, Any] = {
-            "content": c.text,
+            "content": with_prefill(getattr(out, "prompt", None), c.text),
             "reasoning_content": None,
             "finish_reason": c.finish_reason or "stop",
             "completion_tokens": len(ids),
