@@ -63,9 +63,12 @@ stages:
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        # the local-engine runs below share this process with Ray: no fork-started verify pools
+        mp.setenv("CURATE_VERIFY_START_METHOD", "forkserver")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(autouse=True)
@@ -283,3 +286,25 @@ def test_sample_on_replicas_shares_the_limits_and_matches_local(cluster, tmp_pat
         {"type": "sample", "teacher": {"backend": "openai", "model": "m", "rpm": 90, "tpm": 1000, "concurrency": 5}}
     ), 3).teacher
     assert (per.rpm, per.tpm, per.concurrency) == (30, 1000 / 3, 2)
+
+
+def test_unreachable_address_is_one_line_exit_2(tmp_path):
+    """`curate run --engine ray --address HOST:PORT` with nothing listening: exit 2, one line, in seconds
+    (ray.init itself would retry for minutes)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(PIPELINE.format(name="bad", engine="local", traces=QUICKSTART_TRACES, answer="answer"))
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "curate.cli", "run", str(recipe), "--engine", "ray", "--address", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"no Ray cluster answers at 127.0.0.1:{port}" in lines[0]
+    assert time.perf_counter() - t0 < 60

@@ -19,8 +19,10 @@ Results are identical to the local engine (tests/test_ray_engine.py). See docs/r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import threading
 import types
 from typing import Any, Callable
@@ -100,6 +102,36 @@ def _stage_map_batch(df: pl.DataFrame, stage: Stage, ctx: Context) -> pl.DataFra
     return out.with_columns(rows)
 
 
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, as one line, where ``ray.init`` would retry an unreachable address for minutes."""
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = hostport.rpartition(":")
+    if "://" in hostport or not host or not port.isdigit():
+        return  # auto, local, ...: ray.init answers those quickly itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise BackendError(
+            f"engine ray: no Ray cluster answers at {address} ({e.strerror or e}); "
+            "start one with `ray start --head` or fix ray.address / --address"
+        ) from None
+
+
+@contextlib.contextmanager
+def _no_fork_pools():
+    """While Ray runs in this process, forking it can hang (Ray's threads): the local verify pool,
+    used by stages that stay on the driver, starts its workers with forkserver instead."""
+    key = "CURATE_VERIFY_START_METHOD"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "forkserver"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 class RayEngine:
     """Runs stages on Ray. ``address``: ``auto`` / ``ray://host:10001`` / ``host:6379``; unset starts a
     local instance with ``num_cpus``. ``batch_size``: rows per Ray Data batch."""
@@ -127,15 +159,13 @@ class RayEngine:
         """The ``ray`` module, connected (a running ``ray.init`` in this process is reused)."""
         ray = require("ray", "ray", "engine: ray")
         require("ray.data", "ray", "engine: ray")
-        # forking this process once Ray's threads run here can hang it: the local verify pool (used
-        # by stages that stay on the driver) starts its workers with forkserver instead
-        os.environ.setdefault("CURATE_VERIFY_START_METHOD", "forkserver")
         with self._lock:
             if not ray.is_initialized():
                 kw: dict[str, Any] = dict(
                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
                 )
                 if self.address:
+                    _check_reachable(self.address)
                     kw["address"] = self.address
                 elif self.num_cpus:
                     kw["num_cpus"] = self.num_cpus
@@ -162,6 +192,10 @@ class RayEngine:
 
     # -- executing -------------------------------------------------------------------------------
     def run_stage(self, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        with _no_fork_pools():
+            return self._run_stage(stage, df, ctx)
+
+    def _run_stage(self, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         label = ctx.stage_label or stage.name
         impl = DISTRIBUTED.get(stage.name)
         if impl is not None:
