@@ -440,6 +440,7 @@ class _Run:
     payloads: dict[str, dict] = field(default_factory=dict)
     stop_reason: str | None = None
     last_error: str = ""
+    _lock: Any = field(default_factory=threading.Lock)
 
     def usd(self) -> float:
         b = self.budget
@@ -471,12 +472,23 @@ class _Run:
 
     # Sink: called by backends from any thread -----------------------------
     def done(self, req: Request, payload: dict) -> None:
+        with self._lock:  # usage counts at once (it is spent), so budgets stop without lag
+            self.sent_ok += 1
+            self.add_usage(payload, new=True)
+            self.check_budget()
         self._queue.put(("ok", req, payload))
 
     def failed(self, req: Request, error: str) -> None:
-        self._queue.put(("fail", req, " ".join(str(error).split())[:500]))
+        error = " ".join(str(error).split())[:500]
+        with self._lock:
+            self.failures[req.key] = error
+            self.last_error = error
+            nf = len(self.failures)
+            if self.stop_reason is None and (nf > self.failure_limit() or (nf >= 20 and self.sent_ok == 0)):
+                self.stop_reason = "failures"
+        self._queue.put(("fail", req, error))
 
-    # the writer thread: group commit, then count -----------------------------
+    # the writer thread: group commit, then the response counts as done ------
     def start(self) -> "_Run":
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._error: BaseException | None = None
@@ -504,33 +516,19 @@ class _Run:
             try:
                 ok = [(req.key, payload) for kind, req, payload in items if kind == "ok"]
                 if ok:
-                    self.log.put_many(ok)  # durable before it counts
+                    self.log.put_many(ok)  # durable before it counts as done
                 for kind, req, x in items:
-                    self._count(kind, req, x)
+                    if kind == "ok":
+                        self.payloads[req.key] = x
+                    else:
+                        with contextlib.suppress(Exception):
+                            self.log.put_failure(req.key, x)
+                    self.progress.advance(req.n)
             except BaseException as e:  # pragma: no cover - disk full, permissions
                 self._error = e
                 self.stop_reason = self.stop_reason or "log"
             if end:
                 return
-
-    def _count(self, kind: str, req: Request, x: Any) -> None:
-        if kind == "ok":
-            self.payloads[req.key] = x
-            self.failures.pop(req.key, None)
-            self.sent_ok += 1
-            self.add_usage(x, new=True)
-            self.progress.advance(req.n)
-            self.check_budget()
-            return
-        self.failures[req.key] = x
-        self.last_error = x
-        with contextlib.suppress(Exception):
-            self.log.put_failure(req.key, x)
-        self.progress.advance(req.n)
-        if self.stop_reason is None:
-            nf = len(self.failures)
-            if nf > self.failure_limit() or (nf >= 20 and self.sent_ok == 0):
-                self.stop_reason = "failures"
 
 
 def _schema(with_lp: bool, with_tokens: bool) -> dict:
