@@ -119,6 +119,12 @@ def test_quickstart_recipe_as_shipped_identical(cluster, tmp_path, monkeypatch):
     local, dist = run_both(tmp_path, monkeypatch, text)
     assert local.train.height > 0
     assert_same(local, dist)
+    used = {r.type: r.stats.get("engine") for r in dist.records[1:]}
+    for kind in ("verify", "dedup", "decontaminate"):
+        assert used.get(kind, "ray") == "ray"  # the stages the engine distributes, where present
+    if "decontaminate" in used:  # the planted GSM8K test leak is found on the cluster too
+        rec = next(r for r in dist.records if r.type == "decontaminate")
+        assert sum(rec.dropped.values()) >= 1
 
 
 def test_synthetic_10k_identical(cluster, tmp_path, monkeypatch):
@@ -183,6 +189,27 @@ def test_distributed_minhash_edge_sizes(cluster):
         dist = ray_find_duplicates(texts, MinHashParams(ngram=1), 0.5, engine=eng)
         np.testing.assert_array_equal(dist.labels, local.labels)
         assert dist.n_candidates == local.n_candidates
+
+
+def test_distributed_decontamination_matches_local(cluster):
+    from curate.dedup import BenchmarkIndex, ContamParams
+    from curate.engines.ray_decontam import ray_index_class
+
+    bench = [t for t in _texts(400, seed=1) if t and len(t.split()) > 12][:150]
+    rng = np.random.default_rng(2)
+    texts = _texts(1500, seed=9)
+    for k in range(0, 1500, 7):  # leaks: a benchmark item's words reordered (MinHash), or one shared 8-gram
+        src = bench[int(rng.integers(len(bench)))].split()
+        if k % 2:
+            texts[k] = " ".join(rng.permutation(src))
+        else:
+            texts[k] = f"intro words here {' '.join(src[:9])} and more words after"
+    params = ContamParams(ngram=8, min_overlap=1, minhash=True, minhash_ngram=1, minhash_threshold=0.6, num_perm=128)
+    local = BenchmarkIndex.build(bench, params).check(texts)
+    dist = ray_index_class(RayEngine(batch_size=256)).build(bench, params).check(texts)
+    methods = {m.method for m in local.values()}
+    assert len(local) > 150 and methods == {"ngram", "minhash"}
+    assert dist == local
 
 
 class _TagConfig(StageConfig):

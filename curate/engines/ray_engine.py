@@ -5,8 +5,9 @@ How a stage runs here (first match wins):
 1. a distributed implementation registered for the stage type in :data:`DISTRIBUTED`
    (``verify``: Ray Data ``map_batches`` of :func:`curate.verify.verify_frame`; ``dedup``: MinHash
    signatures in ``map_batches``, LSH band buckets by a Ray Data ``groupby``, connected components on
-   the driver, see :mod:`.ray_dedup`; ``sample``: the teacher backend replicated over Ray actors, see
-   :mod:`.ray_sample`). These run the stage's own code with its kernel swapped for the distributed
+   the driver, see :mod:`.ray_dedup`; ``decontaminate``: the per-text benchmark check in
+   ``map_batches``, see :mod:`.ray_decontam`; ``sample``: the teacher backend replicated over Ray
+   actors, see :mod:`.ray_sample`). These run the stage's own code with its kernel swapped for the distributed
    one (:func:`rebind`), so everything around the kernel (aggregates, keep policy, drop reasons,
    request logs, stats) is the stage's code;
 2. the stage protocol for row-wise stages: ``map_batch(batch, ctx) -> batch`` runs over Ray Data
@@ -241,6 +242,7 @@ class RayEngine:
 
 
 # the distributed implementations register themselves
+from . import ray_decontam as _ray_decontam  # noqa: E402,F401
 from . import ray_dedup as _ray_dedup  # noqa: E402,F401
 from . import ray_sample as _ray_sample  # noqa: E402,F401
 from . import ray_verify as _ray_verify  # noqa: E402,F401
