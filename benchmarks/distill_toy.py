@@ -10,7 +10,7 @@ Task: sum four digits step by step, e.g. ``3+5+8+2?`` -> ``<think>\n3+5=8\n8+8=1
 3. Two identical students (same smaller architecture, same init, same data order, same steps and
    optimiser) are trained through ``curate.train.run_train``: one by SFT on the traces, one by offline
    top-k KD (recipe defaults: ce_weight 0.5, tau 1) on the same traces.
-4. Held-out exact-answer accuracy (greedy) of teacher and students.
+4. Held-out exact-answer accuracy (greedy) of teacher and students, also at 3 intermediate checkpoints.
 Last line: ``RESULT teacher_acc=<..> sft_acc=<..> kd_acc=<..> kd_minus_sft=<..>``.
 """
 
@@ -158,7 +158,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     n_train, n_test = (600, 200) if args.quick else (3000, 400)
     teacher_steps = 300 if args.quick else 600
-    student_steps = 60 if args.quick else 150
+    student_steps = 200 if args.quick else 600
     seen, train, test = set(), [], []
     while len(train) + len(test) < n_train + n_test:
         ex = problem(rng)
@@ -190,7 +190,7 @@ def main() -> None:
                 "output_dir": str(tmp / method), "lora": None, "max_length": 96,
                 "optim": {"lr": 3e-3, "schedule": "cosine", "warmup_ratio": 0.05},
                 "max_steps": student_steps, "batch_size": 32, "grad_accum": 1, "seed": args.seed,
-                "logging_steps": 50, "save_steps": 100000,
+                "logging_steps": 50, "save_steps": student_steps // 4,
             }
             path = tmp / f"{method}.yaml"
             path.write_text(yaml.safe_dump(recipe))
@@ -198,10 +198,15 @@ def main() -> None:
             out = run_train(path)
             from transformers import AutoModelForCausalLM
 
-            student = AutoModelForCausalLM.from_pretrained(str(out))
-            accs[method] = accuracy(student, tok, test)
+            seconds = time.time() - t0
+            curve = []  # held-out accuracy at the intermediate checkpoints: is either student ahead earlier?
+            for ckpt in sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+                if int(ckpt.name.split("-")[1]) < student_steps:
+                    curve.append(f"{ckpt.name.split('-')[1]}:{accuracy(AutoModelForCausalLM.from_pretrained(str(ckpt)), tok, test):.3f}")
+            accs[method] = accuracy(AutoModelForCausalLM.from_pretrained(str(out)), tok, test)
             summary = json.loads((out / "train_summary.json").read_text())
-            print(f"student {method}: {summary['global_steps']} steps in {time.time() - t0:.0f}s, held-out accuracy {accs[method]:.3f}", flush=True)
+            curve.append(f"{summary['global_steps']}:{accs[method]:.3f}")
+            print(f"student {method}: {summary['global_steps']} steps in {seconds:.0f}s; held-out accuracy by step {' '.join(curve)}", flush=True)
     print(f"total {time.time() - t_start:.0f}s; load now {os.getloadavg()[0]:.2f}")
     print(
         f"RESULT teacher_acc={teacher_acc:.3f} sft_acc={accs['sft']:.3f} kd_acc={accs['kd']:.3f} "

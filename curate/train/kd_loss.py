@@ -86,35 +86,28 @@ class _ChunkedTopKKD(torch.autograd.Function):
         kl_sum = hidden.new_zeros((), dtype=acc)
         ce_sum = hidden.new_zeros((), dtype=acc)
         kd_scale = (1.0 - ce_weight) * temperature * temperature
+        w = w_full[:vocab_limit] if vocab_limit else w_full
+        b = None
+        if bias is not None:
+            b = bias.detach()[:vocab_limit] if vocab_limit else bias.detach()
+        gw_view = None if grad_w is None else (grad_w[:vocab_limit] if vocab_limit else grad_w)
+        gb_view = None if grad_b is None else (grad_b[:vocab_limit] if vocab_limit else grad_b)
         for start in range(0, rows.numel(), chunk_size):
             idx = rows[start : start + chunk_size]
+            h = hidden.detach()[idx]
             with torch.enable_grad():
-                h = hidden.detach()[idx].requires_grad_(need_h)
-                w = w_full[:vocab_limit] if vocab_limit else w_full
-                w = w.requires_grad_(need_w) if need_w else w
-                b = None
-                if bias is not None:
-                    b = bias.detach()[:vocab_limit] if vocab_limit else bias.detach()
-                    b = b.requires_grad_(need_b) if need_b else b
-                logits = F.linear(h, w, b).to(acc)
+                logits = F.linear(h, w, b).to(acc).requires_grad_(True)
                 kl, ce = _chunk_terms(logits, labels[idx], topk_ids[idx], topk_logprobs[idx], temperature)
                 loss = (ce_weight * ce + kd_scale * kl).sum()
-                inputs = [t for t, need in ((h, need_h), (w, need_w), (b, need_b)) if need]
-                grads = list(torch.autograd.grad(loss, inputs)) if inputs else []
+                (dlogits,) = torch.autograd.grad(loss, (logits,))
+            # the lm_head's backward by hand, accumulated in place (no [V, H] temporary per chunk)
             if need_h:
-                grad_h.index_add_(0, idx, grads.pop(0).to(grad_h.dtype))
+                grad_h.index_add_(0, idx, (dlogits.to(w.dtype) @ w).to(grad_h.dtype))
             if need_w:
-                g = grads.pop(0).to(acc)
-                if vocab_limit:
-                    grad_w[:vocab_limit] += g
-                else:
-                    grad_w += g
+                gw_view.addmm_(dlogits.t(), h.to(acc))
             if need_b:
-                g = grads.pop(0).to(acc)
-                if vocab_limit:
-                    grad_b[:vocab_limit] += g
-                else:
-                    grad_b += g
+                gb_view += dlogits.sum(0)
+            del dlogits, logits
             total += loss.detach()
             kl_sum += kl.detach().sum()
             ce_sum += ce.detach().sum()
