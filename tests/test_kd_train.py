@@ -131,11 +131,8 @@ def test_tokenizer_hash_needs_no_torch():
 def test_online_kd_with_trl_gkd(setup):
     from transformers import AutoModelForCausalLM
 
-    root, tok, teacher, teacher_dir, _, rows, _ = setup
+    root, tok, teacher, teacher_dir, student_dir, rows, _ = setup  # student lm_head padded by 5 rows
     import datasets
-
-    # TRL's GKDTrainer needs equal vocab sizes (no lm_head padding difference)
-    student_dir = save_tiny(root / "student-online", tok, make_model(tok, seed=2))
 
     text_rows = [{"prompt": r["prompt"], "completion": tok.decode(r["token_ids"])} for r in rows[:12]]
     data = root / "online.parquet"
@@ -148,3 +145,18 @@ def test_online_kd_with_trl_gkd(setup):
     after = _kl_to_teacher(AutoModelForCausalLM.from_pretrained(str(out)).eval(), teacher, tok, rows[:12])
     print(f"online KD: KL(teacher||student) {before:.4f} -> {after:.4f}")
     assert after < 0.8 * before, (before, after)
+
+
+def test_online_kd_on_policy_jsd_runs(setup):
+    import datasets
+
+    root, tok, _, teacher_dir, student_dir, rows, _ = setup
+    data = root / "online2.parquet"
+    datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": "x"} for r in rows[:6]]).to_parquet(str(data))
+    out = run_train(_recipe(
+        root, student_dir, data, "online-jsd", method="online_kd", max_steps=2, batch_size=3, grad_accum=1,
+        online={"teacher": str(teacher_dir), "divergence": "jsd", "beta": 0.5, "lmbda": 1.0, "max_new_tokens": 6,
+                "temperature": 2.0},
+    ))
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["global_steps"] == 2 and summary["train_loss"] > 0

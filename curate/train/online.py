@@ -24,8 +24,9 @@ class CurateGKDTrainer(CurriculumMixin, GKDTrainer):
         with torch.no_grad():
             teacher = self.teacher_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         tau = self.temperature
+        n = len(self.processing_class)  # real ids only: lm_head padding rows take no probability mass
         loss = self.generalized_jsd_loss(
-            student_logits=student.logits[:, :-1, :], teacher_logits=teacher.logits[:, :-1, :],
+            student_logits=student.logits[:, :-1, :n], teacher_logits=teacher.logits[:, :-1, :n],
             labels=inputs["labels"][:, 1:], beta=self.beta, temperature=tau, num_items_in_batch=num_items_in_batch,
         ) * (tau * tau)
         return (loss, student) if return_outputs else loss
@@ -61,10 +62,14 @@ def build_online_trainer(recipe: TrainRecipe, model, tokenizer, ds, *, curriculu
     t_vocab = teacher.config.get_text_config().vocab_size
     s_vocab = model.config.get_text_config().vocab_size
     if t_vocab != s_vocab:
-        raise RecipeError(
-            f"online.teacher: vocab size {t_vocab} differs from the student's {s_vocab}; "
-            "online KD needs one tokenizer family"
-        )
+        if min(t_vocab, s_vocab) < len(tokenizer):
+            raise RecipeError(
+                f"online.teacher: vocab size {t_vocab} vs the student's {s_vocab} (tokenizer: {len(tokenizer)} ids); "
+                "online KD needs one tokenizer family"
+            )
+        # lm_head padding only (e.g. 152,064 vs 151,936 rows over 151,665 ids): give the teacher the student's
+        # row count (TRL's GKD requires equal sizes); the loss only looks at the tokenizer's ids anyway
+        teacher.resize_token_embeddings(s_vocab, mean_resizing=False)
     o = recipe.online
     args = GKDConfig(
         **training_kwargs(recipe),
