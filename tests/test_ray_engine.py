@@ -58,6 +58,7 @@ stages:
     keep_incorrect: true
   - type: curriculum
     order: easy_to_hard
+  - type: audit
 """
 
 
@@ -105,7 +106,9 @@ def test_quickstart_pipeline_identical(cluster, tmp_path, monkeypatch):
     local, dist = run_both(tmp_path, monkeypatch, text)
     assert_same(local, dist)
     # the ray run really distributed verify and both dedups; the other stages ran on the driver
-    assert engines_used(dist) == {"verify": "ray", "dedup": "ray", "dedup_2": "ray", "difficulty": None, "curriculum": None}
+    assert engines_used(dist) == {
+        "verify": "ray", "dedup": "ray", "dedup_2": "ray", "difficulty": None, "curriculum": None, "audit": "ray"
+    }
     assert set(engines_used(local).values()) == {None}
     verdicts = dist.records[1].stats["verdicts"]
     assert verdicts["correct"] > 0 and verdicts["incorrect"] > 0
@@ -120,7 +123,7 @@ def test_quickstart_recipe_as_shipped_identical(cluster, tmp_path, monkeypatch):
     assert local.train.height > 0
     assert_same(local, dist)
     used = {r.type: r.stats.get("engine") for r in dist.records[1:]}
-    for kind in ("verify", "dedup", "decontaminate"):
+    for kind in ("verify", "dedup", "decontaminate", "audit"):
         assert used.get(kind, "ray") == "ray"  # the stages the engine distributes, where present
     if "decontaminate" in used:  # the planted GSM8K test leak is found on the cluster too
         rec = next(r for r in dist.records if r.type == "decontaminate")
@@ -134,7 +137,8 @@ def test_synthetic_10k_identical(cluster, tmp_path, monkeypatch):
     assert local.records[0].rows_out == 10_000
     assert_same(local, dist)
     rec = {r.stage: r for r in dist.records}
-    assert rec["verify"].stats["engine"] == "ray" and rec["dedup_2"].stats["engine"] == "ray"
+    assert {rec[k].stats.get("engine") for k in ("verify", "dedup", "dedup_2", "audit")} == {"ray"}
+    assert rec["audit"].stats["rows_flagged"] > 0
     v = rec["verify"].stats["verdicts"]
     assert min(v["correct"], v["incorrect"], v["truncated"]) > 500
     assert rec["dedup"].dropped.get("near_duplicate", 0) > 100 and rec["dedup"].dropped.get("exact_duplicate", 0) > 50

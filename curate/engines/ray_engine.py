@@ -6,7 +6,8 @@ How a stage runs here (first match wins):
    (``verify``: Ray Data ``map_batches`` of :func:`curate.verify.verify_frame`; ``dedup``: MinHash
    signatures in ``map_batches``, LSH band buckets by a Ray Data ``groupby``, connected components on
    the driver, see :mod:`.ray_dedup`; ``decontaminate``: the per-text benchmark check in
-   ``map_batches``, see :mod:`.ray_decontam`; ``sample``: the teacher backend replicated over Ray
+   ``map_batches``, see :mod:`.ray_decontam`; ``audit``: the per-row measures in ``map_batches``, see
+   :mod:`.ray_audit`; ``sample``: the teacher backend replicated over Ray
    actors, see :mod:`.ray_sample`). These run the stage's own code with its kernel swapped for the distributed
    one (:func:`rebind`), so everything around the kernel (aggregates, keep policy, drop reasons,
    request logs, stats) is the stage's code;
@@ -66,7 +67,9 @@ def rebind(func: Callable, **kernels: Callable) -> Callable:
         )
     glb = dict(func.__globals__)
     glb.update(kernels)
-    return types.FunctionType(code, glb, func.__name__, func.__defaults__, func.__closure__)
+    out = types.FunctionType(code, glb, func.__name__, func.__defaults__, func.__closure__)
+    out.__kwdefaults__ = dict(func.__kwdefaults__) if func.__kwdefaults__ else None
+    return out
 
 
 class _ArrowMap:
@@ -242,6 +245,7 @@ class RayEngine:
 
 
 # the distributed implementations register themselves
+from . import ray_audit as _ray_audit  # noqa: E402,F401
 from . import ray_decontam as _ray_decontam  # noqa: E402,F401
 from . import ray_dedup as _ray_dedup  # noqa: E402,F401
 from . import ray_sample as _ray_sample  # noqa: E402,F401
