@@ -180,8 +180,11 @@ class RayEngine:
                     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                     raise BackendError(f"engine ray: cannot start/connect to {where}: {msg}") from None
                 self._owns = True
+            logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset plans in the run's output
             dctx = ray.data.DataContext.get_current()
             dctx.enable_progress_bars = False
+            if hasattr(dctx, "print_on_execution_start"):
+                dctx.print_on_execution_start = False
             dctx.execution_options.preserve_order = True
             # sort-based shuffle: no aggregator actors to start, much faster for our small groupbys
             dctx.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
