@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from ..errors import CurateError
 from .config import TrainRecipe
 
 
@@ -18,6 +19,15 @@ def load_recipe(path: Path, overrides: list[str] | None = None) -> TrainRecipe:
 
 def run_train(recipe_path: Path, overrides: list[str] | None = None) -> Path:
     recipe = load_recipe(recipe_path, overrides)
+    try:
+        return _run(recipe, Path(recipe_path))
+    except CurateError as e:  # every one-line error names the recipe file
+        if str(e).startswith(str(recipe_path)):
+            raise
+        raise type(e)(f"{recipe_path}: {e}") from None
+
+
+def _run(recipe: TrainRecipe, recipe_path: Path) -> Path:
     from .common import load_student, load_tokenizer, resume_arg
     from .data import apply_curriculum, load_rows
 
