@@ -105,3 +105,24 @@ def test_float32_close_to_dense():
     dense = dense_kd_loss(hidden @ weight.T, t_logits, labels)
     ours = chunked_topk_kd_loss(hidden, weight, labels, ids, lps, chunk_size=7)
     assert abs(ours.item() - dense.item()) < 1e-4
+
+
+def test_bfloat16_inputs_match_float32():
+    hidden, weight, t_logits, labels, ids, lps = _case(n=40, h=16, v=200, k=10, dtype=torch.float32)
+    ref = chunked_topk_kd_loss(hidden, weight, labels, ids, lps, chunk_size=8)
+    hb = hidden.detach().bfloat16().requires_grad_()
+    wb = weight.detach().bfloat16().requires_grad_()
+    got = chunked_topk_kd_loss(hb, wb, labels, ids, lps, chunk_size=8)
+    got.backward()
+    assert torch.isfinite(got) and abs(got.item() - ref.item()) < 0.05 * abs(ref.item())
+    assert hb.grad.dtype == torch.bfloat16 and wb.grad.dtype == torch.bfloat16 and torch.isfinite(wb.grad.float()).all()
+
+
+def test_frozen_lm_head_like_lora():
+    hidden, weight, _, labels, ids, lps = _case(k=5)
+    frozen = weight.detach()
+    got = chunked_topk_kd_loss(hidden, frozen, labels, ids, lps, chunk_size=3)
+    (gh,) = torch.autograd.grad(got, (hidden,))
+    ref = chunked_topk_kd_loss(hidden, weight, labels, ids, lps, chunk_size=3)
+    (gh_ref,) = torch.autograd.grad(ref, (hidden,))
+    assert torch.allclose(gh, gh_ref, atol=1e-12)

@@ -160,3 +160,15 @@ def test_online_kd_on_policy_jsd_runs(setup):
     ))
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["global_steps"] == 2 and summary["train_loss"] > 0
+
+
+def test_offline_kd_with_lora_and_resume(setup):
+    root, _, _, _, student_dir, _, data = setup
+    path = _recipe(root, student_dir, data, "kd-lora", lora={"r": 4, "alpha": 8}, max_steps=2, save_steps=2,
+                   batch_size=4, grad_accum=1, curriculum={"mode": "off"})
+    out = run_train(path)
+    assert (out / "adapter_config.json").exists() and (out / "checkpoint-2").is_dir()
+    # resume: true continues from checkpoint-2 up to the new max_steps
+    out = run_train(path, ["resume=true", "max_steps=3"])
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["global_steps"] == 3

@@ -122,9 +122,11 @@ class _ChunkedTopKKD(torch.autograd.Function):
         saved = list(ctx.saved_tensors)
         need_h, need_w, need_b = ctx.flags
         scale = grad_out / ctx.denom
-        gh = (saved.pop(0) * scale.to(saved[0].dtype)) if need_h else None
-        gw = (saved.pop(0) * scale) if need_w else None
-        gb = (saved.pop(0) * scale) if need_b else None
+        out = []
+        for need in (need_h, need_w, need_b):
+            g = saved.pop(0) if need else None
+            out.append(None if g is None else g * scale.to(g.dtype))
+        gh, gw, gb = out
         return gh, gw, gb, None, None, None, None, None, None, None, None
 
 
