@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 DEFAULT_USER_TEMPLATE = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 __all__ = [
+    "SAMPLE_COLUMNS",
+    "SAMPLE_SCHEMA",
     "Budget",
     "DEFAULT_USER_TEMPLATE",
     "OpenAITeacher",
@@ -558,7 +560,9 @@ def _schema(with_lp: bool, with_tokens: bool) -> dict:
     return s
 
 
-SAMPLE_COLUMNS = tuple(_schema(False, False))
+SAMPLE_SCHEMA: dict = _schema(False, False)
+"""The sample columns and their polars dtypes (without the optional logprob columns)."""
+SAMPLE_COLUMNS = tuple(SAMPLE_SCHEMA)
 
 
 def _sample_id(req_key: str, index: int) -> str:
