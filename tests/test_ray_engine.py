@@ -45,6 +45,7 @@ sources:
     teacher: t
 stages:
   - type: verify
+    timeout_s: 60   # a loaded CI machine must not turn a slow item into a 'timeout' on one engine only
   - type: dedup
   - type: dedup
     field: reasoning
