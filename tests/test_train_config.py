@@ -51,3 +51,9 @@ def test_config_and_schema_import_without_torch():
         "json.dumps(TrainRecipe.model_json_schema()); assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_yaml_bare_off_means_off(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("student: {model: m}\ndataset: {path: d}\noutput_dir: o\ncurriculum: {mode: off}\n")
+    assert load_recipe(path).curriculum.mode == "off"

@@ -116,7 +116,7 @@ def training_kwargs(recipe: TrainRecipe) -> dict:
         report_to=recipe.report_to or "none",
         bf16=use_bf16,
         fp16=False,
-        gradient_checkpointing=recipe.gradient_checkpointing,
+        activation_checkpointing=recipe.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         max_length=recipe.max_length,
         shuffle_dataset=False,  # order is decided by the sampler (curriculum) or the Trainer's RandomSampler
         dataset_num_proc=None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -66,6 +66,11 @@ class CurriculumConfig(_Strict):
     shuffle_within_stage: bool = Field(
         False, description="Shuffle rows inside each `curriculum_stage` (stages stay in order)."
     )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):  # YAML 1.1 reads a bare `off` / `on` as a boolean
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
 
 
 class KDConfig(_Strict):
