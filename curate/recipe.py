@@ -42,6 +42,9 @@ class RayOptions(BaseModel):
     """CPUs of a locally started instance (ignored with ``address``)."""
     batch_size: int = Field(default=1024, ge=1)
     """Rows per Ray Data batch for row-wise stages."""
+    sample_replicas: int | None = Field(default=None, ge=1)
+    """Teacher backend replicas for ``sample`` (default: cluster GPUs // tensor_parallel_size for
+    vLLM, one per node for API backends, which split rpm/tpm/concurrency between them)."""
 
 
 class OutputConfig(BaseModel):

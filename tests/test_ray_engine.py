@@ -266,10 +266,18 @@ def test_rebind_refuses_a_kernel_the_stage_no_longer_calls():
         rebind(VerifyStage.run, find_duplicates=len)
 
 
-def test_get_engine_ray_options():
-    eng = get_engine("ray", {"address": None, "num_cpus": 2, "batch_size": 64})
-    assert isinstance(eng, RayEngine) and eng.batch_size == 64 and eng.num_cpus == 2
+def test_recipe_ray_options_reach_the_engine(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(
+        PIPELINE.format(name="opts", engine="ray", traces=QUICKSTART_TRACES, answer="answer")
+        + "ray: {num_cpus: 2, batch_size: 64, sample_replicas: 3}\n"
+    )
+    lr = load_recipe(p)
+    eng = get_engine(lr.recipe.engine, lr.recipe.ray.model_dump())
+    assert isinstance(eng, RayEngine) and (eng.num_cpus, eng.batch_size, eng.sample_replicas) == (2, 64, 3)
     eng.close()  # never started: nothing to shut down
+    with pytest.raises(CurateError, match="sample_replicas"):
+        load_recipe(p, ["ray.sample_replicas=0"])
 
 
 # --------------------------------------------------------------------------- sampling
