@@ -217,7 +217,7 @@ def build_messages(row: dict, cfg: SampleConfig) -> list[dict]:
 def with_prefill(prompt_text: str | None, content: str) -> str:
     """Local backends see the rendered prompt: when the chat template prefilled ``<think>`` the output
     starts inside the think block, so restore the opening tag (a truncated trace is then all reasoning)."""
-    if prompt_text and prompt_text.rstrip().endswith("<think>") and "<think>" not in content:
+    if prompt_text and prompt_text.rstrip().endswith("<think>") and not content.lstrip().startswith("<think>"):
         return "<think>" + content
     return content
 

@@ -50,6 +50,8 @@ def test_split_reasoning_forms():
     # local backends know the rendered prompt: a prefilled <think> makes a cut-off trace all reasoning
     assert split_reasoning(with_prefill("<|im_start|>assistant\n<think>\n", "still thinking")) == ("still thinking", "", False)
     assert with_prefill("<|im_start|>assistant\n", "plain") == "plain"
+    assert split_reasoning(with_prefill("a\n<think>\n", "x <think> y")) == ("x <think> y", "", False)  # inner tag kept
+    assert with_prefill("a\n<think>\n", "<think>z</think>w") == "<think>z</think>w"  # re-emitted opener
 
 
 @pytest.mark.parametrize("client", CLIENTS)
