@@ -432,6 +432,14 @@ def load_sources(
             bads.append(bad)
         infos.append(info)
     rows = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    if "sample_id" not in rows.columns:
+        # The same problem twice (within or across problem sources) would be sampled and paid twice:
+        # keep its first occurrence. Trace sources are exempt: rows of one problem are its traces.
+        dup = ~pl.col("problem_id").is_first_distinct()
+        repeated = rows.filter(dup)
+        if repeated.height:
+            bads.append(repeated.with_columns(pl.lit("duplicate_problem").alias("drop_reason")))
+            rows = rows.filter(~dup)
     bad = pl.concat(bads, how="diagonal_relaxed") if bads else pl.DataFrame()
     return rows, bad, infos
 

@@ -157,3 +157,11 @@ def test_env_interpolation_and_overrides(tmp_path, monkeypatch):
     (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
     with pytest.raises(RecipeError, match="bad.yaml:.*invalid YAML"):
         load_yaml(tmp_path / "bad.yaml")
+
+
+def test_a_problem_repeated_across_problem_sources_is_kept_once(tmp_path):
+    _jsonl(tmp_path / "a.jsonl", [{"problem": "What is 1+1?"}, {"problem": "What is 2+2?"}])
+    _jsonl(tmp_path / "b.jsonl", [{"problem": "what is  1+1?"}, {"problem": "What is 3+3?"}])
+    rows, bad, _ = load_sources([FileSource(path="a.jsonl"), FileSource(path="b.jsonl")], tmp_path)
+    assert rows["problem"].to_list() == ["What is 1+1?", "What is 2+2?", "What is 3+3?"]
+    assert bad["drop_reason"].to_list() == ["duplicate_problem"] and bad["source"].to_list() == ["b"]
