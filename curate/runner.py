@@ -175,6 +175,7 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
                 seed=recipe.seed,
                 limit=limit,
                 stage_label=label,
+                resume=resume,
                 show_progress=bool(console is not None and getattr(console, "is_terminal", False)),
             )
             start = time.perf_counter()
@@ -192,7 +193,8 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
                 seconds=round(seconds, 3),
                 stats=ctx.stats,
             )
-            _save(cache, kept, rejected, {"record": asdict(rec)})
+            if ctx.cacheable:
+                _save(cache, kept, rejected, {"record": asdict(rec)})
             executed.append(label)
         records.append(rec)
         if rejected.height:

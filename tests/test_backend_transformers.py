@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 from curate.sampling import SampleConfig, sample_rows  # noqa: E402
 from curate.stages.base import Context  # noqa: E402
 from curate.train.tiny import save_tiny  # noqa: E402
-from curate.train.tokenizer import tokenizer_hash  # noqa: E402
+from curate.tokenizer import tokenizer_hash  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -71,10 +71,12 @@ def test_recipe_with_sample_stage_end_to_end(tmp_path, monkeypatch):
         assert train.height == 5 and (train["sample_index"] == 0).all()
         assert sorted(rejected["drop_reason"].to_list()) == ["incorrect"] * 5 + ["teacher_error"] * 2
         assert rejected.filter(pl.col("drop_reason") == "teacher_error")["error"][0].count("prompt rejected") == 1
-        # a second run of the same recipe (new version) sends nothing: stage cache / durable log
+        # a second run of the same recipe (new version) re-sends only the failed request: finished
+        # ones come from the durable log, and a stage with failed requests is not cached
         res = CliRunner().invoke(app, ["run", "recipe.yaml", "--set", "version=0.1.1"])
         assert res.exit_code == 0, res.output
-        assert srv.count() == 6
+        assert srv.count() == 7
+        assert [r.status for r in srv.requests()][-1] == 400
     blob = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     assert SECRET.encode() not in blob
     assert b"loop-teacher" in blob

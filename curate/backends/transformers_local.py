@@ -49,7 +49,7 @@ class TransformersBackend:
         self.teacher = t.model
         self.tokenizer = None
         if cfg.logprobs is not None:
-            from ..train.tokenizer import tokenizer_tag  # torch-free
+            from ..tokenizer import tokenizer_tag
 
             self.tokenizer = tokenizer_tag(self.tok, t.model)
         eos = self.model.generation_config.eos_token_id

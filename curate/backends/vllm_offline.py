@@ -108,7 +108,7 @@ class VLLMBackend:
         self.teacher = t.model
         self.tokenizer = None
         if cfg.logprobs is not None:
-            from ..train.tokenizer import tokenizer_tag  # torch-free
+            from ..tokenizer import tokenizer_tag
 
             self.tokenizer = tokenizer_tag(self.llm.get_tokenizer(), t.model)
 

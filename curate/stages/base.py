@@ -71,6 +71,11 @@ class Context:
     stats: dict[str, Any] = field(default_factory=dict)
     """Stage-specific numbers/tables (JSON-able): shown in the funnel, stored in the manifest."""
     show_progress: bool = field(default_factory=lambda: sys.stderr.isatty())
+    resume: bool = True
+    """False under ``curate run --no-resume``: stages with their own logs (sampling) start afresh."""
+    cacheable: bool = True
+    """A stage sets this False when its output should not be reused as is (e.g. failed teacher
+    requests that a re-run should retry); the runner then does not cache it."""
 
     def resolve(self, path: str | os.PathLike) -> Path:
         p = Path(os.path.expanduser(str(path)))

@@ -37,4 +37,6 @@ class SampleStage(Stage):
         stats = ctx.stats.pop("sample", {})
         stats.pop("log", None)  # a local path: not for the published manifest
         ctx.stats.update(stats)
+        if out.height and bool((out["finish_reason"] == "error").any()):
+            ctx.cacheable = False  # a re-run retries the failed requests (finished ones come from the log)
         return mark_drop(out, pl.col("finish_reason") == "error", "teacher_error")

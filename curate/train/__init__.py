@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .tokenizer import split_tag, tokenizer_hash, tokenizer_tag
+from ..tokenizer import split_tag, tokenizer_hash, tokenizer_tag
 
 __all__ = ["run_train", "merge_lora", "tokenizer_hash", "tokenizer_tag", "split_tag"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import SourceError
 from .config import CurriculumConfig, DatasetConfig
-from .tokenizer import split_tag, tokenizer_hash
+from ..tokenizer import split_tag, tokenizer_hash
 
 IGNORE_INDEX = -100
 KD_COLUMNS = ("token_ids", "topk_ids", "topk_logprobs")
