@@ -110,3 +110,16 @@ def test_template_that_prefills_think(tmp_path):
             head, tail = raw.split("</think>", 1)
             assert (r["reasoning"], r["answer_text"]) == (opened(head), tail.strip())
     assert unclosed >= 1
+
+
+def test_greedy_with_several_samples_repeats_the_one_greedy_answer(tiny, tmp_path):
+    """Greedy decoding cannot return n different sequences (transformers refuses num_return_sequences
+    without beams): the backend decodes once and gives every sample that answer."""
+    cfg = SampleConfig(teacher={"backend": "transformers", "model": tiny, "device": "cpu"}, n=3, max_tokens=5,
+                       temperature=0, user_template="{problem}", logprobs=2)
+    df = sample_rows(probs(2), cfg, Context.for_test(tmp_path))
+    assert df.height == 6 and set(df["finish_reason"]) <= {"stop", "length"}
+    for pid in ("p0", "p1"):
+        rows = df.filter(pl.col("problem_id") == pid)
+        assert rows["sample_index"].to_list() == [0, 1, 2]
+        assert rows["token_ids"].to_list()[0] == rows["token_ids"].to_list()[1] == rows["token_ids"].to_list()[2]

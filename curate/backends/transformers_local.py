@@ -86,10 +86,12 @@ class TransformersBackend:
         seed = (batch[0].seed or 0) * 1_000_003 + int(batch[0].key[:8], 16)
         torch.manual_seed(seed % (2**63))
         do_sample = bool(cfg.temperature) and cfg.temperature > 0
+        # greedy decoding gives one answer however many are asked for: decode once, repeat it n times
+        gen_n = n if do_sample else 1
         kw: dict[str, Any] = {
             "max_new_tokens": cfg.max_tokens or 512,
             "do_sample": do_sample,
-            "num_return_sequences": n,
+            "num_return_sequences": gen_n,
             "return_dict_in_generate": True,
             "output_logits": cfg.logprobs is not None,
             "pad_token_id": self.tok.pad_token_id,
@@ -118,7 +120,7 @@ class TransformersBackend:
         for b, req in enumerate(batch):
             samples, total = [], 0
             for j in range(n):
-                row = b * n + j
+                row = b * gen_n + (j if do_sample else 0)
                 ids = gen[row]
                 end = next((p + 1 for p, x in enumerate(ids) if x in self.eos_ids), None)
                 ids = ids[:end] if end is not None else ids
