@@ -147,22 +147,11 @@ def extract_gold(text: Any, extractor: str) -> str | None:
 
 
 def split_think(text: str) -> tuple[str, str]:
-    """Split a completion into (reasoning, answer_text) at ``</think>``.
+    """Split a completion into (reasoning, answer_text) at ``</think>`` (see sampling.split_reasoning)."""
+    from .sampling import split_reasoning
 
-    Handles ``<think>..</think>answer``, templates that prefill ``<think>`` (only ``</think>``
-    appears), an unclosed ``<think>`` (all reasoning, empty answer) and no tags (empty reasoning).
-    """
-    close = text.find("</think>")
-    if close >= 0:
-        head, tail = text[:close], text[close + len("</think>") :]
-        open_ = head.find("<think>")
-        if open_ >= 0:
-            head = head[open_ + len("<think>") :]
-        return head.strip("\n").strip(), tail.strip()
-    open_ = text.find("<think>")
-    if open_ >= 0:
-        return text[open_ + len("<think>") :].strip(), ""
-    return "", text.strip()
+    reasoning, answer, _ = split_reasoning(text)
+    return reasoning, answer
 
 
 # ----------------------------------------------------------------------------- readers
@@ -404,19 +393,11 @@ def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where:
                     "request_hash": None,
                 }
             )
-    schema = {
-        **dict(problems.schema),
-        "sample_id": pl.Utf8,
-        "sample_index": pl.Int64,
-        "teacher": pl.Utf8,
-        "prompt": pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8})),
-        "reasoning": pl.Utf8,
-        "answer_text": pl.Utf8,
-        "finish_reason": pl.Utf8,
-        "prompt_tokens": pl.Int64,
-        "completion_tokens": pl.Int64,
-        "request_hash": pl.Utf8,
-    }
+    from .sampling import SAMPLE_SCHEMA
+
+    schema = {**dict(problems.schema), **{k: v for k, v in SAMPLE_SCHEMA.items() if k not in problems.schema}}
+    for r in rows:
+        r.setdefault("error", None)
     return pl.DataFrame(rows, schema=schema)
 
 

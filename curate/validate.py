@@ -7,13 +7,10 @@ from pathlib import Path
 from .errors import RecipeError
 from .recipe import load_recipe
 from .registry import get_stage
+from .sampling import SAMPLE_COLUMNS
 from .sources import PROBLEM_COLUMNS, FileSource, TracesSource, _expand
 from .stages.base import Context
 
-SAMPLE_COLUMNS = [
-    "sample_id", "sample_index", "teacher", "prompt", "reasoning", "answer_text", "finish_reason",
-    "prompt_tokens", "completion_tokens", "request_hash",
-]  # fmt: skip
 
 
 def validate_recipe(path: Path, overrides: list[str] | None = None) -> list[str]:
