@@ -90,9 +90,16 @@ def _save(cache: Path, kept: pl.DataFrame, rejected: pl.DataFrame, meta: dict) -
     if rejected.height:
         rejected.write_parquet(tmp / "rejected.parquet")
     (tmp / "stage.json").write_text(json.dumps(meta, default=str, indent=1))
+    if cache.exists():  # --no-resume recomputed this key: the fresh result replaces the old one
+        old = cache.parent / f".old-{cache.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(cache, old)
+        except OSError:
+            pass
+        shutil.rmtree(old, ignore_errors=True)
     try:
         os.rename(tmp, cache)
-    except OSError:  # another run wrote the same key meanwhile: identical content by construction
+    except OSError:  # another run wrote the same key in between: keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -133,7 +140,7 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
 
     t0 = time.perf_counter()
     df, bad, infos = load_sources(recipe.sources, lr.base_dir, limit)
-    src_key = _key(CACHE_FORMAT, lr.public.get("sources"), [i["inputs"] for i in infos], limit)
+    src_key = _key(CACHE_FORMAT, lr.public.get("sources"), [i["inputs"] for i in infos], limit, recipe.seed)
     bad_rows = bad.with_columns(pl.lit("source").alias("dropped_by")) if bad.height else bad
     records = [
         StageRecord(
@@ -156,7 +163,16 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
         cls = get_stage(cfg.type)
         stage = cls(cfg)
         pub_cfg = public_stages[idx] if idx < len(public_stages) else cfg.model_dump(mode="json")
-        key = _key(prev, cls.name, cls.version, pub_cfg)
+        ctx = Context(
+            work_dir=work,
+            base_dir=lr.base_dir,
+            seed=recipe.seed,
+            limit=limit,
+            stage_label=label,
+            resume=resume,
+            show_progress=bool(console is not None and getattr(console, "is_terminal", False)),
+        )
+        key = _key(prev, cls.name, cls.version, pub_cfg, stage.fingerprint(ctx))
         cache = cache_root / key
         hit = _load(cache) if resume else None
         if hit is not None:
@@ -169,15 +185,6 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
                     f"{lr.path}: stage '{label}' needs column(s) {', '.join(missing)} that no earlier "
                     f"source or stage produces"
                 )
-            ctx = Context(
-                work_dir=work,
-                base_dir=lr.base_dir,
-                seed=recipe.seed,
-                limit=limit,
-                stage_label=label,
-                resume=resume,
-                show_progress=bool(console is not None and getattr(console, "is_terminal", False)),
-            )
             start = time.perf_counter()
             out = engine.run_stage(stage, df, ctx)
             seconds = time.perf_counter() - start

@@ -131,6 +131,11 @@ class Stage:
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def fingerprint(self, ctx: Context) -> str | None:
+        """Content fingerprint of inputs the stage reads besides its frame (benchmark files, hub
+        revisions); it joins the stage's cache key, so an edited reference file recomputes the stage."""
+        return None
+
     def check(self, ctx: Context) -> None:
         """Semantic checks for ``curate validate`` (files exist, ...); raise RecipeError. No work."""
 
