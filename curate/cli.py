@@ -13,6 +13,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import CurateError
@@ -30,7 +31,8 @@ def _handle(fn: Callable) -> Callable:
         try:
             return fn(*a, **kw)
         except CurateError as e:
-            err.print(f"[red]error:[/red] {e}", highlight=False, markup=True, soft_wrap=True)
+            # the message is plain text: brackets in it (pip extras, paths) are not markup
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted: finished stages and finished requests are kept; run again to resume")
@@ -119,6 +121,9 @@ def audit(
     """Audit reasoning-trace quality and write a self-contained HTML report."""
     from .audit import audit_dataset
 
+    bad = [m for m in mapping or [] if "=" not in m or not m.split("=", 1)[1]]
+    if bad:
+        raise CurateError(f"--map {bad[0]!r}: expected target=column (e.g. --map reasoning=thinking)")
     cols = dict(m.split("=", 1) for m in (mapping or []))
     src = Path(dataset)
     # never write into a version folder (versions are immutable): default to ./audit-<name>

@@ -37,6 +37,12 @@ class BudgetExceeded(CurateError):
     """A token or dollar budget was reached; finished work is kept and the run can resume."""
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its class name when the message is empty)."""
+    lines = str(e).splitlines()
+    return (lines[0] if lines and lines[0].strip() else e.__class__.__name__)[:limit]
+
+
 def require(module: str, extra: str, what: str | None = None):
     """Import an optional dependency or raise a one-line MissingExtraError with the install hint."""
     import importlib

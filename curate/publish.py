@@ -31,7 +31,7 @@ import polars as pl
 import yaml
 
 from . import __version__
-from .errors import CurateError, VersionExistsError
+from .errors import CurateError, VersionExistsError, first_line
 
 PACKAGES = [
     "curate", "datasets", "polars", "pyarrow", "pydantic", "math-verify", "datasketch", "openai", "sympy",
@@ -329,5 +329,5 @@ def push(version_dir: Path, repo_id: str, *, private: bool = True, api: Any = No
     except CurateError:
         raise
     except Exception as e:
-        raise CurateError(f"push {version_dir} -> {repo_id}: {e.__class__.__name__}: {str(e).splitlines()[0][:200]}")
+        raise CurateError(f"push {version_dir} -> {repo_id}: {e.__class__.__name__}: {first_line(e)}")
     return f"v{version}"

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Union
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import SourceError
+from .errors import SourceError, first_line
 
 PROBLEM_COLUMNS = ["problem_id", "problem", "gold_answer", "source", "source_index", "meta"]
 
@@ -218,7 +218,7 @@ def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
     except json.JSONDecodeError as e:
         raise SourceError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
     except Exception as e:  # polars/arrow parse errors
-        raise SourceError(f"{path}: cannot read as {kind}: {str(e).splitlines()[0][:200]}") from None
+        raise SourceError(f"{path}: cannot read as {kind}: {first_line(e)}") from None
 
 
 def read_hub(path: str, config: str | None, split: str, revision: str | None) -> pl.DataFrame:
@@ -227,7 +227,7 @@ def read_hub(path: str, config: str | None, split: str, revision: str | None) ->
     try:
         ds = datasets.load_dataset(path, config, split=split, revision=revision)
     except Exception as e:
-        first = str(e).splitlines()[0][:200] if str(e) else e.__class__.__name__
+        first = first_line(e)
         raise SourceError(
             f"hub dataset {path!r} (config={config}, split={split}): cannot load: {first}; "
             "for offline use, point a file source at a local copy"
@@ -413,14 +413,30 @@ def load_sources(
             bads.append(bad)
         infos.append(info)
     rows = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
-    if "sample_id" not in rows.columns:
-        # The same problem twice (within or across problem sources) would be sampled and paid twice:
-        # keep its first occurrence. Trace sources are exempt: rows of one problem are its traces.
-        dup = ~pl.col("problem_id").is_first_distinct()
-        repeated = rows.filter(dup)
-        if repeated.height:
-            bads.append(repeated.with_columns(pl.lit("duplicate_problem").alias("drop_reason")))
-            rows = rows.filter(~dup)
+    # The same problem twice (within or across problem sources) would be sampled and paid twice:
+    # keep its first occurrence. Trace rows are exempt: rows of one problem are its traces.
+    is_problem = pl.col("sample_id").is_null() if "sample_id" in rows.columns else pl.lit(True)
+    dup = is_problem & ~pl.struct("problem_id", is_problem.alias("_p")).is_first_distinct()
+    repeated = rows.filter(dup)
+    if repeated.height:
+        bads.append(repeated.with_columns(pl.lit("duplicate_problem").alias("drop_reason")))
+        rows = rows.filter(~dup)
+    if "sample_id" in rows.columns and len(frames) > 1:
+        # traces of one problem from several sources: number them once over all sources
+        idx = pl.int_range(pl.len()).over("problem_id", "_is_trace")
+        rows = (
+            rows.with_columns(pl.col("sample_id").is_not_null().alias("_is_trace"))
+            .with_columns(
+                pl.when(pl.col("_is_trace")).then(idx).otherwise(pl.col("sample_index")).alias("sample_index")
+            )
+            .with_columns(
+                pl.when(pl.col("_is_trace"))
+                .then(pl.format("{}-{}", pl.col("problem_id"), pl.col("sample_index")))
+                .otherwise(pl.col("sample_id"))
+                .alias("sample_id")
+            )
+            .drop("_is_trace")
+        )
     bad = pl.concat(bads, how="diagonal_relaxed") if bads else pl.DataFrame()
     return rows, bad, infos
 

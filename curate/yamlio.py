@@ -23,7 +23,7 @@ M = TypeVar("M", bound=BaseModel)
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
-_SECRET_FIELD = re.compile(r"^(api_key|token|hf_token|password|secret|authorization)$", re.I)
+_SECRET_FIELD = re.compile(r"(^|_)(api_?key|token|password|passwd|secret|authorization|credentials?)$", re.I)
 REDACTED = "***redacted***"
 
 
@@ -69,7 +69,7 @@ def _interpolate(obj: Any, path: Path, lines: dict[tuple, int], loc: tuple = ())
         for k, v in obj.items():
             rv, pv = _interpolate(v, path, lines, (*loc, k))
             r[k] = rv
-            p[k] = REDACTED if (_SECRET_FIELD.match(str(k)) and isinstance(v, str) and "${" not in v) else pv
+            p[k] = _public_secret(v) if (_SECRET_FIELD.search(str(k)) and isinstance(v, str)) else pv
         return r, p
     if isinstance(obj, list):
         pairs = [_interpolate(v, path, lines, (*loc, i)) for i, v in enumerate(obj)]
@@ -91,6 +91,12 @@ def _interpolate(obj: Any, path: Path, lines: dict[tuple, int], loc: tuple = ())
 
         return _ENV.sub(lambda m: sub(m, False), obj), _ENV.sub(lambda m: sub(m, True), obj)
     return obj, obj
+
+
+def _public_secret(raw: str) -> str:
+    """A value under a secret-looking key: keep a ``${VAR}`` reference as written, mask a literal."""
+    refs = _ENV.findall(raw)
+    return "".join(f"${{{name}}}" for name, _ in refs) if refs else REDACTED
 
 
 def _dotted(loc: tuple) -> str:
@@ -147,6 +153,8 @@ def load_yaml(path: str | os.PathLike, overrides: list[str] | None = None) -> Lo
     for item in overrides or []:
         parts, value = parse_override(item)
         rv, pv = _interpolate(value, p, lines)
+        if isinstance(value, str) and _SECRET_FIELD.search(str(parts[-1])):
+            pv = _public_secret(value)
         apply_override(resolved, parts, rv, item)
         apply_override(public, parts, pv, item)
     return Loaded(p, resolved, public, lines)

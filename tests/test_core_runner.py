@@ -239,3 +239,21 @@ def test_two_versions_with_the_same_folder_name_do_not_share_the_datasets_cache(
     a = datasets.load_dataset(str(tmp_path / "a" / "demo" / "0.1.0"), split="train")
     b = datasets.load_dataset(str(tmp_path / "b" / "demo" / "0.1.0"), split="train")
     assert (a.num_rows, b.num_rows) == (8, 3)
+
+
+def test_error_lines_keep_brackets_and_bad_map_is_one_line(capsys):
+    import typer
+
+    from curate.cli import _handle
+    from curate.errors import MissingExtraError
+
+    @_handle
+    def boom():
+        raise MissingExtraError("curate train needs torch; run: pip install 'curate[train]' (see [/tmp])")
+
+    with pytest.raises(typer.Exit) as e:
+        boom()
+    assert e.value.exit_code == 2
+    assert "pip install 'curate[train]' (see [/tmp])" in capsys.readouterr().err
+    r = CliRunner().invoke(app, ["audit", "x.parquet", "--map", "reasoning"])
+    assert r.exit_code == 2 and "--map 'reasoning': expected target=column" in r.output

@@ -165,3 +165,24 @@ def test_a_problem_repeated_across_problem_sources_is_kept_once(tmp_path):
     rows, bad, _ = load_sources([FileSource(path="a.jsonl"), FileSource(path="b.jsonl")], tmp_path)
     assert rows["problem"].to_list() == ["What is 1+1?", "What is 2+2?", "What is 3+3?"]
     assert bad["drop_reason"].to_list() == ["duplicate_problem"] and bad["source"].to_list() == ["b"]
+
+
+def test_traces_of_one_problem_from_two_sources_get_distinct_sample_ids(tmp_path):
+    _jsonl(tmp_path / "a.jsonl", [{"problem": "p1", "generations": ["<think>a</think>1", "<think>b</think>1"]}])
+    _jsonl(tmp_path / "b.jsonl", [{"problem": "p1", "generations": ["<think>c</think>1"]}])
+    cfgs = [TracesSource(path=f, trace_field="generations") for f in ("a.jsonl", "b.jsonl")]
+    rows, _, _ = load_sources(cfgs, tmp_path)
+    assert rows["sample_index"].to_list() == [0, 1, 2] and rows["sample_id"].n_unique() == 3
+    assert rows["reasoning"].to_list() == ["a", "b", "c"]
+
+
+def test_secret_fields_are_masked_in_the_public_tree(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI", "sk-resolved-1")  # a variable whose name does not look secret
+    p = tmp_path / "r.yaml"
+    p.write_text("teacher:\n  api_key: ${OPENAI}\n  base_url: http://x\nlit: {password: hunter2}\n")
+    loaded = load_yaml(p, ["extra_body.api_key=sk-literal-9999", "extra_body.hf_token=${OPENAI}"])
+    assert loaded.resolved["teacher"]["api_key"] == "sk-resolved-1"
+    text = json.dumps(loaded.public)
+    for secret in ("sk-resolved-1", "sk-literal-9999", "hunter2"):
+        assert secret not in text
+    assert loaded.public["teacher"]["api_key"] == "${OPENAI}" and loaded.public["extra_body"]["hf_token"] == "${OPENAI}"

@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from ..errors import SourceError
+from ..errors import SourceError, first_line
 from .config import AuditConfig
 from .report import write_report
 
@@ -38,7 +38,7 @@ def _read_parquets(files: list[Path], where: str) -> pl.DataFrame:
     try:
         return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
     except Exception as e:  # noqa: BLE001 - arrow/polars parse errors
-        raise SourceError(f"{where}: cannot read parquet: {str(e).splitlines()[0][:200]}") from None
+        raise SourceError(f"{where}: cannot read parquet: {first_line(e)}") from None
 
 
 def _from_datasets(obj: Any, where: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
