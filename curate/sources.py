@@ -221,7 +221,9 @@ def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
         raise SourceError(f"{path}: cannot read as {kind}: {first_line(e)}") from None
 
 
-def read_hub(path: str, config: str | None, split: str, revision: str | None) -> pl.DataFrame:
+def read_hub(path: str, config: str | None, split: str, revision: str | None) -> tuple[pl.DataFrame, str | None]:
+    """Load a hub (or local) dataset split; also returns datasets' content fingerprint of it, which
+    changes when the data behind an unpinned revision changes (it joins the cache key)."""
     import datasets
 
     try:
@@ -232,7 +234,8 @@ def read_hub(path: str, config: str | None, split: str, revision: str | None) ->
             f"hub dataset {path!r} (config={config}, split={split}): cannot load: {first}; "
             "for offline use, point a file source at a local copy"
         ) from None
-    return pl.from_arrow(ds.data.table) if hasattr(ds, "data") else pl.DataFrame(ds.to_dict())
+    df = pl.from_arrow(ds.data.table) if hasattr(ds, "data") else pl.DataFrame(ds.to_dict())
+    return df, getattr(ds, "_fingerprint", None)
 
 
 def fingerprint_files(paths: list[Path]) -> list[dict]:
@@ -267,15 +270,17 @@ def _raw_frame(cfg: Any, base_dir: Path) -> tuple[pl.DataFrame, str, str, list[d
         from .presets import get_preset
 
         pre = get_preset(cfg.preset)
-        df = read_hub(pre.path, pre.config, pre.split, pre.revision)
+        df, fp = read_hub(pre.path, pre.config, pre.split, pre.revision)
         return df, cfg.name or pre.name, f"preset {pre.name} ({pre.path})", [
-            {"hub": pre.path, "config": pre.config, "split": pre.split, "revision": pre.revision}
+            {"hub": pre.path, "config": pre.config, "split": pre.split, "revision": pre.revision,
+             "fingerprint": fp}
         ]
     if isinstance(cfg, HubSource) or (isinstance(cfg, TracesSource) and cfg.hub):
         path = cfg.path if isinstance(cfg.path, str) else cfg.path[0]
-        df = read_hub(path, cfg.config, cfg.split, cfg.revision)
+        df, fp = read_hub(path, cfg.config, cfg.split, cfg.revision)
         return df, cfg.name or path, f"hub {path}", [
-            {"hub": path, "config": cfg.config, "split": cfg.split, "revision": cfg.revision}
+            {"hub": path, "config": cfg.config, "split": cfg.split, "revision": cfg.revision,
+             "fingerprint": fp}
         ]
     files = _expand(cfg.path, base_dir, f"sources[{cfg.kind}]")
     frames = []

@@ -94,6 +94,10 @@ def test_hub_source_through_load_dataset_on_a_local_folder(tmp_path):
     cfg = HubSource(path=str(d), split="test", fields={"gold_answer": "solution"}, answer_extractor="boxed")
     rows, _, info = load_one(cfg, tmp_path)
     assert rows["gold_answer"].to_list() == ["\\frac{1}{2}", "3"] and info["inputs"][0]["hub"] == str(d)
+    # datasets' content fingerprint is part of the inputs (and so of the cache key): new data, new key
+    fp = info["inputs"][0]["fingerprint"]
+    pl.DataFrame({"problem": ["z?"], "solution": ["\\boxed{9}"]}).write_parquet(d / "data" / "test-00000-of-00001.parquet")
+    assert load_one(cfg, tmp_path)[2]["inputs"][0]["fingerprint"] not in (None, fp)
     with pytest.raises(SourceError, match="cannot load"):
         load_one(HubSource(path=str(tmp_path / "nope")), tmp_path)
 
