@@ -65,6 +65,7 @@ __all__ = [
     "TransformersTeacher",
     "VLLMTeacher",
     "build_messages",
+    "finish_stage_sampling",
     "plan_requests",
     "sample_rows",
     "split_reasoning",
@@ -106,7 +107,9 @@ class OpenAITeacher(_Strict):
     token_ids: bool = False
     """Send ``return_tokens_as_token_ids`` (vLLM servers) so logprob tokens carry exact ids."""
     tokenizer: str | None = None
-    """Name stored in the ``tokenizer`` column when logprobs are kept (default: the model)."""
+    """The teacher's tokenizer (a local path or hub id, loaded with ``transformers.AutoTokenizer``) when
+    logprobs are kept: the ``tokenizer`` column then reads ``<model>@<vocabulary hash>``, which offline KD
+    checks against the student. Unset: ``<model>@`` (no hash; training then needs ``kd.check_tokenizer: false``)."""
 
 
 class VLLMTeacher(_Strict):
@@ -337,12 +340,18 @@ class RequestLog:
         except sqlite3.DatabaseError as e:
             raise BackendError(f"{self.path}: cannot open the sampling log ({e})") from None
 
+    _BATCH = 500
+    """Keys per ``WHERE key IN (...)`` query (well under SQLite's bound-variable limit)."""
+
     def get_many(self, keys: list[str]) -> dict[str, dict]:
-        want = set(keys)
+        """The logged responses of ``keys`` (absent keys are left out), looked up by primary key."""
+        want = list(dict.fromkeys(keys))
         out: dict[str, dict] = {}
         with self._lock:
-            for key, payload in self._db.execute("SELECT key, payload FROM responses"):
-                if key in want:
+            for i in range(0, len(want), self._BATCH):
+                chunk = want[i : i + self._BATCH]
+                marks = ",".join("?" * len(chunk))
+                for key, payload in self._db.execute(f"SELECT key, payload FROM responses WHERE key IN ({marks})", chunk):
                     out[key] = json.loads(payload)
         return out
 
@@ -643,8 +652,41 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
             "raise the budget and re-run to resume"
         )
     if cfg.teacher.backend == "openai" and tokenizer is None and cfg.logprobs is not None:
-        tokenizer = cfg.teacher.tokenizer or cfg.teacher.model
+        from .backends.openai_compat import tokenizer_column  # everything came from the log
+
+        tokenizer = tokenizer_column(cfg.teacher)
     return _assemble(problems, rows, requests, results, run.failures, cfg, teacher, tokenizer)
+
+
+def finish_stage_sampling(out: pl.DataFrame, ctx: "Context", key: str, *, flatten: bool = False) -> pl.DataFrame:
+    """What a *stage* does with a :func:`sample_rows` result (the ``sample`` stage on any engine, the
+    ``difficulty`` probe and judge): one place, so every caller behaves alike.
+
+    * ``ctx.stats[key]`` (``key`` = the ``log_name``) loses its ``log`` entry, a local path that is not
+      for the published manifest; ``flatten`` moves the remaining numbers to the top of ``ctx.stats``
+      (the ``sample`` stage: they show in the funnel), else they stay under ``key``;
+    * any failed request (``finish_reason == "error"``) sets ``ctx.cacheable = False``, so the runner
+      does not cache the output and a re-run retries those requests (finished ones come from the log);
+    * failed rows get ``drop_reason: teacher_error`` (a caller that aggregates rows, like the
+      difficulty probe, also skips them by ``finish_reason``).
+    """
+    from .stages.base import mark_drop
+
+    stats = ctx.stats.pop(key, None)
+    if isinstance(stats, dict):
+        stats = {k: v for k, v in stats.items() if k != "log"}
+        if flatten:
+            ctx.stats.update(stats)
+        else:
+            ctx.stats[key] = stats
+    elif stats is not None:  # pragma: no cover - not sample_rows' stats: leave them
+        ctx.stats[key] = stats
+    failed = out.height > 0 and "finish_reason" in out.columns and bool((out["finish_reason"] == "error").any())
+    if failed:
+        ctx.cacheable = False
+    if "finish_reason" not in out.columns:
+        return out
+    return mark_drop(out, (pl.col("finish_reason") == "error").fill_null(False), "teacher_error")
 
 
 def _assemble(problems, rows, requests, results, failures, cfg, teacher, tokenizer) -> pl.DataFrame:

@@ -11,7 +11,7 @@ from curate.stages.base import DROP, Context
 from curate.stages.difficulty import DEFAULT_JUDGE_PROMPT, DifficultyConfig, DifficultyStage
 
 pytest.importorskip("aiohttp")
-from curate.testing.openai_server import OpenAIServer, Reply  # noqa: E402
+from curate.testing.openai_server import Fault, OpenAIServer, Reply  # noqa: E402
 
 PROBLEMS = {
     # problem text -> (gold answer, how many of 4 probe samples are right, judge replies by sample index)
@@ -47,11 +47,6 @@ def script(messages, params, index):
         return Reply(content=judge[index % 4])
     right = index < n_right
     return Reply(reasoning_content=f"thinking about {problem}", content=f"\\boxed{{{gold if right else 'wrong'}}}")
-
-
-def need_verify() -> None:
-    if not hasattr(pytest.importorskip("curate.verify"), "verify_frame"):
-        pytest.skip("curate.verify.verify_frame is not available yet")
 
 
 def teacher(srv: OpenAIServer, model: str) -> dict:
@@ -107,7 +102,6 @@ def test_judge_custom_template(server, tmp_path):
 
 
 def test_probe_pass_rate_and_window_before_teacher_sampling(server, tmp_path):
-    need_verify()
     server.clear()
     cfg = DifficultyConfig(
         methods=[{"method": "pass_rate", "source": "probe", "estimate": "point"}],
@@ -133,7 +127,6 @@ def test_probe_pass_rate_and_window_before_teacher_sampling(server, tmp_path):
 
 def test_probe_next_to_teacher_verdicts(server, tmp_path):
     """Teacher traces are kept and filtered by the teacher's verdicts; difficulty mixes probe + teacher."""
-    need_verify()
     server.clear()
     probs = problems_frame()
     rows = probs.join(pl.DataFrame({"sample_index": [0, 1]}), how="cross").with_columns(
@@ -164,3 +157,44 @@ def test_empty_input_sends_nothing(server, tmp_path):
     )
     out = DifficultyStage(cfg).run(problems_frame().clear(), Context.for_test(tmp_path))
     assert out.height == 0 and "difficulty" in out.columns and server.count() == 0
+
+
+def test_failed_probe_and_judge_requests_are_not_cached_and_no_log_path_in_stats(tmp_path):
+    """A request that failed after its retries: the stage output is not cached (a re-run retries it;
+    the finished ones come from the log) and no local log path reaches the stats (the manifest)."""
+
+    def flaky(messages, params, index):
+        if "100th prime" in messages[-1]["content"]:
+            return Fault.error(400, "refused")
+        return script(messages, params, index)
+
+    with OpenAIServer(script=flaky, latency=0.0) as srv:
+        cfg = DifficultyConfig(
+            methods=[{"method": "pass_rate", "source": "probe", "estimate": "point"}, {"method": "judge"}],
+            probe={**teacher(srv, "probe-model"), "max_failures": 1},
+            judge={**teacher(srv, "judge-model"), "max_failures": 1},
+        )
+        ctx = Context.for_test(tmp_path)
+        out = DifficultyStage(cfg).run(problems_frame(), ctx)
+        assert ctx.cacheable is False
+        assert "/" not in str(ctx.stats) and str(tmp_path) not in str(ctx.stats)
+        assert "log" not in ctx.stats["difficulty_probe"] and "log" not in ctx.stats["difficulty_judge"]
+        assert ctx.stats["difficulty_probe"]["failed"] == 1 and ctx.stats["judge_failed_requests"] == 4
+        by = {r["problem"]: r for r in out.iter_rows(named=True)}
+        assert by["Find the 100th prime."]["n_samples"] == 0  # failed samples say nothing about the problem
+        assert by["What is 2+2?"]["pass_rate"] == 1.0
+        # the re-run sends only the failed requests (one probe, one judge); all answered: cacheable
+        srv.clear()
+        ok = Context.for_test(tmp_path)
+        srv.script = script
+        DifficultyStage(cfg).run(problems_frame(), ok)
+        assert srv.count() == 2 and ok.cacheable is True
+
+
+def test_successful_probe_is_cacheable_without_log_path(server, tmp_path):
+    server.clear()
+    cfg = DifficultyConfig(methods=[{"method": "pass_rate", "source": "probe"}], probe=teacher(server, "probe-model"))
+    ctx = Context.for_test(tmp_path)
+    DifficultyStage(cfg).run(problems_frame(), ctx)
+    assert ctx.cacheable is True and ctx.stats["difficulty_probe"]["requests"] == 4
+    assert "log" not in ctx.stats["difficulty_probe"] and ".sqlite" not in str(ctx.stats)

@@ -166,7 +166,7 @@ def test_max_failures_stops_a_broken_endpoint(ctx):
 
 def test_length_finish_and_logprobs_with_exact_token_ids(ctx):
     with OpenAIServer(script=lambda m, p, i: "<think>a b c d e f</think> g") as srv:
-        cfg = cfg_for(srv, max_tokens=4, logprobs=3, teacher={"token_ids": True, "tokenizer": "tok-x"})
+        cfg = cfg_for(srv, max_tokens=4, logprobs=3, teacher={"token_ids": True})
         df = sample_rows(problems(1), cfg, ctx)
         r = df.row(0, named=True)
         assert r["finish_reason"] == "length" and r["answer_text"] == "" and r["reasoning"] == "a b c d"
@@ -175,7 +175,7 @@ def test_length_finish_and_logprobs_with_exact_token_ids(ctx):
         assert r["token_ids"] == [token_id(t) for t in toks]
         assert [row[0] for row in r["topk_ids"]] == r["token_ids"] and all(len(x) == 3 for x in r["topk_ids"])
         assert len(r["topk_logprobs"]) == 4 and r["topk_logprobs"][0][0] > r["topk_logprobs"][0][1]
-        assert r["tokenizer"] == "tok-x" and r["completion_tokens"] == 4
+        assert r["tokenizer"] == "teacher-x@" and r["completion_tokens"] == 4  # no teacher.tokenizer: no hash
     with OpenAIServer(script=lambda m, p, i: "x y") as srv:  # a server without token ids: strings kept
         df = sample_rows(problems(1), cfg_for(srv, logprobs=2), Context.for_test(ctx.base_dir / "b"))
         r = df.row(0, named=True)
@@ -265,6 +265,9 @@ def test_sample_stage_marks_teacher_errors(ctx):
         out = stage_cls(conf).run(problems(3), ctx)
         assert out.filter(pl.col("drop_reason") == "teacher_error")["problem_id"].to_list() == ["p2"]
         assert out["drop_reason"].null_count() == 2
+        # a failed request: not cached (a re-run retries it); flat stats, no local log path
+        assert ctx.cacheable is False and ctx.stats["failed"] == 1 and "sample" not in ctx.stats
+        assert "log" not in ctx.stats and ".sqlite" not in str(ctx.stats)
     with pytest.raises(Exception):
         stage_cls.Config.model_validate({"type": "sample", "teacher": {"backend": "openai", "model": "m"}, "bogus": 1})
 

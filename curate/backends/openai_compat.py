@@ -192,12 +192,30 @@ def resolve_endpoint(t: OpenAITeacher) -> tuple[str | None, str]:
     return base_url, key
 
 
+def tokenizer_column(t: OpenAITeacher) -> str:
+    """The ``tokenizer`` column for logprob rows from an API teacher: ``<model>@<vocabulary hash>`` with
+    ``teacher.tokenizer`` loaded by ``transformers.AutoTokenizer`` (offline KD checks the hash against
+    the student), or ``<model>@`` without one (a server does not say which vocabulary it uses)."""
+    if not t.tokenizer:
+        return f"{t.model}@"
+    from ..errors import RecipeError, require
+    from ..tokenizer import tokenizer_tag
+
+    transformers = require("transformers", "train", "teacher.tokenizer")
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(t.tokenizer)
+    except Exception as e:  # OSError / ValueError / hub errors: one line naming the field
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RecipeError(f"teacher.tokenizer: cannot load the tokenizer '{t.tokenizer}' ({first})") from None
+    return tokenizer_tag(tok, t.model)
+
+
 class OpenAIBackend:
     def __init__(self, t: OpenAITeacher, cfg: SampleConfig):
         self.t, self.cfg = t, cfg
         self.base_url, self._key = resolve_endpoint(t)
         self.teacher = t.model
-        self.tokenizer = (t.tokenizer or t.model) if cfg.logprobs is not None else None
+        self.tokenizer = tokenizer_column(t) if cfg.logprobs is not None else None
 
     # ------------------------------------------------------------------ request body
     def body(self, req: Request) -> dict:

@@ -25,8 +25,17 @@ import polars as pl
 
 from .. import errors
 from ..errors import CurateError
-from ..sampling import OpenAITeacher, Request, SampleConfig, Sink, VLLMTeacher, make_backend, sample_rows
-from ..stages.base import Context, Stage, mark_drop
+from ..sampling import (
+    OpenAITeacher,
+    Request,
+    SampleConfig,
+    Sink,
+    VLLMTeacher,
+    finish_stage_sampling,
+    make_backend,
+    sample_rows,
+)
+from ..stages.base import Context, Stage
 from .ray_engine import RayEngine, distributed, rebind
 
 
@@ -165,6 +174,7 @@ def run_sample(engine: RayEngine, stage: Stage, df: pl.DataFrame, ctx: Context) 
     finally:
         for p in pools:
             p.close()
+    out = finish_stage_sampling(out, ctx, "sample", flatten=True)  # exactly as the local stage does
     if pools:
         ctx.stats["sample_replicas"] = pools[0].replicas
-    return mark_drop(out, pl.col("finish_reason") == "error", "teacher_error")
+    return out

@@ -165,7 +165,7 @@ class CurriculumStage(Stage):
         cfg = self.config
         order = self._bucket_order(df)
         if isinstance(cfg.ratio, dict):
-            unknown = sorted(set(cfg.ratio) - set(order))
+            # a weight for a bucket the data does not have is fine (that bucket is empty)
             lacking = [b for b in order if b not in cfg.ratio]
             if lacking:
                 raise RecipeError(
@@ -173,9 +173,6 @@ class CurriculumStage(Stage):
                     f"(buckets: {', '.join(order)})"
                 )
             weights = [float(cfg.ratio[b]) for b in order]
-            if unknown:
-                # a bucket the data does not have is fine (empty); keep going
-                pass
         elif isinstance(cfg.ratio, list):
             if len(cfg.ratio) != len(order):
                 raise RecipeError(

@@ -231,7 +231,7 @@ class DifficultyStage(Stage):
         return df.select(cols).unique(subset="problem_id", keep="first", maintain_order=True)
 
     def _probe(self, probs: pl.DataFrame, ctx: Context, stats: dict) -> pl.DataFrame:
-        from ..sampling import sample_rows
+        from ..sampling import finish_stage_sampling, sample_rows
         from ..verify import verify_frame
 
         cfg = self.config
@@ -240,7 +240,7 @@ class DifficultyStage(Stage):
             return pl.DataFrame(schema={"problem_id": probs.schema["problem_id"], "probe_n": pl.Int64, "probe_c": pl.Int64})
         if "gold_answer" not in src.columns:
             raise RecipeError(f"stage '{ctx.stage_label or self.name}': probe: source: probe needs a 'gold_answer' column to verify against")
-        rows = sample_rows(src, cfg.probe, ctx, log_name="difficulty_probe")
+        rows = finish_stage_sampling(sample_rows(src, cfg.probe, ctx, log_name="difficulty_probe"), ctx, "difficulty_probe")
         sub = dataclasses.replace(ctx, stats={})  # verify's own stats go under probe_verify
         rows = verify_frame(rows, cfg.probe_verify or VerifyConfig(), sub)
         agg = _aggregate(rows).rename({"teacher_n": "probe_n", "teacher_c": "probe_c"})
@@ -249,7 +249,7 @@ class DifficultyStage(Stage):
         return agg
 
     def _judge(self, probs: pl.DataFrame, ctx: Context, stats: dict) -> pl.DataFrame:
-        from ..sampling import sample_rows
+        from ..sampling import finish_stage_sampling, sample_rows
 
         cfg = self.config
         src = probs.select([c for c in PROBLEM_COLUMNS if c in probs.columns])
@@ -258,7 +258,7 @@ class DifficultyStage(Stage):
         judge_cfg = cfg.judge
         if "user_template" not in judge_cfg.model_fields_set:
             judge_cfg = judge_cfg.model_copy(update={"user_template": DEFAULT_JUDGE_PROMPT})
-        rows = sample_rows(src, judge_cfg, ctx, log_name="difficulty_judge")
+        rows = finish_stage_sampling(sample_rows(src, judge_cfg, ctx, log_name="difficulty_judge"), ctx, "difficulty_judge")
         texts = rows["answer_text"].to_list() if "answer_text" in rows.columns else [None] * rows.height
         scores = [D.parse_judge_score(t) for t in texts]
         scored = rows.select("problem_id").with_columns(pl.Series("_judge", scores, dtype=pl.Float64))

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 import polars as pl
 
 from ..sampling import SAMPLE_COLUMNS, SampleConfig
-from .base import Context, Stage, StageConfig, mark_drop
+from .base import Context, Stage, StageConfig
 
 
 class SampleStageConfig(StageConfig, SampleConfig):
@@ -29,14 +29,9 @@ class SampleStage(Stage):
     config: SampleStageConfig
 
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        from ..sampling import sample_rows
+        from ..sampling import finish_stage_sampling, sample_rows
 
         cfg = SampleConfig.model_validate(self.config.model_dump(exclude={"type", "label"}))
         out = sample_rows(df, cfg, ctx, log_name="sample")
-        # flat numbers show in the funnel (token totals, requests from the log / sent / failed)
-        stats = ctx.stats.pop("sample", {})
-        stats.pop("log", None)  # a local path: not for the published manifest
-        ctx.stats.update(stats)
-        if out.height and bool((out["finish_reason"] == "error").any()):
-            ctx.cacheable = False  # a re-run retries the failed requests (finished ones come from the log)
-        return mark_drop(out, pl.col("finish_reason") == "error", "teacher_error")
+        # flat numbers in the funnel; failed requests -> teacher_error, not cached (a re-run retries them)
+        return finish_stage_sampling(out, ctx, "sample", flatten=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,10 @@ def sft_dataset(ds, tokenizer, where: str = "dataset"):
 # ---------------------------------------------------------------------------------------------- offline KD
 
 
+_HASH = re.compile(r"[0-9a-f]{16}")
+"""What ``curate.tokenizer.tokenizer_hash`` returns."""
+
+
 def check_tokenizer(ds, tokenizer, where: str = "dataset") -> None:
     """Stored ``tokenizer`` tags must carry the student's tokenizer hash."""
     if "tokenizer" not in ds.column_names:
@@ -211,8 +216,13 @@ def check_tokenizer(ds, tokenizer, where: str = "dataset") -> None:
             "set kd.check_tokenizer: false to skip the check"
         )
     mine = tokenizer_hash(tokenizer)
-    for tag in sorted(set(ds["tokenizer"])):
+    for tag in sorted(set(ds["tokenizer"]), key=lambda t: (t is None, str(t))):
         name, digest = split_tag(tag or "")
+        if not _HASH.fullmatch(digest):  # "model@" (an API teacher without teacher.tokenizer), a bare name
+            raise SourceError(
+                f"{where}: field tokenizer is {tag!r}: no tokenizer hash recorded for the teacher; "
+                "set teacher.tokenizer when sampling, or kd.check_tokenizer: false"
+            )
         if digest != mine:
             raise SourceError(
                 f"{where}: field tokenizer is {tag!r} but the student's tokenizer hashes to {mine}; "
