@@ -65,10 +65,14 @@ def test_ngram_and_minhash_matches_table_and_reasons(tmp_path):
     assert t["method_counts"] == {"ngram": 2, "minhash": 2}
     ex = {e["method"]: e for e in t["examples"]}
     assert ex["ngram"]["matched"] == "janet ' s ducks lay 16 eggs per"  # typographic quote folded to '
-    assert ex["ngram"]["benchmark_text"].startswith("Janet")
+    assert ex["ngram"]["benchmark_index"] == 0 and ex["ngram"]["problem"] == COPY
     assert ex["minhash"]["matched"].startswith("(MinHash") and 0.5 <= ex["minhash"]["similarity"] < 1.0
-    assert ex["minhash"]["benchmark_text"].startswith("Toula")
-    assert set(ex["ngram"]) == {"problem", "benchmark_text", "matched", "method", "similarity"}
+    assert ex["minhash"]["benchmark_index"] == 2
+    assert set(ex["ngram"]) == {"problem", "benchmark_index", "matched", "method", "similarity"}
+    # the benchmark's own text never goes to the stats (manifest, card); the row's text is cut short
+    stats = json.dumps(ctx.stats)
+    assert "Toula went to the bakery" not in stats and "She eats three for breakfast every morning and bakes muffins for" not in stats
+    assert len(ex["minhash"]["problem"]) <= 120 and LIGHT_EDIT.startswith(ex["minhash"]["problem"].rstrip("…"))
     # n-gram only: the light edit shares no 8-gram and stays
     out2 = DecontaminateStage(DecontaminateConfig(benchmarks=cfg.benchmarks, minhash=False)).run(frame(), ctx)
     assert out2["drop_reason"].to_list() == ["contaminated:gsm8k"] * 2 + [None] * 4
@@ -101,6 +105,72 @@ def test_hub_path_with_local_dataset_dir(tmp_path):
     out = DecontaminateStage(cfg).run(frame(), ctx)
     assert out["drop_reason"].to_list().count("contaminated:gsm") == 4
     assert ctx.stats["contamination"]["gsm"]["benchmark_rows"] == 3
+
+
+def test_benchmark_index_counts_rows_with_empty_text(tmp_path):
+    write(tmp_path, "gsm.jsonl", [{"question": ""}, {"question": None}] + BENCH_ROWS)
+    cfg = DecontaminateConfig(benchmarks=[{"name": "gsm8k", "path": "gsm.jsonl", "field": "question"}])
+    ctx = Context.for_test(tmp_path)
+    DecontaminateStage(cfg).run(frame(), ctx)
+    t = ctx.stats["contamination"]["gsm8k"]
+    assert t["benchmark_rows"] == 3
+    assert sorted(e["benchmark_index"] for e in t["examples"]) == [2, 4]  # rows of the file, empties counted
+
+
+def test_fingerprint_follows_benchmark_content_and_hub_coordinates(tmp_path):
+    write(tmp_path, "gsm.jsonl", BENCH_ROWS)
+    ctx = Context.for_test(tmp_path)
+    stage = DecontaminateStage(DecontaminateConfig(benchmarks=[{"path": "gsm.jsonl", "field": "question"}]))
+    f1 = stage.fingerprint(ctx)
+    assert f1 == stage.fingerprint(ctx) and len(f1) == 64
+    write(tmp_path, "gsm.jsonl", BENCH_ROWS[1:])
+    assert stage.fingerprint(ctx) != f1
+    (tmp_path / "gsm.jsonl").unlink()
+    assert stage.fingerprint(ctx) not in (None, f1)  # no error here: run() reports the missing file
+
+    def hub(**kw):
+        return DecontaminateStage(DecontaminateConfig(benchmarks=[{"hub": "org/set", **kw}])).fingerprint(ctx)
+
+    assert hub(revision="a") != hub(revision="b") != hub() and hub(split="dev") != hub()
+    assert hub() == hub(split="test")  # the default split, spelled out, is the same set
+    assert DecontaminateStage(DecontaminateConfig(benchmarks=["gsm8k"])).fingerprint(ctx) != hub()
+    # a local folder given as hub: its files count
+    d = tmp_path / "hubcopy"
+    d.mkdir()
+    write(d, "test.jsonl", BENCH_ROWS)
+    local = DecontaminateStage(DecontaminateConfig(benchmarks=[{"name": "g", "hub": "hubcopy", "field": "question"}]))
+    f2 = local.fingerprint(ctx)
+    write(d, "test.jsonl", BENCH_ROWS[:1])
+    assert local.fingerprint(ctx) != f2
+
+
+def test_edited_benchmark_file_reruns_the_stage(tmp_path, monkeypatch):
+    from curate.recipe import load_recipe
+    from curate.runner import execute
+
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / ".curate"))
+    (tmp_path / "probs.jsonl").write_text(
+        "".join(json.dumps({"problem": p, "answer": str(i)}) + "\n" for i, p in enumerate([COPY, LIGHT_EDIT, CLEAN]))
+    )
+    write(tmp_path, "bench.jsonl", BENCH_ROWS[1:2])  # the robe only: nothing contaminated yet
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: decontam-cache\nversion: 0.1.0\nlicense: mit\n"
+        "sources:\n  - kind: file\n    path: probs.jsonl\n    fields: {problem: problem, gold_answer: answer}\n"
+        "stages:\n  - type: decontaminate\n    benchmarks: [{name: gsm8k, path: bench.jsonl, field: question}]\n"
+        "    minhash: false\n"
+        "output:\n  dir: out\n"
+    )
+    r1 = execute(load_recipe(recipe))
+    assert r1.executed[-1] == "decontaminate" and r1.rejected.height == 0
+    r2 = execute(load_recipe(recipe))  # nothing changed: served from the cache
+    assert r2.records[-1].cached and "decontaminate" not in r2.executed
+    write(tmp_path, "bench.jsonl", BENCH_ROWS)  # Janet's ducks joins the benchmark
+    r3 = execute(load_recipe(recipe))
+    assert not r3.records[-1].cached and r3.executed[-1] == "decontaminate"
+    assert r3.rejected["drop_reason"].to_list() == ["contaminated:gsm8k"]
+    assert r3.rejected["problem"].to_list() == [COPY] and r3.train.height == 2
+    assert r3.records[-1].cache_key != r1.records[-1].cache_key
 
 
 def test_hub_failure_is_one_line_source_error(tmp_path, monkeypatch):

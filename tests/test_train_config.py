@@ -1,5 +1,6 @@
 """The train recipe model: example recipes validate, bad fields are one-line errors, no torch needed."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 from curate.errors import RecipeError
 from curate.train.config import TrainRecipe
-from curate.train.run import load_recipe
+from curate.train.run import _load, load_recipe, write_summary
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("train-*.yaml"))
 
@@ -57,3 +58,23 @@ def test_yaml_bare_off_means_off(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("student: {model: m}\ndataset: {path: d}\noutput_dir: o\ncurriculum: {mode: off}\n")
     assert load_recipe(path).curriculum.mode == "off"
+
+
+def test_summary_keeps_secret_references_unresolved(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUB_TOKEN", "hf_very_secret_123")
+    monkeypatch.setenv("STUDENT", "my/student")
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "student: {model: '${STUDENT}', tokenizer: 'org/tok-${HUB_TOKEN}'}\n"
+        "dataset: {path: d, revision: '${HUB_TOKEN}'}\noutput_dir: o\n"
+    )
+    recipe, public = _load(path, ["max_steps=7"])
+    assert recipe.dataset.revision == "hf_very_secret_123"  # the code runs with the value
+    out = write_summary(tmp_path, {"method": recipe.method, "global_steps": 7}, public)
+    text = out.read_text()
+    assert out.name == "train_summary.json" and "hf_very_secret_123" not in text
+    summary = json.loads(text)
+    assert summary["global_steps"] == 7
+    assert summary["recipe"]["dataset"]["revision"] == "${HUB_TOKEN}"
+    assert summary["recipe"]["student"] == {"model": "my/student", "tokenizer": "org/tok-${HUB_TOKEN}"}
+    assert summary["recipe"]["max_steps"] == 7  # --set overrides are part of the public tree

@@ -87,10 +87,15 @@ def _build(root, model_dir, version, curriculum=None, template=None):
     return build_sft_trainer(recipe, load_student(recipe), tok, ds, curriculum=cur), tok, ds
 
 
-def test_sft_trains_loss_falls_and_saves(tiny):
+def test_sft_trains_loss_falls_and_saves(tiny, monkeypatch):
     root, model_dir, version = tiny
-    out = run_train(_recipe(root, model_dir, version, "sft", merge=True))
-    summary = json.loads((out / "train_summary.json").read_text())
+    monkeypatch.setenv("STUDENT_TOKEN", str(model_dir))  # a secret-looking variable: never written out
+    path = _recipe(root, model_dir, version, "sft", merge=True)
+    path.write_text(path.read_text().replace(f"model: {model_dir}", "model: ${STUDENT_TOKEN}"))
+    out = run_train(path)
+    text = (out / "train_summary.json").read_text()
+    summary = json.loads(text)
+    assert summary["recipe"]["student"]["model"] == "${STUDENT_TOKEN}" and str(model_dir) not in text
     assert summary["global_steps"] == 30 and summary["curriculum"] is True
     assert summary["last_logged_loss"] < 0.7 * summary["first_logged_loss"], summary
     assert (out / "adapter_config.json").exists()

@@ -65,6 +65,27 @@ def test_stage_filter_marks_non_correct_rows_with_the_verdict(tmp_path):
     assert reasons == [None, "incorrect", "incorrect", None, None, "no_answer", "truncated", "no_gold"]
 
 
+def test_stage_keeps_the_input_row_order_on_a_shuffled_frame(tmp_path):
+    """The per-problem aggregates join back in the input's order (polars 2 joins do not keep it unasked)."""
+    import random
+
+    rng = random.Random(7)
+    n_ok = {f"p{i:04d}": min(i % 5, 3) for i in range(600)}  # 0..3 correct samples of 3, per problem
+    rows = [
+        {"problem_id": f"p{i:04d}", "sample_id": f"p{i:04d}-{s}", "gold_answer": str(i),
+         "answer_text": f"\\boxed{{{i if s < n_ok[f'p{i:04d}'] else i + 1}}}"}
+        for i in range(600) for s in range(3)
+    ]
+    rng.shuffle(rows)
+    df = pl.DataFrame(rows)
+    stage_cls = get_stage("verify")
+    out = stage_cls(stage_cls.Config(num_proc=0)).run(df, Context.for_test(tmp_path))
+    assert out["sample_id"].to_list() == df["sample_id"].to_list()
+    assert out["correct"].to_list() == [int(r["sample_id"][-1]) < n_ok[r["problem_id"]] for r in rows]
+    assert out["n_correct"].to_list() == [n_ok[p] for p in df["problem_id"]]
+    assert out["maj_correct"].to_list() == [n_ok[p] >= 2 for p in df["problem_id"]]
+
+
 def test_config_rejects_unknown_keys():
     from pydantic import ValidationError
 

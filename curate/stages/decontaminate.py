@@ -15,12 +15,17 @@
       minhash_threshold: 0.5
 
 Contaminated rows are dropped with ``contaminated:<benchmark>``; ``ctx.stats["contamination"]``
-holds the per-benchmark table for the card and the manifest.
+holds the per-benchmark table for the card and the manifest. Its examples carry the matched n-gram,
+the row's own problem (cut to 120 characters) and the benchmark row index, never the benchmark text.
+``fingerprint`` hashes the benchmark files (and hub coordinates) into the stage's cache key.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
@@ -64,8 +69,6 @@ class BenchmarkSpec(BaseModel):
         if self.preset:
             return self.preset
         if self.path:
-            from pathlib import Path
-
             return Path(self.path).stem
         return str(self.hub).rstrip("/").split("/")[-1]
 
@@ -115,8 +118,18 @@ def _hub_frame(spec: BenchmarkSpec, path: str, config: str | None, split: str, r
     return pl.from_arrow(ds.data.table)
 
 
-def load_benchmark_texts(spec: BenchmarkSpec, ctx: Context) -> tuple[list[str], str]:
-    """(texts, where) of one benchmark set; raises a one-line SourceError naming file and field."""
+def _hub_coords(spec: BenchmarkSpec) -> tuple[str, str | None, str, str | None, str]:
+    """(path, config, split, revision, field) of a preset or hub benchmark."""
+    if spec.preset:
+        pr = get_preset(spec.preset)
+        return (pr.path, spec.config or pr.config, spec.split or pr.split, spec.revision or pr.revision,
+                spec.field or pr.problem_field)
+    return str(spec.hub), spec.config, spec.split or "test", spec.revision, spec.field or "problem"
+
+
+def load_benchmark(spec: BenchmarkSpec, ctx: Context) -> tuple[list[str], list[int], str]:
+    """(texts, rows, where) of one benchmark set: the non-empty texts and their row indices in the
+    benchmark file/split; raises a one-line SourceError naming file and field."""
     if spec.path:
         from ..sources import read_file
 
@@ -125,13 +138,7 @@ def load_benchmark_texts(spec: BenchmarkSpec, ctx: Context) -> tuple[list[str], 
             raise SourceError(f"decontaminate: benchmark '{spec.label}': file {p} does not exist")
         frame, where, fld = read_file(p, spec.format), str(p), spec.field or "problem"
     else:
-        if spec.preset:
-            pr = get_preset(spec.preset)
-            path, config, split, revision = pr.path, spec.config or pr.config, spec.split or pr.split, spec.revision or pr.revision
-            fld = spec.field or pr.problem_field
-        else:
-            path, config, split, revision = str(spec.hub), spec.config, spec.split or "test", spec.revision
-            fld = spec.field or "problem"
+        path, config, split, revision, fld = _hub_coords(spec)
         hub_path = str(ctx.resolve(path)) if ctx.resolve(path).exists() else path
         frame, where = _hub_frame(spec, hub_path, config, split, revision), f"hub {path} ({split})"
     if fld not in frame.columns:
@@ -139,14 +146,44 @@ def load_benchmark_texts(spec: BenchmarkSpec, ctx: Context) -> tuple[list[str], 
             f"decontaminate: benchmark '{spec.label}' ({where}): field '{fld}' not found "
             f"(columns: {', '.join(frame.columns) or 'none'}); set field:"
         )
-    texts = [t for t in frame[fld].cast(pl.Utf8).to_list() if t]
+    pairs = [(t, i) for i, t in enumerate(frame[fld].cast(pl.Utf8).to_list()) if t]
+    return [t for t, _ in pairs], [i for _, i in pairs], where
+
+
+def load_benchmark_texts(spec: BenchmarkSpec, ctx: Context) -> tuple[list[str], str]:
+    """(texts, where) of one benchmark set; raises a one-line SourceError naming file and field."""
+    texts, _, where = load_benchmark(spec, ctx)
     return texts, where
+
+
+def _hash_path(h: Any, p: Path) -> None:
+    """Feed a file's (or a folder's files') bytes into ``h``; a missing path hashes as such."""
+    if p.is_file():
+        files = [(p.name, p)]
+    elif p.is_dir():
+        files = sorted((f.relative_to(p).as_posix(), f) for f in p.rglob("*") if f.is_file())
+    else:
+        h.update(b"missing\0")
+        return
+    for name, f in files:
+        h.update(name.encode("utf-8") + b"\0" + f.stat().st_size.to_bytes(8, "little"))
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+
+
+EXAMPLE_CHARS = 120
+
+
+def _clip(text: str, n: int = EXAMPLE_CHARS) -> str:
+    """The row's own text for a report example, cut to ``n`` characters (benchmark text never goes out)."""
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
 
 class DecontaminateStage(Stage):
     name = "decontaminate"
     Config = DecontaminateConfig
-    version = "1"
+    version = "2"  # 2: examples carry benchmark_index, not the benchmark text
     requires = ("problem",)
     produces = ()
 
@@ -154,6 +191,24 @@ class DecontaminateStage(Stage):
         for b in self.config.benchmarks:  # type: ignore[attr-defined]
             if b.path and not ctx.resolve(b.path).exists():
                 raise RecipeError(f"decontaminate: benchmark '{b.label}': file {ctx.resolve(b.path)} does not exist")
+
+    def fingerprint(self, ctx: Context) -> str | None:
+        """sha256 over the bytes of every local benchmark file (and of a local folder given as hub),
+        plus (path, config, split, revision) of hub/preset sets: an edited benchmark file recomputes
+        the stage instead of serving a cached result. Files are hashed, not parsed."""
+        h = hashlib.sha256()
+        for spec in self.config.benchmarks:  # type: ignore[attr-defined]
+            h.update(json.dumps(["benchmark", spec.label]).encode("utf-8"))
+            if spec.path:
+                h.update(b"file\0")
+                _hash_path(h, ctx.resolve(spec.path))
+            else:
+                path, config, split, revision, fld = _hub_coords(spec)
+                h.update(json.dumps(["hub", path, config, split, revision, fld]).encode("utf-8"))
+                local = ctx.resolve(path)
+                if local.exists():  # a local dataset folder given as hub: its content counts
+                    _hash_path(h, local)
+        return h.hexdigest()
 
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg: DecontaminateConfig = self.config  # type: ignore[assignment]
@@ -183,7 +238,7 @@ class DecontaminateStage(Stage):
         row_count = work.filter(pl.col("_alive")).group_by("_text").len()
         count_of = dict(zip(row_count["_text"].to_list(), row_count["len"].to_list()))
         for spec in cfg.benchmarks:
-            texts, where = load_benchmark_texts(spec, ctx)
+            texts, rows, where = load_benchmark(spec, ctx)
             index, cached[spec.label] = BenchmarkIndex.load_or_build(texts, params, cache_dir)
             found = index.check(uniq)
             methods = {"ngram": 0, "minhash": 0}
@@ -195,8 +250,8 @@ class DecontaminateStage(Stage):
                 if len(examples) < cfg.max_examples:
                     examples.append(
                         {
-                            "problem": t[:500],
-                            "benchmark_text": index.texts[m.bench_row][:500],
+                            "problem": _clip(t),
+                            "benchmark_index": rows[m.bench_row],
                             "matched": m.matched,
                             "method": m.method,
                             "similarity": round(m.similarity, 4) if not math.isnan(m.similarity) else None,

@@ -47,7 +47,10 @@ class VerifyStage(Stage):
         ctx.stats["mean_samples_per_problem"] = round(float(agg["n_samples"].mean()), 3)
         drop = [c for c in ("n_correct", "maj_answer", "maj_correct") if c in out.columns]
         out = out.drop(drop).join(
-            agg.select("problem_id", "n_correct", "maj_answer", "maj_correct"), on="problem_id", how="left"
+            agg.select("problem_id", "n_correct", "maj_answer", "maj_correct"),
+            on="problem_id",
+            how="left",
+            maintain_order="left",  # polars 2 does not keep the left order of a join by default
         )
         if pid is None:
             out = out.drop("problem_id")

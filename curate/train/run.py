@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import CurateError
 from .config import TrainRecipe
@@ -12,22 +13,45 @@ from .config import TrainRecipe
 
 def load_recipe(path: Path, overrides: list[str] | None = None) -> TrainRecipe:
     """Line-numbered one-line errors, ${ENV} interpolation and --set overrides (the core's YAML loader)."""
-    from ..yamlio import load_yaml_model
+    return _load(path, overrides)[0]
 
-    return load_yaml_model(path, TrainRecipe, overrides)
+
+def _load(path: Path, overrides: list[str] | None = None) -> tuple[TrainRecipe, dict[str, Any]]:
+    """(recipe built from the resolved tree, the public tree: secret ${VARS} unresolved, secrets masked)."""
+    from ..yamlio import load_yaml, validate_model
+
+    loaded = load_yaml(path, overrides)
+    return validate_model(TrainRecipe, loaded), loaded.public
 
 
 def run_train(recipe_path: Path, overrides: list[str] | None = None) -> Path:
-    recipe = load_recipe(recipe_path, overrides)
+    recipe, public = _load(recipe_path, overrides)
     try:
-        return _run(recipe, Path(recipe_path))
+        return _run(recipe, Path(recipe_path), public)
     except CurateError as e:  # every one-line error names the recipe file
         if str(e).startswith(str(recipe_path)):
             raise
         raise type(e)(f"{recipe_path}: {e}") from None
 
 
-def _run(recipe: TrainRecipe, recipe_path: Path) -> Path:
+def write_summary(out: Path, summary: dict[str, Any], public: dict[str, Any]) -> Path:
+    """Write ``train_summary.json`` with the recipe's public tree (as written, --set applied,
+    secret-looking ${VARS} kept as references): never the env-interpolated one."""
+    path = Path(out) / "train_summary.json"
+    path.write_text(json.dumps({**summary, "recipe": public}, indent=2, default=str))
+    return path
+
+
+def _public_value(public: dict[str, Any], keys: tuple[str, ...], default: Any) -> Any:
+    cur: Any = public
+    for k in keys:
+        if not isinstance(cur, dict) or k not in cur:
+            return default
+        cur = cur[k]
+    return cur
+
+
+def _run(recipe: TrainRecipe, recipe_path: Path, public: dict[str, Any]) -> Path:
     from .common import load_student, load_tokenizer, resume_arg
     from .data import apply_curriculum, load_rows
 
@@ -57,8 +81,8 @@ def _run(recipe: TrainRecipe, recipe_path: Path) -> Path:
     tokens = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
     summary = {
         "method": recipe.method,
-        "student": recipe.student.model,
-        "dataset": recipe.dataset.path,
+        "student": _public_value(public, ("student", "model"), recipe.student.model),
+        "dataset": _public_value(public, ("dataset", "path"), recipe.dataset.path),
         "rows": len(ds),
         "curriculum": curriculum,
         "lora": recipe.lora is not None,
@@ -69,11 +93,10 @@ def _run(recipe: TrainRecipe, recipe_path: Path) -> Path:
         "tokens_seen": tokens,
         "tokens_per_second": tokens / seconds if seconds > 0 else None,
         "seconds": seconds,
-        "recipe": recipe.model_dump(mode="json"),
     }
     if recipe.merge:
         from .merge import merge_lora
 
         summary["merged_dir"] = str(merge_lora(out, out / "merged"))
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    write_summary(out, summary, public)
     return out
