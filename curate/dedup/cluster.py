@@ -45,9 +45,6 @@ def find_duplicates(
     are then kept if their exact shingle-set Jaccard (``verify="exact"``) or the signature estimate
     (``verify="minhash"``) is >= ``threshold``. Clusters are connected components (scipy).
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     n = len(texts)
     sigs = np.empty((n, params.num_perm), dtype=np.uint32 if params.scheme == "affine32" else np.uint64)
     keys = np.empty(n, dtype=np.uint64)
@@ -80,11 +77,20 @@ def find_duplicates(
                 sim = estimated_jaccard(sigs, ci, cj)
             ok = sim >= threshold
             pi, pj, sim = ci[ok], cj[ok], sim[ok]
+    return DedupResult(cluster_labels(rep, pi, pj), keys, pi, pj, sim, n_candidates=n_cand, lsh_params=lsh_params)
+
+
+def cluster_labels(rep: np.ndarray, pi: np.ndarray, pj: np.ndarray) -> np.ndarray:
+    """Cluster label per text: connected components (scipy) of "same exact key as ``rep[i]``" edges
+    plus the verified near-duplicate pairs ``(pi, pj)``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(rep)
     src = np.concatenate([np.arange(n), pi])
     dst = np.concatenate([rep, pj])
     graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return DedupResult(labels, keys, pi, pj, sim, n_candidates=n_cand, lsh_params=lsh_params)
+    return connected_components(graph, directed=False)[1]
 
 
 def choose_kept(labels: np.ndarray, score: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from ..dedup.cluster import DedupResult
+from ..dedup.cluster import DedupResult, cluster_labels
 from ..dedup.minhash import MinHashParams, estimated_jaccard, make_lsh, shingle_sets, signatures
 from ..dedup.text import jaccard
 from ..stages.base import Context, Stage
@@ -114,9 +114,6 @@ def ray_find_duplicates(
     engine: RayEngine,
 ) -> DedupResult:
     """Same contract and result as :func:`curate.dedup.find_duplicates`, computed on the Ray cluster."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     ray = engine.ray()
     n = len(texts)
     text_col = pa.array(list(texts), type=pa.large_string())
@@ -158,11 +155,7 @@ def ray_find_duplicates(
                 sim = estimated_jaccard(sigs, ci, cj)
             ok = sim >= threshold
             pi, pj, sim = ci[ok], cj[ok], sim[ok]
-    src = np.concatenate([np.arange(n), pi])
-    dst = np.concatenate([rep, pj])
-    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return DedupResult(labels, keys, pi, pj, sim, n_candidates=n_cand, lsh_params=lsh_params)
+    return DedupResult(cluster_labels(rep, pi, pj), keys, pi, pj, sim, n_candidates=n_cand, lsh_params=lsh_params)
 
 
 @distributed("dedup")
