@@ -1,8 +1,11 @@
 """Runs a recipe's stages in order with a content-addressed, stage-level cache and per-stage stats.
 
-Cache key of a stage = sha256(previous key, stage type, stage version, the stage's public config);
-the first key covers the sources' configs, their input fingerprints and ``--limit``. Changing a later
-stage's config therefore recomputes from that stage only. Each finished stage is written to
+Cache key of a stage = sha256(content fingerprint of the frame the stage receives, stage type, stage
+version, the stage's public config, the stage's own input fingerprint, the recipe seed). The key is
+derived from the *content* of the input, never from the upstream key: a stage whose output changes
+(e.g. a re-run recovers rows whose teacher requests failed before) always recomputes everything
+downstream of it, and an unchanged input is always served from the cache. Changing a later stage's
+config recomputes from that stage only. Each finished stage is written to
 ``<work_dir>/cache/<key>/`` at once, so Ctrl-C or a crash keeps everything finished so far.
 """
 
@@ -23,12 +26,13 @@ import polars as pl
 from . import __version__
 from .engines import get_engine
 from .errors import RecipeError, VersionExistsError
+from .fingerprint import frame_fingerprint
 from .recipe import LoadedRecipe
 from .registry import get_stage
 from .sources import load_sources
 from .stages.base import DROP, Context
 
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"
 
 
 @dataclass
@@ -157,7 +161,6 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
     ]
     rejected_parts = [bad_rows] if bad.height else []
     executed: list[str] = []
-    prev = src_key
     public_stages = lr.public.get("stages") or []
     for idx, (cfg, label) in enumerate(zip(recipe.stages, lr.stage_labels())):
         cls = get_stage(cfg.type)
@@ -172,7 +175,7 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
             resume=resume,
             show_progress=bool(console is not None and getattr(console, "is_terminal", False)),
         )
-        key = _key(prev, cls.name, cls.version, pub_cfg, stage.fingerprint(ctx))
+        key = _key(CACHE_FORMAT, frame_fingerprint(df), cls.name, cls.version, pub_cfg, stage.fingerprint(ctx), recipe.seed)
         cache = cache_root / key
         hit = _load(cache) if resume else None
         if hit is not None:
@@ -207,7 +210,6 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
         if rejected.height:
             rejected_parts.append(rejected)
         df = kept
-        prev = key
     rejected_all = pl.concat(rejected_parts, how="diagonal_relaxed") if rejected_parts else pl.DataFrame()
     return RunResult(train=df, rejected=rejected_all, records=records, inputs=infos, executed=executed)
 
