@@ -283,6 +283,13 @@ def _teacher_identity(t: Any) -> dict:
         ident["token_ids"] = t.token_ids
     elif isinstance(t, (VLLMTeacher, TransformersTeacher)):
         ident["chat_template_kwargs"] = t.chat_template_kwargs
+        # a local model is what its files contain, not where they lie: retraining into the same
+        # folder must never replay the old model's samples (a hub id is its name, None here)
+        from .fingerprint import path_fingerprint
+
+        ident["content"] = path_fingerprint(t.model)
+        if getattr(t, "tokenizer", None):
+            ident["tokenizer_content"] = path_fingerprint(t.tokenizer)
     return ident
 
 
@@ -352,7 +359,10 @@ class RequestLog:
                 chunk = want[i : i + self._BATCH]
                 marks = ",".join("?" * len(chunk))
                 for key, payload in self._db.execute(f"SELECT key, payload FROM responses WHERE key IN ({marks})", chunk):
-                    out[key] = json.loads(payload)
+                    try:
+                        out[key] = json.loads(payload)
+                    except (TypeError, ValueError):
+                        continue  # an unreadable entry counts as not logged: it is requested again
         return out
 
     def put(self, key: str, payload: dict) -> None:
@@ -418,6 +428,67 @@ def make_backend(cfg: SampleConfig) -> Backend:
     from .backends.transformers_local import TransformersBackend
 
     return TransformersBackend(t, cfg)
+
+
+def as_text(v: Any, what: str) -> str | None:
+    """A message's ``content`` / ``reasoning_content`` as text. Some OpenAI-compatible providers send a
+    list of parts (``[{"type": "text", "text": ...}, ...]``): the text parts are joined, other parts
+    (images, refusals) are skipped. Anything else is not text: ``ValueError`` (a per-row failure)."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, list):
+        out = []
+        for part in v:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                out.append(part["text"])
+            elif isinstance(part, dict) and part.get("text") is None:
+                continue  # a non-text part
+            else:
+                raise ValueError(f"{what}: a part of type {type(part).__name__} is not text")
+        return "".join(out)
+    raise ValueError(f"{what} is a {type(v).__name__}, not text")
+
+
+def as_count(v: Any) -> int | None:
+    """A token count from a server's ``usage`` (``None`` when absent or not a count, e.g. ``"n/a"``)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, int):
+        return v if v >= 0 else None
+    if isinstance(v, float):
+        return int(v) if math.isfinite(v) and v >= 0 else None
+    if isinstance(v, str) and v.strip().isdigit():
+        return int(v.strip())
+    return None
+
+
+def normalize_payload(payload: Any, n: int) -> dict | None:
+    """A payload from the log, checked and normalised (text fields as text, counts as ints or None);
+    ``None`` when it cannot be used (an older version logged it, or it was damaged): the request is
+    then sent again instead of failing the run on every re-run."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("samples"), list):
+        return None
+    samples = []
+    try:
+        for s in payload["samples"]:
+            if not isinstance(s, dict):
+                return None
+            fr = s.get("finish_reason")
+            samples.append({
+                **s,
+                "content": as_text(s.get("content"), "content") or "",
+                "reasoning_content": as_text(s.get("reasoning_content"), "reasoning_content"),
+                "finish_reason": fr if isinstance(fr, str) and fr else "stop",
+                "completion_tokens": as_count(s.get("completion_tokens")),
+            })
+    except ValueError:
+        return None
+    if len(samples) < n:
+        return None
+    return {**payload, "samples": samples, "prompt_tokens": as_count(payload.get("prompt_tokens")),
+            "completion_tokens": as_count(payload.get("completion_tokens"))}
 
 
 def split_usage(total: int | None, samples: list[dict]) -> list[int | None]:

@@ -19,7 +19,12 @@ from ..errors import RecipeError, require
 
 
 def adapter_fingerprint(base: str, adapter_dir: Path) -> str:
+    """The merged model's identity: the base (by content when it is a local folder, else its hub id)
+    and the adapter's files. A base retrained into the same folder gets a new merge."""
+    from ..fingerprint import path_fingerprint
+
     h = hashlib.sha256(base.encode())
+    h.update((path_fingerprint(base) or "").encode())
     for p in sorted(adapter_dir.iterdir()):
         if p.is_file() and (p.name.startswith("adapter_") or p.suffix in (".json", ".safetensors", ".bin", ".model")):
             h.update(p.name.encode())
