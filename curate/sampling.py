@@ -510,43 +510,129 @@ def split_usage(total: int | None, samples: list[dict]) -> list[int | None]:
 class _Run:
     log: RequestLog
     total_requests: int
+    """Requests of the whole stage (logged ones included): ``max_failures`` as a fraction is of these."""
     max_failures: float
     budget: Budget | None
     progress: Any
+    max_tokens: int | None = None
+    """``cfg.max_tokens``: what one sample may cost at most (the budget reserves it per request)."""
+    count_tokens: Any = None
+    """``text -> tokens`` for responses without a usable ``usage`` (a tokenizer, or chars/4)."""
+    token_method: str = "chars/4"
     prompt_tokens: int = 0
     completion_tokens: int = 0
     new_prompt_tokens: int = 0
     new_completion_tokens: int = 0
+    usage_missing: int = 0
+    """Responses whose usage was absent or not a number: their tokens are estimated."""
     sent_ok: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     payloads: dict[str, dict] = field(default_factory=dict)
     stop_reason: str | None = None
     last_error: str = ""
+    reserved_prompt: int = 0
+    reserved_completion: int = 0
+    _largest: int = 0
+    """The largest completion of one sample so far (reserved per sample when max_tokens is unset)."""
+    _reservations: dict[str, tuple[int, int]] = field(default_factory=dict)
     _lock: Any = field(default_factory=threading.Lock)
 
-    def usd(self) -> float:
+    def usd(self, prompt: int | None = None, completion: int | None = None) -> float:
         b = self.budget
         if b is None:
             return 0.0
-        return (self.prompt_tokens * b.usd_per_million_prompt + self.completion_tokens * b.usd_per_million_completion) / 1e6
+        p = self.prompt_tokens if prompt is None else prompt
+        c = self.completion_tokens if completion is None else completion
+        return (p * b.usd_per_million_prompt + c * b.usd_per_million_completion) / 1e6
 
-    def add_usage(self, payload: dict, new: bool) -> None:
-        p = int(payload.get("prompt_tokens") or 0)
-        c = int(payload.get("completion_tokens") or 0)
+    def _count(self, text: str) -> int:
+        if self.count_tokens is not None:
+            with contextlib.suppress(Exception):
+                return int(self.count_tokens(text))
+        return -(-len(text) // 4) if text else 0
+
+    def add_usage(self, payload: dict, new: bool, req: Request | None = None) -> int:
+        """Count a response's tokens: the server's ``usage``, else per-sample counts (logprobs), else an
+        estimate (``count_tokens``) of the text, which ``usage_missing`` records."""
+        samples = payload.get("samples") or []
+        c = as_count(payload.get("completion_tokens"))
+        p = as_count(payload.get("prompt_tokens"))
+        estimated = False
+        if c is None:
+            per = [as_count(x.get("completion_tokens")) if isinstance(x, dict) else None for x in samples]
+            if per and all(x is not None for x in per):
+                c = sum(per)  # type: ignore[arg-type]
+            else:
+                estimated = True
+                c = sum(self._count(str(x.get("reasoning_content") or "") + str(x.get("content") or ""))
+                        for x in samples if isinstance(x, dict))
+        if p is None:
+            estimated = True
+            p = self._count("".join(str(m.get("content") or "") for m in req.messages)) if req is not None else 0
+        if estimated:
+            self.usage_missing += 1
         self.prompt_tokens += p
         self.completion_tokens += c
         if new:
             self.new_prompt_tokens += p
             self.new_completion_tokens += c
+        return c
+
+    def _reached(self, prompt: int, completion: int) -> bool:
+        b = self.budget
+        if b is None:
+            return False
+        if b.max_completion_tokens is not None and completion >= b.max_completion_tokens:
+            return True
+        return b.max_usd is not None and self.usd(prompt, completion) >= b.max_usd
 
     def check_budget(self) -> None:
+        if self.budget is not None and self.stop_reason is None and self._reached(self.prompt_tokens, self.completion_tokens):
+            self.stop_reason = "budget"
+
+    def budget_message(self) -> str:
+        """The spend once everything in flight has finished (the final spend, not the spend at the stop)."""
         b = self.budget
-        if b is None or self.stop_reason:
-            return
-        if b.max_completion_tokens is not None and self.completion_tokens >= b.max_completion_tokens:
-            self.stop_reason = f"budget: {self.completion_tokens} completion tokens >= budget.max_completion_tokens={b.max_completion_tokens}"
-        elif b.max_usd is not None and self.usd() >= b.max_usd:
-            self.stop_reason = f"budget: ${self.usd():.4f} >= budget.max_usd={b.max_usd}"
+        est = (f" ({self.usage_missing} responses without usage counted by estimate: {self.token_method})"
+               if self.usage_missing else "")
+        if b is not None and b.max_completion_tokens is not None and self.completion_tokens >= b.max_completion_tokens:
+            return (f"budget: {self.completion_tokens} completion tokens spent{est} >= "
+                    f"budget.max_completion_tokens={b.max_completion_tokens}")
+        max_usd = b.max_usd if b is not None else None
+        return f"budget: ${self.usd():.4f} spent{est} >= budget.max_usd={max_usd}"
+
+    def _reservation(self, req: Request) -> tuple[int, int]:
+        prompt = -(-sum(len(str(m.get("content") or "")) for m in req.messages) // 4) + 1
+        per_sample = self.max_tokens
+        if per_sample is None:  # no max_tokens: the largest sample seen so far (bounded only with max_tokens)
+            per_sample = max(self._largest, 1024)
+        return prompt, per_sample * req.n
+
+    def admit(self, req: Request) -> bool:
+        """Called by a backend before it sends ``req``: False = do not send (stopped). With a budget, a
+        request is sent only while spent + reserved (``max_tokens x n`` of every request in flight) is
+        below the budget, and then reserves its own maximum: the final spend exceeds the budget by at
+        most one request's reservation, whatever the concurrency."""
+        with self._lock:
+            if self.stop_reason:
+                return False
+            if self.budget is None:
+                return True
+            if self._reached(self.prompt_tokens + self.reserved_prompt, self.completion_tokens + self.reserved_completion):
+                if not self._reservations:  # nothing in flight that could still come in under it
+                    self.stop_reason = "budget"
+                return False
+            r = self._reservation(req)
+            self._reservations[req.key] = r
+            self.reserved_prompt += r[0]
+            self.reserved_completion += r[1]
+            return True
+
+    def _release(self, req: Request) -> None:
+        r = self._reservations.pop(req.key, None)
+        if r is not None:
+            self.reserved_prompt -= r[0]
+            self.reserved_completion -= r[1]
 
     def failure_limit(self) -> int:
         m = self.max_failures
@@ -554,15 +640,23 @@ class _Run:
 
     # Sink: called by backends from any thread -----------------------------
     def done(self, req: Request, payload: dict) -> None:
+        norm = normalize_payload(payload, req.n)
+        if norm is None:  # a reply the backend could not make sense of: a per-row failure, never a crash
+            self.failed(req, "malformed response: samples without text content")
+            return
+        payload = norm
         with self._lock:  # usage counts at once (it is spent), so budgets stop without lag
+            self._release(req)
             self.sent_ok += 1
-            self.add_usage(payload, new=True)
+            c = self.add_usage(payload, new=True, req=req)
+            self._largest = max(self._largest, -(-c // max(1, req.n)))
             self.check_budget()
         self._queue.put(("ok", req, payload))
 
     def failed(self, req: Request, error: str) -> None:
         error = " ".join(str(error).split())[:500]
         with self._lock:
+            self._release(req)
             self.failures[req.key] = error
             self.last_error = error
             nf = len(self.failures)
@@ -673,11 +767,16 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
     try:
         # ``ctx.resume`` False (``curate run --no-resume``) re-sends everything (new responses replace old)
         have = log.get_many([r.key for r in requests]) if getattr(ctx, "resume", True) else {}
+        by_key = {r.key: r for r in requests}
+        # a logged payload that cannot be used (damaged, or logged by an older version) is sent again
+        have = {k: q for k, p in have.items() if (q := normalize_payload(p, by_key[k].n)) is not None}
         pending = [r for r in requests if r.key not in have]
+        count_tokens, token_method = _token_counter(cfg)
         with ctx.progress(sum(r.n for r in pending), f"{label}: {cfg.teacher.model}") as bar:
-            run = _Run(log, len(pending), cfg.max_failures, cfg.budget, bar)
-            for p in have.values():
-                run.add_usage(p, new=False)
+            run = _Run(log, len(requests), cfg.max_failures, cfg.budget, bar, max_tokens=cfg.max_tokens,
+                       count_tokens=count_tokens, token_method=token_method)
+            for k, p in have.items():
+                run.add_usage(p, new=False, req=by_key[k])
             run.check_budget()
             backend = None
             if pending and run.stop_reason is None:
@@ -704,6 +803,9 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
         "completion_tokens": run.completion_tokens,
         "new_prompt_tokens": run.new_prompt_tokens,
         "new_completion_tokens": run.new_completion_tokens,
+        "usage_missing": run.usage_missing,
+        "token_count": ("server usage" if not run.usage_missing else
+                        f"server usage; {run.usage_missing} responses without usage: estimate by {run.token_method}"),
         "seconds": round(seconds, 3),
         "log": str(log_path),
     }
@@ -711,15 +813,19 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
         stats["usd"] = round(run.usd(), 6)
     ctx.stats[log_name] = stats
     if run.stop_reason == "failures":
+        limit = run.failure_limit()
+        why = (f"more than {limit} of {len(requests)} requests (max_failures={cfg.max_failures:g})"
+               if len(run.failures) > limit else
+               f"none of the first {len(run.failures)} succeeded (max_failures={cfg.max_failures:g})")
         raise BackendError(
-            f"{label}: {len(run.failures)} of {len(pending)} requests to {cfg.teacher.model} failed after retries "
-            f"(max_failures={cfg.max_failures:g}); last error: {run.last_error}. Finished responses are kept "
-            f"in {log_path}; fix the endpoint and re-run to resume"
+            f"{label}: {len(run.failures)} requests to {cfg.teacher.model} failed after retries, {why}; "
+            f"last error: {run.last_error}. Finished responses are kept in {log_path}; fix the endpoint and "
+            "re-run to resume"
         )
     if run.stop_reason and len(results) < len(requests):  # a budget reached with work left
         done = len(results)
         raise BudgetExceeded(
-            f"{label}: {run.stop_reason}; {done}/{len(requests)} requests done and kept in {log_path}; "
+            f"{label}: {run.budget_message()}; {done}/{len(requests)} requests done and kept in {log_path}; "
             "raise the budget and re-run to resume"
         )
     if cfg.teacher.backend == "openai" and tokenizer is None and cfg.logprobs is not None:
@@ -727,6 +833,31 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
 
         tokenizer = tokenizer_column(cfg.teacher)
     return _assemble(problems, rows, requests, results, run.failures, cfg, teacher, tokenizer)
+
+
+def _token_counter(cfg: SampleConfig) -> tuple[Any, str]:
+    """How tokens are counted for a response without a usable ``usage``: the teacher's tokenizer when
+    ``teacher.tokenizer`` is set (loaded on first use), else the declared estimate of 4 characters per
+    token. Which one was used is written to the stats (``token_count``)."""
+    name = getattr(cfg.teacher, "tokenizer", None)
+    if not name:
+        return None, "chars/4"
+    state: dict[str, Any] = {}
+
+    def count(text: str) -> int:
+        if "tok" not in state:
+            try:
+                from transformers import AutoTokenizer
+
+                state["tok"] = AutoTokenizer.from_pretrained(name)
+            except Exception:  # no transformers / cannot load: the declared estimate
+                state["tok"] = None
+        tok = state["tok"]
+        if tok is None:
+            return -(-len(text) // 4) if text else 0
+        return len(tok.encode(text, add_special_tokens=False))
+
+    return count, f"tokenizer {name} (chars/4 if it cannot load)"
 
 
 def finish_stage_sampling(out: pl.DataFrame, ctx: "Context", key: str, *, flatten: bool = False) -> pl.DataFrame:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from ..errors import BackendError
-from ..sampling import OpenAITeacher, Request, SampleConfig, Sink
+from ..sampling import OpenAITeacher, Request, SampleConfig, Sink, as_count, as_text
 
 if TYPE_CHECKING:
     import openai
@@ -162,10 +162,16 @@ def parse_completion(body: Any, n: int, k: int | None) -> dict:
     samples = []
     for ch in choices[:n]:
         msg = ch.get("message") or {}
+        try:  # content as a list of parts (some providers) is joined; anything else is malformed
+            content = as_text(msg.get("content"), "message.content") or ""
+            reasoning = as_text(msg.get("reasoning_content") or msg.get("reasoning"), "message.reasoning_content")
+        except ValueError as e:
+            raise MalformedResponse(str(e)) from None
+        fr = ch.get("finish_reason")
         s: dict[str, Any] = {
-            "content": msg.get("content") or "",
-            "reasoning_content": msg.get("reasoning_content") or msg.get("reasoning"),
-            "finish_reason": ch.get("finish_reason") or "stop",
+            "content": content,
+            "reasoning_content": reasoning or None,
+            "finish_reason": fr if isinstance(fr, str) and fr else "stop",
             "completion_tokens": None,
         }
         if k is not None:
@@ -173,10 +179,12 @@ def parse_completion(body: Any, n: int, k: int | None) -> dict:
             if s.get("token_ids") is not None or s.get("topk_tokens"):
                 s["completion_tokens"] = len(s["topk_logprobs"])
         samples.append(s)
-    usage = body.get("usage") or {}
-    if n == 1 and usage.get("completion_tokens") is not None:
-        samples[0]["completion_tokens"] = int(usage["completion_tokens"])
-    return {"samples": samples, "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens")}
+    usage = body.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    completion = as_count(usage.get("completion_tokens"))  # "n/a" and the like: unknown (estimated later)
+    if n == 1 and completion is not None:
+        samples[0]["completion_tokens"] = completion
+    return {"samples": samples, "prompt_tokens": as_count(usage.get("prompt_tokens")), "completion_tokens": completion}
 
 
 def resolve_endpoint(t: OpenAITeacher) -> tuple[str | None, str]:
@@ -327,9 +335,11 @@ class OpenAIBackend:
         post, close = self._aiohttp_post() if t.client == "aiohttp" else self._sdk_post()
         it = iter(requests)
 
+        admit = getattr(sink, "admit", None)  # reserves budget for the request before it is sent
+
         async def worker() -> None:
             for req in it:
-                if sink.stop_reason:
+                if sink.stop_reason or (admit is not None and not admit(req)):
                     return
                 if rpm is not None:
                     await rpm.acquire()

@@ -122,6 +122,14 @@ class Reply:
     """Override the completion token count for this choice (default: toy token count)."""
     prompt_tokens: int | None = None
     """Override the request's prompt token count (taken from the first choice)."""
+    message: dict | None = None
+    """Raw fields merged over the choice's ``message`` as is (e.g. ``{"content": [{"type": "text", ...}]}``:
+    content as a list of parts, as some providers send it)."""
+    usage: dict | None = None
+    """Raw fields merged over the response's ``usage`` (taken from the first choice; ``{}`` with
+    ``no_usage=True`` drops it): e.g. ``{"completion_tokens": "n/a"}``."""
+    no_usage: bool = False
+    """Answer without a ``usage`` object (some servers do)."""
 
 
 @dataclass
@@ -477,6 +485,8 @@ class OpenAIServer:
             msg: dict[str, Any] = {"role": "assistant", "content": "".join(ctoks), "refusal": None}
             if r.reasoning_content is not None:
                 msg["reasoning_content"] = "".join(rtoks)
+            if r.message:
+                msg.update(r.message)
             choices.append(
                 {
                     "index": i,
@@ -485,7 +495,7 @@ class OpenAIServer:
                     "finish_reason": finish,
                 }
             )
-        return {
+        out = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -497,6 +507,11 @@ class OpenAIServer:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+        if replies and replies[0].usage:
+            out["usage"].update(replies[0].usage)
+        if replies and replies[0].no_usage:
+            del out["usage"]
+        return out
 
 
 def main(argv: list[str] | None = None) -> None:
