@@ -22,53 +22,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import polars as pl
 
-from ..verify.metrics import answer_key, pass_at_k
+from ..verify.metrics import majority_score, pass_at_k_array  # the one definition (funnel and eval)
 
 # ----------------------------------------------------------------------------- estimators
-
-
-def pass_at_k_array(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
-    """Unbiased pass@k per problem (``curate.verify.pass_at_k``); NaN where n < k (that function
-    would answer k = n there, which is pass@n, not pass@k)."""
-    n = np.asarray(n, dtype=np.int64)
-    c = np.asarray(c, dtype=np.int64)
-    out = np.full(n.shape, np.nan, dtype=np.float64)
-    for i, (ni, ci) in enumerate(zip(n.tolist(), c.tolist())):
-        if ni >= k:
-            out[i] = pass_at_k(ni, ci, k)
-    return out
-
-
-def majority_score(answers: Sequence[str | None], correct: Sequence[bool | None]) -> tuple[float, str | None, int]:
-    """maj score of one problem's votes: (score in [0, 1], a winning answer, number of tied winners).
-
-    ``answers[i]`` is sample i's extracted answer (None/empty: no vote), ``correct[i]`` its verdict.
-    Correct answers all equal the gold answer, so they vote as one answer even when spelled
-    differently ("1/2", "0.5"); wrong answers group by ``curate.verify``'s normalised answer key
-    (the one its ``problem_aggregates`` votes with). Ties are scored as the expected value of a
-    uniform random tie break (see the module doc).
-    """
-    votes: Counter[tuple[bool, str]] = Counter()
-    shown: dict[tuple[bool, str], str] = {}
-    for a, ok in zip(answers, correct):
-        text = "" if a is None else str(a).strip()
-        if not text:
-            continue
-        key = (True, "") if ok else (False, answer_key(text) or text)
-        votes[key] += 1
-        shown.setdefault(key, text)
-    if not votes:
-        return 0.0, None, 0
-    top = max(votes.values())
-    winners = sorted((key for key, v in votes.items() if v == top), key=lambda kk: (not kk[0], kk[1]))
-    score = sum(1.0 for ok, _ in winners if ok) / len(winners)
-    return score, shown[winners[0]], len(winners)
 
 
 # ----------------------------------------------------------------------------- bootstrap

@@ -8,7 +8,8 @@
       rules: {units: true, unordered: auto}   # every normalisation can be switched off
 
 Adds ``pred_answer, verdict, correct`` and, per problem (broadcast to its rows), ``n_correct,
-maj_answer, maj_correct``; puts verdict counts, pass@k and maj@k into ``ctx.stats``.
+maj_answer, maj_score, maj_correct``; puts verdict counts, pass@k (k <= samples) and maj@k into
+``ctx.stats`` (one definition with `curate eval`: curate/verify/metrics.py).
 See docs/verify.md.
 """
 
@@ -23,9 +24,9 @@ from .base import Context, Stage, mark_drop
 class VerifyStage(Stage):
     name = "verify"
     Config = VerifyConfig
-    version = "2"
+    version = "3"
     requires = ("gold_answer",)
-    produces = ("pred_answer", "verdict", "correct", "n_correct", "maj_answer", "maj_correct")
+    produces = ("pred_answer", "verdict", "correct", "n_correct", "maj_answer", "maj_score", "maj_correct")
 
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg: VerifyConfig = self.config  # type: ignore[assignment]
@@ -34,6 +35,7 @@ class VerifyStage(Stage):
             return out.with_columns(
                 pl.lit(None, dtype=pl.Int64).alias("n_correct"),
                 pl.lit(None, dtype=pl.Utf8).alias("maj_answer"),
+                pl.lit(None, dtype=pl.Float64).alias("maj_score"),
                 pl.lit(None, dtype=pl.Boolean).alias("maj_correct"),
             )
         pid = "problem_id" if "problem_id" in out.columns else None
@@ -41,13 +43,15 @@ class VerifyStage(Stage):
             out = out.with_columns(pl.col("gold_answer").cast(pl.Utf8).fill_null("").alias("problem_id"))
         agg = problem_aggregates(out, cfg.pass_k)
         ctx.stats["problems"] = agg.height
-        for k in cfg.pass_k:
-            ctx.stats[f"pass@{k}"] = round(float(agg[f"pass@{k}"].mean()), 6)
-        ctx.stats["maj@k"] = round(float(agg["maj_correct"].cast(pl.Float64).mean()), 6)
+        for k in cfg.pass_k:  # pass@k only where a problem has k samples (curate.verify.metrics)
+            vals = agg[f"pass@{k}"].drop_nans().drop_nulls()
+            if vals.len():
+                ctx.stats[f"pass@{k}"] = round(float(vals.mean()), 6)
+        ctx.stats["maj@k"] = round(float(agg["maj_score"].mean()), 6)
         ctx.stats["mean_samples_per_problem"] = round(float(agg["n_samples"].mean()), 3)
-        drop = [c for c in ("n_correct", "maj_answer", "maj_correct") if c in out.columns]
+        drop = [c for c in ("n_correct", "maj_answer", "maj_score", "maj_correct") if c in out.columns]
         out = out.drop(drop).join(
-            agg.select("problem_id", "n_correct", "maj_answer", "maj_correct"),
+            agg.select("problem_id", "n_correct", "maj_answer", "maj_score", "maj_correct"),
             on="problem_id",
             how="left",
             maintain_order="left",  # polars 2 does not keep the left order of a join by default

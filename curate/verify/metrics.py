@@ -1,7 +1,17 @@
-"""pass@k (unbiased estimator) and per-problem aggregates: n_correct, majority vote."""
+"""The one definition of pass@k and maj@k, used by the funnel (the verify stage) and by `curate eval`.
+
+* **pass@k** (unbiased, Chen et al. 2021): per problem ``1 - C(n-c, k) / C(n, k)``. Defined only where
+  n >= k: a problem with fewer samples has no pass@k (NaN per problem; left out of the mean).
+* **maj@k**: the samples vote with their extracted answer (``pred_answer``); samples without an answer
+  do not vote. Correct answers all equal the gold answer, so they vote as one answer whatever their
+  spelling; wrong answers group by the normalised answer key. The problem scores the correctness of
+  the winning answer; a tie scores the fraction of the tied answers that are correct (the expected
+  value of a uniform random tie break: deterministic, no seed). No vote at all scores 0.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -13,7 +23,7 @@ from .normalize import normalize, string_key
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"):
     1 - C(n-c, k) / C(n, k), computed as a stable product. Needs 0 <= c <= n and k >= 1;
-    k > n is answered for k = n."""
+    k > n is answered for k = n (``pass_at_k_array`` and the aggregates leave those problems out instead)."""
     if n < 0 or c < 0 or c > n or k < 1:
         raise ValueError(f"pass_at_k needs 0 <= c <= n and k >= 1 (got n={n}, c={c}, k={k})")
     if n == 0:
@@ -33,43 +43,77 @@ def answer_key(ans: str | None) -> str | None:
     return string_key(normalize(ans))
 
 
+def pass_at_k_array(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
+    """Unbiased pass@k per problem; NaN where n < k (pass@k is undefined there, not pass@n)."""
+    n = np.asarray(n, dtype=np.int64)
+    c = np.asarray(c, dtype=np.int64)
+    out = np.full(n.shape, np.nan, dtype=np.float64)
+    for i, (ni, ci) in enumerate(zip(n.tolist(), c.tolist())):
+        if ni >= k:
+            out[i] = pass_at_k(ni, ci, k)
+    return out
+
+
+def _tally(answers: Sequence[str | None], correct: Sequence[bool | None]) -> tuple[Counter, dict]:
+    votes: Counter[tuple[bool, str]] = Counter()
+    shown: dict[tuple[bool, str], str] = {}
+    for a, ok in zip(answers, correct):
+        text = "" if a is None else str(a).strip()
+        if not text:
+            continue
+        key = (True, "") if ok else (False, answer_key(text) or text)
+        votes[key] += 1
+        shown.setdefault(key, text)
+    return votes, shown
+
+
+def majority_score(answers: Sequence[str | None], correct: Sequence[bool | None]) -> tuple[float, str | None, int]:
+    """maj score of one problem's votes: (score in [0, 1], a winning answer, number of tied winners).
+
+    ``answers[i]`` is sample i's extracted answer (None/empty: no vote), ``correct[i]`` its verdict.
+    See the module doc for the grouping and the tie rule.
+    """
+    votes, shown = _tally(answers, correct)
+    if not votes:
+        return 0.0, None, 0
+    top = max(votes.values())
+    winners = sorted((key for key, v in votes.items() if v == top), key=lambda kk: (not kk[0], kk[1]))
+    score = sum(1.0 for ok, _ in winners if ok) / len(winners)
+    return score, shown[winners[0]], len(winners)
+
+
+def majority_count(answers: Sequence[str | None], correct: Sequence[bool | None]) -> int:
+    """How many votes the winning answer got (0 when no sample produced an answer)."""
+    votes, _ = _tally(answers, correct)
+    return max(votes.values(), default=0)
+
+
 def problem_aggregates(df: pl.DataFrame, ks: Sequence[int] = (1, 4, 8)) -> pl.DataFrame:
-    """One row per ``problem_id``: n_samples, n_correct, maj_answer, maj_count, maj_correct,
-    ``pass@k`` for each k (k larger than n_samples uses k = n_samples)."""
+    """One row per ``problem_id`` (in first-seen order): n_samples, n_correct, maj_answer, maj_count, maj_score
+    (maj over all of the problem's samples, in ``sample_index`` order when present), maj_correct
+    (maj_score == 1: the majority is unambiguously correct) and ``pass@k`` for each k (NaN where
+    n_samples < k)."""
     need = {"problem_id", "pred_answer", "correct"}
     missing = need - set(df.columns)
     if missing:
         from ..errors import SourceError
 
         raise SourceError(f"problem_aggregates: frame lacks column(s) {', '.join(sorted(missing))}")
-    keyed = df.select("problem_id", "pred_answer", "correct").with_columns(
-        pl.col("pred_answer").map_elements(answer_key, return_dtype=pl.Utf8).alias("_key"),
-        pl.int_range(pl.len()).alias("_order"),
+    cols = ["problem_id", "pred_answer", "correct"] + (["sample_index"] if "sample_index" in df.columns else [])
+    keyed = df.select(cols).with_columns(pl.int_range(pl.len()).alias("_order"))
+    order = ["sample_index", "_order"] if "sample_index" in cols else ["_order"]
+    g = keyed.group_by("problem_id", maintain_order=True).agg(
+        pl.len().alias("n_samples"),
+        pl.col("correct").fill_null(False).sum().cast(pl.Int64).alias("n_correct"),
+        pl.col("pred_answer").cast(pl.Utf8).sort_by(order).alias("_answers"),
+        pl.col("correct").fill_null(False).sort_by(order).alias("_oks"),
     )
-    base = keyed.group_by("problem_id", maintain_order=True).agg(
-        pl.len().alias("n_samples"), pl.col("correct").fill_null(False).sum().cast(pl.Int64).alias("n_correct")
-    )
-    votes = (
-        keyed.filter(pl.col("_key").is_not_null())
-        .group_by("problem_id", "_key")
-        .agg(
-            pl.len().alias("maj_count"),
-            pl.col("_order").min().alias("_first"),
-            pl.col("pred_answer").first().alias("maj_answer"),
-            pl.col("correct").fill_null(False).any().alias("maj_correct"),
-        )
-        .sort(["problem_id", "maj_count", "_first"], descending=[False, True, False])
-        .group_by("problem_id", maintain_order=True)
-        .first()
-        .select("problem_id", "maj_answer", "maj_count", "maj_correct")
-    )
-    out = base.join(votes, on="problem_id", how="left").with_columns(
-        pl.col("maj_correct").fill_null(False), pl.col("maj_count").fill_null(0).cast(pl.Int64)
-    )
-    for k in ks:
-        out = out.with_columns(
-            pl.struct("n_samples", "n_correct")
-            .map_elements(lambda s, k=k: pass_at_k(s["n_samples"], s["n_correct"], k), return_dtype=pl.Float64)
-            .alias(f"pass@{k}")
-        )
-    return out
+    pairs = list(zip(g["_answers"].to_list(), g["_oks"].to_list()))
+    votes = [majority_score(a, o) for a, o in pairs]
+    n, c = g["n_samples"].to_numpy(), g["n_correct"].to_numpy()
+    out = g.drop("_answers", "_oks").with_columns(
+        pl.Series("maj_answer", [v[1] for v in votes], dtype=pl.Utf8),
+        pl.Series("maj_score", [v[0] for v in votes], dtype=pl.Float64),
+        pl.Series("maj_count", [majority_count(a, o) for a, o in pairs], dtype=pl.Int64),
+    ).with_columns((pl.col("maj_score") == 1.0).alias("maj_correct"))
+    return out.with_columns([pl.Series(f"pass@{k}", pass_at_k_array(n, c, k), dtype=pl.Float64) for k in ks])
