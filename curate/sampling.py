@@ -293,6 +293,11 @@ def _teacher_identity(t: Any) -> dict:
     return ident
 
 
+def teacher_fingerprint(t: Any) -> str:
+    """The teacher's identity (backend, model, and for a local model folder the content of its files)."""
+    return _canon(_teacher_identity(t))
+
+
 def _canon(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 

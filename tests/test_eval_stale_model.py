@@ -49,3 +49,31 @@ def test_retrained_model_in_the_same_folder_is_sampled_again(tmp_path, monkeypat
     third = pl.read_parquet(run_eval(recipe, output=tmp_path / "run3") / "samples.parquet")
     assert third["request_hash"].to_list() == second["request_hash"].to_list()
     assert third["answer_text"].to_list() == second["answer_text"].to_list()
+
+
+def test_recipe_sample_stage_recomputes_when_the_local_teacher_changes(tmp_path, monkeypatch):
+    """The same for `curate run`: the sample stage's cache key carries the teacher's content."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.train.tiny import make_tokenizer, save_tiny
+
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    tok = make_tokenizer()
+    teacher = save_tiny(tmp_path / "teacher", tokenizer=tok, hidden=32, layers=1, heads=2, seed=0)
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"q": f"{i}+{i}=?", "a": str(2 * i)}) + "\n" for i in range(3)))
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({
+        "name": "local-teacher", "version": "0.1.0",
+        "sources": [{"kind": "file", "path": "p.jsonl", "fields": {"problem": "q", "gold_answer": "a"}}],
+        "stages": [{"type": "sample", "teacher": {"backend": "transformers", "model": str(teacher), "device": "cpu"},
+                    "n": 1, "temperature": 0.0, "max_tokens": 6, "user_template": "{problem}"}],
+        "output": {"dir": "out"},
+    }))
+    assert CliRunner().invoke(app, ["run", "r.yaml"]).exit_code == 0
+    shutil.rmtree(teacher)
+    save_tiny(teacher, tokenizer=tok, hidden=32, layers=1, heads=2, seed=1)
+    res = CliRunner().invoke(app, ["run", "r.yaml", "--set", "version=0.1.1"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "out" / "local-teacher" / "0.1.1" / "manifest.json").read_text())
+    assert not next(s for s in manifest["stages"] if s["stage"] == "sample")["cached"]

@@ -28,6 +28,13 @@ class SampleStage(Stage):
 
     config: SampleStageConfig
 
+    def fingerprint(self, ctx: Context) -> str | None:
+        """The teacher's identity by content (a local model folder's files), so that a teacher retrained
+        in place recomputes the stage instead of serving the old samples from the cache."""
+        from ..sampling import teacher_fingerprint
+
+        return teacher_fingerprint(self.config.teacher)
+
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         from ..sampling import finish_stage_sampling, sample_rows
 
