@@ -46,7 +46,10 @@ def test_retrained_model_in_the_same_folder_is_sampled_again(tmp_path, monkeypat
     assert first["answer_text"].to_list() != second["answer_text"].to_list()  # greedy: new weights, new text
 
     # the same weights again (unchanged folder) are served from the durable log, not re-generated
-    third = pl.read_parquet(run_eval(recipe, output=tmp_path / "run3") / "samples.parquet")
+    run3 = run_eval(recipe, output=tmp_path / "run3")
+    third = pl.read_parquet(run3 / "samples.parquet")
+    funnel = {r["stage"]: r for r in json.loads((run3 / "results.json").read_text())["funnel"]}
+    assert funnel["sample"]["cached"] and funnel["verify"]["cached"]  # eval runs through the runner's cache
     assert third["request_hash"].to_list() == second["request_hash"].to_list()
     assert third["answer_text"].to_list() == second["answer_text"].to_list()
 

@@ -17,10 +17,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from ..recipe import RayOptions
 from ..sampling import SampleConfig
 from ..sources import FileSource, HubSource, PresetSource
 from ..verify import VerifyConfig
@@ -68,6 +69,9 @@ class EvalRecipe(BaseModel):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     output: EvalOutput = Field(default_factory=EvalOutput)
     seed: int = 0
+    engine: Literal["local", "ray"] = "local"
+    """Executor of the sample and verify stages, as in a curation recipe (``ray``: extra [ray])."""
+    ray: RayOptions = Field(default_factory=lambda: RayOptions())
 
     @field_validator("benchmark", mode="before")
     @classmethod

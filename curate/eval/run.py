@@ -1,9 +1,11 @@
-"""``curate eval RECIPE``: load the benchmark, sample the model, verify, score, write the run folder.
+"""``curate eval RECIPE``: a recipe of source -> sample -> verify run by the curation runner, then scored.
 
-The same machinery as curation: ``curate.sources`` loads the benchmark (presets, hub ids, local
-files with field mapping), ``curate.sampling.sample_rows`` samples the model (any backend; durable
-request log under ``.curate/eval-<name>/``, so an interrupted eval resumes without paying twice),
-``curate.verify.verify_frame`` grades the answers. Only the scoring lives here (metrics.py).
+The eval recipe is translated into an ordinary curation recipe (the benchmark as its source, the model in
+the ``sample`` stage's teacher seat, a ``verify`` stage) and executed by ``curate.runner.execute``: the
+same content-addressed stage cache, durable request log (under ``.curate/eval-<name>/``: an interrupted
+eval resumes without paying twice), funnel and engines (``engine: ray``) as ``curate run``. A local model
+is identified by the content of its files, so a model retrained in place is sampled anew. Only the
+scoring lives here (metrics.py, which shares its pass@k / maj@k with the funnel).
 """
 
 from __future__ import annotations
@@ -147,42 +149,61 @@ def estimate_reasoning_tokens(df: pl.DataFrame) -> pl.Expr:
     return (pl.col("completion_tokens").cast(pl.Float64) * share).alias("reasoning_tokens")
 
 
-def run_eval(recipe_path: Path, overrides: list[str] | None = None, output: Path | None = None) -> Path:
+def _as_recipe(recipe: EvalRecipe, loaded: Any, sampling: Any) -> Any:
+    """The eval as a curation recipe: benchmark -> sample -> verify (annotate), run by the runner."""
+    from ..recipe import LoadedRecipe, recipe_model
+    from ..yamlio import Loaded
+
+    sample = {"type": "sample", **sampling.model_dump(mode="json", exclude_none=True)}
+    verify = {"type": "verify", **recipe.verify.model_dump(mode="json", exclude_none=True), "mode": "annotate"}
+    model = recipe_model().model_validate({
+        "name": f"eval-{recipe.name}", "version": "0.0.0", "seed": recipe.seed,
+        "engine": recipe.engine, "ray": recipe.ray.model_dump(),
+        "sources": [recipe.benchmark.model_dump(mode="json", exclude_none=True)],
+        "stages": [sample, verify],
+    })
+    pub_sampling = dict(loaded.public.get("sampling") or {})
+    if sampling is not recipe.sampling:  # an adapter: the merged folder is the model (keyed by content)
+        pub_sampling["teacher"] = {**(pub_sampling.get("teacher") or {}), "model": sampling.teacher.model}
+    public = {
+        "sources": [loaded.public.get("benchmark")],
+        "stages": [{"type": "sample", **pub_sampling}, {"type": "verify", **(loaded.public.get("verify") or {}), "mode": "annotate"}],
+    }
+    return LoadedRecipe(model, Loaded(path=loaded.path, resolved=loaded.resolved, public=public, lines=loaded.lines))
+
+
+def run_eval(recipe_path: Path, overrides: list[str] | None = None, output: Path | None = None, console: Any = None) -> Path:
     """Run an eval recipe; returns the new run folder (results.json, results.md, parquet frames).
 
     ``output`` is the run folder itself (it must not exist); default ``<output.dir>/<name>/<UTC time>``.
     """
-    from ..runner import work_dir_for
-    from ..sampling import sample_rows
-    from ..sources import load_one
-    from ..verify import verify_frame
+    from ..runner import execute, work_dir_for
     from ..yamlio import load_yaml, validate_model
 
     recipe_path = Path(recipe_path)
     loaded = load_yaml(recipe_path, overrides)
     recipe = validate_model(EvalRecipe, loaded)
-    base_dir = recipe_path.resolve().parent
-    ctx = Context(
-        work_dir=work_dir_for(f"eval-{recipe.name}"),
-        base_dir=base_dir,
-        seed=recipe.seed,
-        stage_label="eval",
-        show_progress=sys.stderr.isatty(),
-    )
+    if output is not None and Path(output).exists():  # checked before any paid work
+        raise VersionExistsError(f"{output}: already exists; eval runs are never overwritten")
+    ctx = Context(work_dir=work_dir_for(f"eval-{recipe.name}"), base_dir=recipe_path.resolve().parent,
+                  seed=recipe.seed, stage_label="eval", show_progress=sys.stderr.isatty())
     t0 = time.perf_counter()
-    problems, _bad, source_info = load_one(recipe.benchmark, base_dir)
     sampling = with_adapter(recipe, ctx, recipe_path)
     t_load = time.perf_counter()
-    samples = sample_rows(problems, sampling, ctx, log_name="eval")
-    t_sample = time.perf_counter()
-    ctx.stage_label = "eval-verify"
-    verified = verify_frame(samples, recipe.verify, ctx)
-    t_verify = time.perf_counter()
+    result = execute(_as_recipe(recipe, loaded, sampling), console=console)
+    failed = result.rejected
+    if failed.height and "dropped_by" in failed.columns:  # failed requests: counted, not scored
+        failed = failed.filter(pl.col("dropped_by") == "sample")
+    verified = pl.concat([result.train, failed], how="diagonal_relaxed") if failed.height else result.train
+    if "sample_index" in verified.columns:
+        verified = verified.sort(["problem_id", "sample_index"], maintain_order=True)
     per_prob, summary = score(verified, recipe)
+    source_info = {k: v for k, v in result.inputs[0].items() if k != "inputs"} if result.inputs else {}
+    seconds = {r.stage: r.seconds for r in result.records}
 
     verdicts = {}
     if "verdict" in verified.columns:
-        verdicts = {str(r["verdict"]): int(r["len"]) for r in verified.group_by("verdict").len().to_dicts()}
+        verdicts = {str(r["verdict"]): int(r["len"]) for r in verified.group_by("verdict").len().to_dicts() if r["verdict"] is not None}
     results = {
         "name": recipe.name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -191,10 +212,15 @@ def run_eval(recipe_path: Path, overrides: list[str] | None = None, output: Path
         "summary": summary,
         "verdicts": verdicts,
         "seconds": {
-            "load": round(t_load - t0, 3),  # benchmark, and the adapter merge when there is one
-            "sample": round(t_sample - t_load, 3),
-            "verify": round(t_verify - t_sample, 3),
+            "load": round(t_load - t0 + seconds.get("source", 0.0), 3),  # benchmark (+ adapter merge)
+            "sample": seconds.get("sample", 0.0),
+            "verify": seconds.get("verify", 0.0),
         },
+        "funnel": [
+            {"stage": r.stage, "rows_in": r.rows_in, "rows_out": r.rows_out, "dropped": r.dropped,
+             "seconds": r.seconds, "cached": r.cached}
+            for r in result.records
+        ],
         "recipe": loaded.public,
         "recipe_path": str(recipe_path),
         "versions": _versions(),
@@ -202,8 +228,6 @@ def run_eval(recipe_path: Path, overrides: list[str] | None = None, output: Path
 
     if output is not None:
         run_dir = Path(output)
-        if run_dir.exists():
-            raise VersionExistsError(f"{run_dir}: already exists; eval runs are never overwritten")
     else:
         run_dir = _new_run_dir(Path(os.path.expanduser(recipe.output.dir)), recipe.name)
     tmp = run_dir.parent / f".tmp-{run_dir.name}-{os.getpid()}"
