@@ -75,6 +75,7 @@ def _recipe(root, model_dir, data, name, **extra):
 
 def _build(root, model_dir, version, curriculum=None, template=None):
     from curate.train.common import load_student
+    from curate.train.data import sft_dataset
     from curate.train.sft import build_sft_trainer
 
     extra = {"curriculum": curriculum} if curriculum else {}
@@ -84,7 +85,10 @@ def _build(root, model_dir, version, curriculum=None, template=None):
     )
     tok = make_tokenizer(chat_template=template) if template else make_tokenizer()
     ds, cur = apply_curriculum(load_rows(recipe.dataset), recipe.curriculum, recipe.seed)
-    return build_sft_trainer(recipe, load_student(recipe), tok, ds, curriculum=cur), tok, ds
+    train_ds, fmt, _ = sft_dataset(ds, tok, max_length=recipe.max_length)
+    trainer = build_sft_trainer(recipe, load_student(recipe), tok, train_ds, curriculum=cur)
+    trainer.data_format = fmt
+    return trainer, tok, ds
 
 
 def test_sft_trains_loss_falls_and_saves(tiny, monkeypatch):

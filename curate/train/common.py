@@ -93,43 +93,113 @@ def peft_config(recipe: TrainRecipe):
     )
 
 
-def training_kwargs(recipe: TrainRecipe) -> dict:
-    """TrainingArguments fields shared by every trainer (TRL configs subclass TrainingArguments)."""
+def _fields(config_cls) -> set[str]:
+    import dataclasses
+
+    return {f.name for f in dataclasses.fields(config_cls)}
+
+
+def checkpointing_kwargs(config_cls, enabled: bool) -> dict:
+    """Activation (gradient) checkpointing under the name this transformers version uses:
+    ``activation_checkpointing`` (transformers >= 5.20; ``gradient_checkpointing`` is its deprecated alias)
+    or ``gradient_checkpointing`` (5.16-5.19, the range vLLM's CPU build pins)."""
+    fields = _fields(config_cls)
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    if name not in fields:  # pragma: no cover - neither name: an unsupported transformers
+        raise RecipeError("gradient_checkpointing: this transformers version has no checkpointing argument")
+    return {name: enabled}
+
+
+def precision_kwargs(recipe: TrainRecipe) -> dict:
+    """bf16 / fp16 mixed precision from ``mixed_precision`` (auto: bf16 where the GPU has it, fp16 on an older
+    CUDA GPU with float32 weights, none on CPU)."""
+    mp, dtype = recipe.mixed_precision, recipe.student.dtype
+    cuda = torch.cuda.is_available()
+    if mp == "auto":
+        if bf16_ok() and dtype in ("auto", "bfloat16"):
+            mp = "bf16"
+        elif cuda and not bf16_ok() and dtype in ("auto", "float32", "float16"):
+            mp = "fp16"
+        else:
+            mp = "no"
+    if mp == "fp16" and not cuda:
+        raise RecipeError("mixed_precision: fp16 needs a CUDA device (use no or bf16 on CPU)")
+    if mp == "fp16" and dtype == "float16" and recipe.lora is None:
+        raise RecipeError("mixed_precision: fp16 with student.dtype float16 and full fine-tuning cannot unscale fp16 "
+                          "gradients; use student.dtype auto/float32 (fp32 master weights) or LoRA")
+    return {"bf16": mp == "bf16", "fp16": mp == "fp16"}
+
+
+def training_kwargs(recipe: TrainRecipe, config_cls=None, has_eval: bool = False) -> dict:
+    """TrainingArguments fields shared by every trainer (TRL configs subclass TrainingArguments),
+    with the names of the installed transformers (``config_cls`` is the config class to check)."""
+    from transformers import TrainingArguments
+
+    config_cls = config_cls or TrainingArguments
     o = recipe.optim
-    use_bf16 = bf16_ok() and recipe.student.dtype in ("auto", "bfloat16")
-    return dict(
+    kw = dict(
         output_dir=recipe.output_dir,
+        run_name=recipe.run_name or Path(recipe.output_dir).name,
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps,
         per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=recipe.batch_size,
         gradient_accumulation_steps=recipe.grad_accum,
         learning_rate=o.lr,
         weight_decay=o.weight_decay,
         lr_scheduler_type=o.schedule,
-        warmup_steps=o.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        lr_scheduler_kwargs=o.scheduler_kwargs(),
+        warmup_steps=0,  # set from optim.warmup_ratio once the step count is known (WarmupMixin)
         max_grad_norm=o.max_grad_norm,
         optim=o.name,
         seed=recipe.seed,
         data_seed=recipe.seed,
         logging_steps=recipe.logging_steps,
         save_steps=recipe.save_steps,
+        save_total_limit=recipe.save_total_limit,
         report_to=recipe.report_to or "none",
-        bf16=use_bf16,
-        fp16=False,
-        activation_checkpointing=recipe.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
+        **precision_kwargs(recipe),
+        **checkpointing_kwargs(config_cls, recipe.gradient_checkpointing),
         max_length=recipe.max_length,
         shuffle_dataset=False,  # order is decided by the sampler (curriculum) or the Trainer's RandomSampler
         dataset_num_proc=None,
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
     )
+    e = recipe.eval
+    if has_eval and e is not None:
+        kw.update(
+            eval_strategy="steps", eval_steps=e.steps, save_strategy="steps", save_steps=e.steps,
+            load_best_model_at_end=e.load_best, metric_for_best_model=e.metric, greater_is_better=e.greater_is_better,
+        )
+    missing = sorted(set(kw) - _fields(config_cls))
+    if missing:  # a transformers/TRL version this code was not tested with
+        raise RecipeError(f"{config_cls.__name__} lacks {', '.join(missing)}: install a supported version: pip install 'curate[train]'")
+    return kw
+
+
+def callbacks_for(recipe: TrainRecipe, has_eval: bool) -> list:
+    e = recipe.eval
+    if has_eval and e is not None and e.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        return [EarlyStoppingCallback(e.early_stopping_patience, e.early_stopping_threshold)]
+    return []
 
 
 class CurriculumMixin:
     """Trainer mixin: when the dataset was put in curriculum order, read it sequentially
-    (the default is a RandomSampler)."""
+    (the default is a RandomSampler); warmup from ``optim.warmup_ratio`` of the real step count."""
 
     curriculum: bool = False
+    warmup_ratio: float = 0.0
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        # transformers reads warmup_steps < 1 as a ratio and >= 1 as steps, so a ratio of 1.0 would be one step
+        import math
+
+        self.args.warmup_steps = math.ceil(self.warmup_ratio * num_training_steps)
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.curriculum:

@@ -57,6 +57,30 @@ class OptimConfig(_Strict):
     schedule: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"] = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, le=1)
     max_grad_norm: float = Field(1.0, gt=0)
+    min_lr: float | None = Field(None, ge=0, description="Floor of the cosine_with_min_lr schedule (absolute).")
+    min_lr_ratio: float | None = Field(
+        None, ge=0, lt=1, description="Floor of the cosine_with_min_lr schedule as a fraction of lr."
+    )
+
+    @model_validator(mode="after")
+    def _min_lr(self) -> OptimConfig:
+        given = self.min_lr is not None or self.min_lr_ratio is not None
+        if self.schedule == "cosine_with_min_lr":
+            if not given:
+                raise ValueError("schedule cosine_with_min_lr needs min_lr or min_lr_ratio")
+            if self.min_lr is not None and self.min_lr_ratio is not None:
+                raise ValueError("set one of min_lr, min_lr_ratio")
+            if self.min_lr is not None and self.min_lr >= self.lr:
+                raise ValueError(f"min_lr {self.min_lr} must be below lr {self.lr}")
+        elif given:
+            raise ValueError(f"min_lr/min_lr_ratio apply to schedule cosine_with_min_lr only (schedule is {self.schedule})")
+        return self
+
+    def scheduler_kwargs(self) -> dict:
+        """transformers ``lr_scheduler_kwargs`` of the schedule."""
+        if self.schedule != "cosine_with_min_lr":
+            return {}
+        return {"min_lr": self.min_lr} if self.min_lr is not None else {"min_lr_rate": self.min_lr_ratio}
 
 
 class CurriculumConfig(_Strict):
@@ -71,6 +95,33 @@ class CurriculumConfig(_Strict):
     @classmethod
     def _yaml_off(cls, v):  # YAML 1.1 reads a bare `off` / `on` as a boolean
         return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
+
+class EvalConfig(_Strict):
+    """Evaluation during training: a held-out loss every ``steps`` optimizer steps, best-checkpoint
+    selection and early stopping (transformers' Trainer machinery)."""
+
+    split: str | None = Field(
+        None, description="Evaluate on this split of dataset.path (e.g. validation). Exclusive with fraction."
+    )
+    fraction: float | None = Field(
+        None, gt=0, lt=1, description="Hold out this fraction of the training rows (seeded) as the eval set."
+    )
+    limit: int | None = Field(None, ge=1, description="Use at most N eval rows.")
+    steps: int = Field(100, ge=1, description="Evaluate every N optimizer steps (checkpoints are saved on the same steps).")
+    metric: str = Field("eval_loss", description="Metric for the best checkpoint and early stopping.")
+    greater_is_better: bool = Field(False, description="True for metrics where higher is better.")
+    load_best: bool = Field(True, description="At the end, load (and save) the best checkpoint by `metric`.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after N evaluations without improvement (null: never)."
+    )
+    early_stopping_threshold: float = Field(0.0, ge=0, description="Minimum improvement that counts.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvalConfig:
+        if (self.split is None) == (self.fraction is None):
+            raise ValueError("eval needs exactly one of split, fraction")
+        return self
 
 
 class KDConfig(_Strict):
@@ -104,8 +155,14 @@ class TrainRecipe(_Strict):
     dataset: DatasetConfig
     output_dir: str = Field(description="Where checkpoints, the adapter/model and train_summary.json go.")
     lora: LoraConfig | None = Field(default_factory=LoraConfig, description="null = full fine-tuning.")
-    max_length: int = Field(16384, ge=8, description="Tokens per example; longer ones are truncated at the end.")
-    packing: bool = Field(False, description="Pack examples into max_length rows (SFT only; not with curriculum).")
+    max_length: int = Field(16384, ge=8, description="Tokens per example (prompt + completion).")
+    truncation: Literal["drop", "cut_end"] = Field(
+        "drop",
+        description="Examples longer than max_length: drop (default; a cut reasoning trace loses its answer and EOS) "
+        "or cut_end (keep the first max_length tokens). Either way the run summary counts them.",
+    )
+    packing: bool = Field(False, description="Pack examples into max_length rows (SFT only). A dataset in curriculum order "
+        "refuses it (packing mixes rows): set curriculum.mode: off to pack.")
     padding_free: bool = Field(False, description="Padding-free batches (needs flash attention).")
     optim: OptimConfig = Field(default_factory=OptimConfig)
     epochs: float = Field(1.0, gt=0)
@@ -115,13 +172,27 @@ class TrainRecipe(_Strict):
     gradient_checkpointing: bool = False
     seed: int = 42
     resume: bool | str = Field(False, description="true: from the last checkpoint in output_dir; or a path.")
-    save_steps: int = Field(500, ge=1)
+    save_steps: int = Field(500, ge=1, description="Checkpoint every N steps (with `eval`, eval.steps is used).")
+    save_total_limit: int | None = Field(
+        None, ge=1, description="Keep at most N checkpoints (the best one is kept too when eval.load_best)."
+    )
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
+        "auto",
+        description="auto: bf16 on a bf16-capable GPU, fp16 on an older CUDA GPU, none on CPU. "
+        "fp16/bf16 need a CUDA device.",
+    )
     logging_steps: int = Field(10, ge=1)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     kd: KDConfig = Field(default_factory=KDConfig)
     online: OnlineKDConfig | None = None
     merge: bool = Field(False, description="After LoRA training, also write the merged model to output_dir/merged.")
-    report_to: list[str] = Field(default_factory=list, description="transformers report_to (wandb, tensorboard, ...).")
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="transformers report_to: tensorboard (in the train extra; logs under output_dir/runs), wandb "
+        "(pip install wandb), ...",
+    )
+    run_name: str | None = Field(None, description="Run name for the trackers (default: output_dir's name).")
+    eval: EvalConfig | None = Field(None, description="Evaluation during training (null: none).")
 
     @model_validator(mode="after")
     def _check(self) -> TrainRecipe:
@@ -131,4 +202,6 @@ class TrainRecipe(_Strict):
             raise ValueError("merge: true needs LoRA (full fine-tuning already saves a full model)")
         if self.packing and self.method != "sft":
             raise ValueError("packing is supported for method sft only")
+        if self.eval is not None and self.eval.early_stopping_patience and not self.eval.load_best:
+            raise ValueError("eval.early_stopping_patience needs eval.load_best: true (transformers' EarlyStoppingCallback)")
         return self

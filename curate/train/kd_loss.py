@@ -39,7 +39,8 @@ def _chunk_terms(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-position (kl, ce) for logits [n, V] (float32), labels [n], topk_ids/logprobs [n, k].
 
-    Entries with ``topk_ids < 0`` are padding (a position may carry fewer than k entries).
+    Entries with ``topk_ids < 0`` are padding (a position may carry fewer than k entries). A position with
+    no entry, or with a NaN / +inf teacher log-prob, has no KL term (kl = 0; its CE still counts).
     """
     if logits.dtype != torch.float64:
         logits = logits.float()
@@ -47,6 +48,18 @@ def _chunk_terms(
     ce = lse.squeeze(1) - logits.gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
 
     valid = topk_ids >= 0
+    with torch.no_grad():
+        lp = topk_logprobs.to(logits.dtype)
+        bad = valid & (torch.isnan(lp) | (lp == float("inf")))
+        # positions without a usable teacher distribution (empty top-k list, NaN / +inf log-prob) get no KL term:
+        # they are given a one-hot stand-in on the label (finite values and gradients) and masked below
+        use = valid.any(1) & ~bad.any(1)
+        if not bool(use.all()):
+            stand_in = torch.zeros_like(valid)
+            stand_in[:, 0] = True
+            valid = torch.where(use[:, None], valid, stand_in)
+            topk_ids = torch.where(use[:, None], topk_ids, labels.clamp(min=0)[:, None].expand_as(topk_ids))
+            lp = torch.where(use[:, None], lp, torch.zeros_like(lp))
     # padding entries point at the row's first id, which is masked anyway (no scatter conflicts)
     ids = torch.where(valid, topk_ids, topk_ids[:, :1].clamp(min=0))
     s_top = logits.gather(1, ids) - lse  # student log q over the k ids
@@ -55,15 +68,15 @@ def _chunk_terms(
     s_bucket = torch.cat([s_top, s_tail], dim=1)  # [n, k+1], sums to 1 in prob space
 
     with torch.no_grad():
-        t_top = topk_logprobs.to(logits.dtype)
-        t_top = torch.where(valid, t_top, torch.full_like(t_top, float("-inf")))
+        t_top = torch.where(valid, lp, torch.full_like(lp, float("-inf")))
+        # a top-k summing above 1 (rounding, or a broken teacher) leaves no tail; topk_stats reports it
         t_rest = (1.0 - t_top.exp().sum(1, keepdim=True)).clamp(min=0.0)
         # k covers the whole vocabulary: the tail is empty, whatever rounding left in 1 - sum(p)
         t_rest = torch.where(valid.sum(1, keepdim=True) >= logits.shape[1], torch.zeros_like(t_rest), t_rest)
         t_bucket = torch.cat([t_top, t_rest.log()], dim=1)
         # renormalise (stored logprobs are rounded) and temper the (k+1)-way distribution
         t_bucket = torch.log_softmax(t_bucket / temperature, dim=1)
-        p_t = t_bucket.exp()
+        p_t = t_bucket.exp() * use[:, None].to(logits.dtype)
         neg_entropy = torch.xlogy(p_t, p_t).sum(1)
     if temperature != 1.0:
         s_bucket = torch.log_softmax(s_bucket / temperature, dim=1)
@@ -167,6 +180,26 @@ def chunked_topk_kd_loss(
         float(temperature), float(ce_weight), int(chunk_size), vocab_limit, denom,
     )
     return (loss, kl_sum, ce_sum) if return_parts else loss
+
+
+def topk_stats(labels: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor, tol: float = 1e-3) -> dict:
+    """Counts over the completion positions (labels != -100) of a batch: ``positions``, ``no_topk`` (no entry:
+    trained with CE only), ``invalid`` (a NaN / +inf log-prob: CE only), ``mass_over_1`` (top-k probabilities
+    summing above 1 + tol; the tail is then empty) and ``max_mass``."""
+    with torch.no_grad():
+        labels = labels.reshape(-1)
+        keep = labels != IGNORE_INDEX
+        ids = topk_ids.reshape(labels.shape[0], -1)[keep]
+        lp = topk_logprobs.reshape(labels.shape[0], -1)[keep].double()
+        valid = ids >= 0
+        bad = (valid & (torch.isnan(lp) | (lp == float("inf")))).any(1)
+        empty = ~valid.any(1)
+        mass = torch.where(valid & ~torch.isnan(lp), lp.exp(), torch.zeros_like(lp)).sum(1)
+        mass = torch.where(bad | empty, torch.zeros_like(mass), mass)
+        return {
+            "positions": int(keep.sum()), "no_topk": int(empty.sum()), "invalid": int((bad & ~empty).sum()),
+            "mass_over_1": int((mass > 1 + tol).sum()), "max_mass": float(mass.max()) if mass.numel() else 0.0,
+        }
 
 
 def topk_kd_loss_from_logits(

@@ -1,6 +1,7 @@
 """Online logit KD: a teacher model beside the student (same tokenizer family), through TRL's
 ``GKDTrainer`` (experimental): forward KL (beta=0), reverse KL (beta=1) or generalised JSD (beta),
 on the dataset's completions (``lmbda=0``) or partly on student-generated ones (``lmbda>0``).
+Rows are encoded like SFT's (``data.chat_dataset``: reasoning kept per row, one truncation policy).
 
 One change to TRL's loss: GKDTrainer applies ``temperature`` to sampling only; here the divergence
 is computed on tempered distributions too, scaled by tau^2 like the offline loss.
@@ -14,7 +15,7 @@ from trl.experimental.gkd import GKDConfig, GKDTrainer
 from ..errors import RecipeError
 from .common import CurriculumMixin, peft_config, torch_dtype, training_kwargs
 from .config import TrainRecipe
-from .data import template_keeps_reasoning, to_prompt_completion
+from .data import ChatCollator
 
 
 class CurateGKDTrainer(CurriculumMixin, GKDTrainer):
@@ -44,21 +45,11 @@ def load_teacher(recipe: TrainRecipe):
         raise RecipeError(f"online.teacher: cannot load {name!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-def build_online_trainer(recipe: TrainRecipe, model, tokenizer, ds, *, curriculum: bool, where: str = "dataset", callbacks=None):
-    keep = [c for c in ("curriculum_rank",) if c in ds.column_names]
-
-    def as_messages(r):
-        pc = to_prompt_completion(r, where)
-        return {"messages": pc["prompt"] + pc["completion"]}
-
-    train_ds = ds.map(as_messages, remove_columns=[c for c in ds.column_names if c not in keep])
-    first = train_ds[0]["messages"]
-    if not template_keeps_reasoning(tokenizer, {"prompt": first[:-1], "completion": first[-1:]}):
-        raise RecipeError(
-            "student.chat_template: the chat template drops the assistant's <think> reasoning; "
-            "online KD would train without it (set student.chat_template to one that keeps it)"
-        )
-    teacher = load_teacher(recipe)
+def build_online_trainer(recipe: TrainRecipe, model, tokenizer, train_ds, eval_ds=None, *, curriculum: bool, callbacks=None,
+                         teacher=None):
+    """``train_ds``/``eval_ds`` come from ``chat_dataset`` (pre-tokenized, the truncation policy applied;
+    ``ChatCollator`` batches them); ``teacher`` from ``load_teacher``."""
+    teacher = teacher if teacher is not None else load_teacher(recipe)
     t_vocab = teacher.config.get_text_config().vocab_size
     s_vocab = model.config.get_text_config().vocab_size
     if t_vocab != s_vocab:
@@ -72,12 +63,14 @@ def build_online_trainer(recipe: TrainRecipe, model, tokenizer, ds, *, curriculu
         teacher.resize_token_embeddings(s_vocab, mean_resizing=False)
     o = recipe.online
     args = GKDConfig(
-        **training_kwargs(recipe),
+        **training_kwargs(recipe, GKDConfig, has_eval=eval_ds is not None),
         temperature=o.temperature, lmbda=o.lmbda, beta=o.trl_beta(), max_new_tokens=o.max_new_tokens,
     )
     trainer = CurateGKDTrainer(
-        model=model, teacher_model=teacher, args=args, train_dataset=train_ds, processing_class=tokenizer,
-        peft_config=peft_config(recipe), callbacks=callbacks,
+        model=model, teacher_model=teacher, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        processing_class=tokenizer, peft_config=peft_config(recipe), callbacks=callbacks,
+        data_collator=ChatCollator(tokenizer.pad_token_id),
     )
     trainer.curriculum = curriculum
+    trainer.warmup_ratio = recipe.optim.warmup_ratio
     return trainer
