@@ -78,10 +78,14 @@ class RecipeBase(BaseModel):
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 
-@lru_cache(maxsize=1)
 def recipe_model() -> type[RecipeBase]:
-    """The Recipe model with ``stages`` as a discriminated union over every registered stage."""
-    configs = tuple(cls.Config for cls in stage_classes().values())
+    """The Recipe model with ``stages`` as a discriminated union over every registered stage
+    (built once per set of registered stage configs: registering a stage yields a new model)."""
+    return _recipe_model_for(tuple(cls.Config for cls in stage_classes().values()))
+
+
+@lru_cache(maxsize=16)
+def _recipe_model_for(configs: tuple[type[StageConfig], ...]) -> type[RecipeBase]:
     if not configs:
         return RecipeBase
     union = Union[configs] if len(configs) > 1 else configs[0]  # type: ignore[valid-type]

@@ -73,15 +73,9 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
     existing = classes.get(cls.name)
     if existing is not None and existing is not cls:
         raise RecipeError(f"stage type '{cls.name}' is already registered by {existing.__module__}")
-    classes[cls.name] = cls
-    from .recipe import recipe_model
-
-    recipe_model.cache_clear()
+    classes[cls.name] = cls  # the recipe model is keyed by the registered configs: it follows
     return cls
 
 
 def unregister_stage(name: str) -> None:
     stage_classes().pop(name, None)
-    from .recipe import recipe_model
-
-    recipe_model.cache_clear()
