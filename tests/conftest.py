@@ -15,7 +15,10 @@ import pytest  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
-    """GPU tests run only where CUDA is available."""
+    """GPU tests run only where CUDA is available (torch is imported only when GPU tests were collected)."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
     try:
         import torch
 
@@ -25,6 +28,5 @@ def pytest_collection_modifyitems(config, items):
     if has_cuda:
         return
     skip = pytest.mark.skip(reason="needs CUDA")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    for item in gpu_items:
+        item.add_marker(skip)
