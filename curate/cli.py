@@ -136,6 +136,21 @@ def audit(
 
 @app.command()
 @_handle
+def view(
+    dataset: Path = typer.Argument(..., help="A version folder, a parquet file or a JSONL file."),
+    port: int = typer.Option(8765, "--port", help="Port to serve on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback by default; others expose the data)."),
+    work: Optional[Path] = typer.Option(None, "--work", help="Work folder with sampling/*.sqlite (default CURATE_HOME/<name>)."),
+    search_index: bool = typer.Option(True, "--search-index/--no-search-index", help="Build the full-text index (cached)."),
+) -> None:
+    """Browse traces in the browser: filter, search, open a trace, follow drops. Needs: pip install 'curate\\[view]'."""
+    from .view import serve
+
+    serve(dataset, host=host, port=port, work_dir=work, search_index=search_index)
+
+
+@app.command()
+@_handle
 def push(
     version_dir: Path = typer.Argument(...),
     repo_id: str = typer.Argument(...),
