@@ -23,19 +23,31 @@ STRIPPING_TEMPLATE = (
 )
 
 
-def make_tokenizer(extra_chars: str = "", chat_template: str = CHAT_TEMPLATE):
-    """A character-level fast tokenizer: every printable ASCII char + newline is one token."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+def make_tokenizer(extra_chars: str = "", chat_template: str = CHAT_TEMPLATE, special_tokens: tuple = (),
+                   bos_token: str | None = None, eos_token: str = "<|im_end|>"):
+    """A character-level fast tokenizer: every printable ASCII char + newline is one token.
+
+    ``special_tokens`` adds whole-token specials (e.g. ``<｜User｜>``); with ``bos_token`` the tokenizer adds
+    it in front of every encoded text (``add_special_tokens=True``), like Llama / DeepSeek tokenizers."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     chars = sorted(set(string.printable.replace("\r", "").replace("\x0b", "").replace("\x0c", "") + extra_chars))
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + ["<unk>"] + chars)}
+    extra = [t for t in (*special_tokens, bos_token, eos_token) if t and t not in SPECIALS]
+    extra = list(dict.fromkeys(extra))
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + ["<unk>"] + chars + extra)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
+    if bos_token:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos_token} $A", pair=f"{bos_token} $A {bos_token} $B", special_tokens=[(bos_token, vocab[bos_token])]
+        )
+    specials = ["<|im_start|>", "<think>", "</think>", *[t for t in extra if t not in (bos_token, eos_token)]]
+    kwargs = {"bos_token": bos_token} if bos_token else {}
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>", unk_token="<unk>",
-        additional_special_tokens=["<|im_start|>", "<think>", "</think>"],
+        tokenizer_object=tok, pad_token="<pad>", eos_token=eos_token, unk_token="<unk>",
+        additional_special_tokens=specials, **kwargs,
     )
     fast.chat_template = chat_template
     return fast
