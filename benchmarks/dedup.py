@@ -12,9 +12,11 @@
    the same shingles and LSH parameters, in the same run (on --baseline-docs docs; throughput ratio).
 3. Recall / precision of the detected pairs against exact Jaccard >= threshold, computed here with
    plain Python sets of word 5-gram tuples (independent of the code under test).
-4. Decontamination recall on ../shared/bench/dedup/ (skipped when absent): every pair of the
-   lexical-confirmed file, and n-gram vs MinHash recall on the GSM8K rephrasings; MATH-500 checked
-   against GSM8K as a false-positive probe.
+4. Decontamination on ../shared/bench (skipped when absent), ours next to open-r1's rule (lower-case,
+   whitespace split, any shared word 8-gram; re-implemented here) in the same run: recall on the
+   lexical-confirmed MATH-500/train pairs and on the GSM8K rephrasings; false positives of MATH-500
+   and GSM8K test against AIME24/25, AMC23 and Minerva (disjoint sets), each flagged row printed with
+   what it shares.
 
 Last line: RESULT speedup=<ours/datasketch> recall=<..> precision=<..> peak_rss_mb=<..>
 """
@@ -163,7 +165,20 @@ class ProcTree(threading.Thread):
         return max(self.peak_mb, rss_mb())
 
 
+def openr1_flags(bench_texts, rows, n: int = 8) -> np.ndarray:
+    """open-r1's decontamination rule, written out here (independent of the code under test):
+    lower-case, whitespace split, a row is contaminated when it shares any word n-gram."""
+    def grams(t):
+        w = (t or "").lower().split()
+        return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)}
+
+    index = set().union(*(grams(t) for t in bench_texts)) if bench_texts else set()
+    return np.array([bool(grams(t) & index) for t in rows])
+
+
 def decontam_report() -> dict:
+    """Ours (words-and-numbers 8-grams weighted by rarity + MinHash) next to open-r1's 8-gram rule,
+    in the same run: recall on confirmed contamination, false positives between disjoint sets."""
     if not BENCH.exists():
         print(f"decontam: {BENCH} absent, skipped")
         return {}
@@ -177,38 +192,59 @@ def decontam_report() -> dict:
         d = Path(d)
         ctx = Context.for_test(d)
 
-        def run(bench_texts, rows, **kw):
-            (d / "b.jsonl").write_text("".join(json.dumps({"problem": t}) + "\n" for t in bench_texts))
-            cfg = DecontaminateConfig(benchmarks=[{"name": "b", "path": "b.jsonl"}], **kw)
+        def run(benches: dict[str, list[str]], rows, **kw):
+            specs = []
+            for name, texts in benches.items():
+                (d / f"{name}.jsonl").write_text("".join(json.dumps({"problem": t}) + "\n" for t in texts))
+                specs.append({"name": name, "path": f"{name}.jsonl"})
+            cfg = DecontaminateConfig(benchmarks=specs, **kw)
             res = DecontaminateStage(cfg).run(pl.DataFrame({"problem": rows}), ctx)
-            return res["drop_reason"].is_not_null().to_numpy()
+            return res["drop_reason"].is_not_null().to_numpy(), ctx.stats["contamination"]
 
+        def line(what, ours, ours_ng, r1, total):
+            print(f"  {what:<58} ours {int(ours.sum()):>4}/{total} ({ours.mean():.3f})  n-gram alone "
+                  f"{int(ours_ng.sum()):>4}  open-r1 {int(r1.sum()):>4}/{total} ({r1.mean():.3f})")
+
+        print("decontamination, ours (words+numbers 8-grams, rarity-weighted, + MinHash) vs open-r1 "
+              "(lower-case whitespace 8-grams, any shared):")
         lex = [json.loads(x) for x in (BENCH / "math500_train_lexical_contamination_confirmed.jsonl").open()]
-        caught = run([r["text1"] for r in lex], [r["text2"] for r in lex])
-        caught_ng = run([r["text1"] for r in lex], [r["text2"] for r in lex], minhash=False)
-        out["lexical_recall"] = float(caught.mean())
-        print(f"decontam lexical-confirmed (MATH-500 vs train, {len(lex)} pairs): recall={caught.mean():.3f} "
-              f"(n-gram alone {caught_ng.mean():.3f})")
+        b, r = [x["text1"] for x in lex], [x["text2"] for x in lex]
+        ours, _ = run({"math500": b}, r)
+        ours_ng, _ = run({"math500": b}, r, minhash=False)
+        r1 = openr1_flags(b, r)
+        line("recall, lexical-confirmed MATH-500/train pairs", ours, ours_ng, r1, len(lex))
+        missed = [x["contamination_reason"] for x, c in zip(lex, ours) if not c]
+        print(f"    ours missed: {len(missed)} ({', '.join(sorted(set(missed))) or '-'}); open-r1 missed "
+              f"{int((~r1).sum())}")
+        out.update(lexical_recall=float(ours.mean()), lexical_recall_openr1=float(r1.mean()))
+
         reph = [json.loads(x) for x in (BENCH / "gsm8k_test_rephrase_pairs.jsonl").open()]
-        orig, rp = [r["original"] for r in reph], [r["rephrased"] for r in reph]
-        ng = run(orig, rp, minhash=False)
-        both = run(orig, rp)
-        mh_only = both & ~ng
-        mh = run(orig, rp, min_overlap=10**6)  # MinHash alone: n-gram test disabled by an unreachable overlap
-        mh_04 = run(orig, rp, min_overlap=10**6, minhash_threshold=0.4)
-        out.update(gsm8k_ngram_recall=float(ng.mean()), gsm8k_minhash_recall=float(mh.mean()),
-                   gsm8k_union_recall=float(both.mean()))
-        print(f"decontam GSM8K rephrasings ({len(rp)}): n-gram(8) recall={ng.mean():.3f}  "
-              f"MinHash(word-1gram J>=0.5) recall={mh.mean():.3f}  union={both.mean():.3f} "
-              f"(MinHash adds {int(mh_only.sum())}); MinHash at J>=0.4: {mh_04.mean():.3f}")
-        m500 = BENCH.parent / "problems" / "math500_test.jsonl"
-        if m500.exists():
-            probs = [json.loads(x)["problem"] for x in m500.open()]
-            fp = run(orig, probs)
-            fp04 = run(orig, probs, minhash_threshold=0.4)
-            out["fp_rate_math500_vs_gsm8k"] = float(fp.mean())
-            print(f"decontam false-positive probe: MATH-500 test vs GSM8K test flagged {fp.mean():.3f} "
-                  f"({int(fp.sum())}/{len(probs)}); at MinHash J>=0.4: {fp04.mean():.3f}")
+        orig, rp = [x["original"] for x in reph], [x["rephrased"] for x in reph]
+        ours, _ = run({"gsm8k": orig}, rp)
+        ours_ng, _ = run({"gsm8k": orig}, rp, minhash=False)
+        r1 = openr1_flags(orig, rp)
+        line("recall, GSM8K test LLM rephrasings", ours, ours_ng, r1, len(rp))
+        out.update(gsm8k_rephrase_recall=float(ours.mean()), gsm8k_rephrase_recall_openr1=float(r1.mean()))
+
+        probs = BENCH.parent / "problems"
+        if probs.exists():
+            def rows(name, field="problem"):
+                return [json.loads(x)[field] for x in (probs / name).open()]
+
+            benches = {"aime24": rows("aime24_nemoskills.jsonl"), "aime25": rows("aime25_nemoskills.jsonl"),
+                       "amc23": rows("amc23_qwen25math.jsonl"), "minerva": rows("minerva_math_qwen25math.jsonl")}
+            allb = [t for v in benches.values() for t in v]
+            for label, texts in (("MATH-500", rows("math500_test.jsonl")), ("GSM8K test", rows("gsm8k_test.jsonl", "question"))):
+                ours, table = run(benches, texts)
+                ours_ng, _ = run(benches, texts, minhash=False)
+                r1 = openr1_flags(allb, texts)
+                line(f"false positives, {label} vs AIME24/25+AMC23+Minerva", ours, ours_ng, r1, len(texts))
+                out[f"fp_{label.split()[0].lower().replace('-', '')}"] = int(ours.sum())
+                out[f"fp_{label.split()[0].lower().replace('-', '')}_openr1"] = int(r1.sum())
+                for bname, t in table.items():  # row by row: what each flagged row shares
+                    for e in t["examples"]:
+                        print(f"    {bname}: {e['method']} score={e['score']} sim={e['similarity']} "
+                              f"shared {e['matched']!r} <- {e['problem'][:70]!r}")
     return out
 
 
@@ -281,12 +317,17 @@ def main() -> None:
           f"(load-independent; the wall-clock speedup also needs the second core to be free)")
     print(f"recall={recall:.4f} ({tp}/{len(positives)})  precision={precision:.4f} ({correct}/{len(detected)})")
 
-    if not a.no_decontam:
-        decontam_report()
+    dc = {} if a.no_decontam else decontam_report()
     peak = mon.stop()
+    if dc:
+        print("RESULT-decontam " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in dc.items()))
     print(f"peak RSS: {peak:.0f} MB (this process + worker processes, sampled), main process alone "
           f"{rss_mb():.0f} MB; load now {os.getloadavg()[0]:.2f}")
-    print(f"RESULT speedup={speedup:.2f} recall={recall:.4f} precision={precision:.4f} peak_rss_mb={peak:.0f}")
+    extra = ""
+    if dc:
+        extra = (f" decontam_lexical_recall={dc['lexical_recall']:.3f}(open-r1 {dc['lexical_recall_openr1']:.3f})"
+                 f" decontam_math500_fp={dc.get('fp_math500', '-')}/500(open-r1 {dc.get('fp_math500_openr1', '-')})")
+    print(f"RESULT speedup={speedup:.2f} recall={recall:.4f} precision={precision:.4f} peak_rss_mb={peak:.0f}{extra}")
 
 
 if __name__ == "__main__":

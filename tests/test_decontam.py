@@ -64,11 +64,11 @@ def test_ngram_and_minhash_matches_table_and_reasons(tmp_path):
     assert t["checked"] == 6 and t["contaminated"] == 4
     assert t["method_counts"] == {"ngram": 2, "minhash": 2}
     ex = {e["method"]: e for e in t["examples"]}
-    assert ex["ngram"]["matched"] == "janet ' s ducks lay 16 eggs per"  # typographic quote folded to '
+    assert ex["ngram"]["matched"] == "janet s ducks lay 16 eggs per day"  # words and numbers only
     assert ex["ngram"]["benchmark_index"] == 0 and ex["ngram"]["problem"] == COPY
     assert ex["minhash"]["matched"].startswith("(MinHash") and 0.5 <= ex["minhash"]["similarity"] < 1.0
     assert ex["minhash"]["benchmark_index"] == 2
-    assert set(ex["ngram"]) == {"problem", "benchmark_index", "matched", "method", "similarity"}
+    assert set(ex["ngram"]) == {"problem", "benchmark_index", "matched", "method", "similarity", "score"}
     # the benchmark's own text never goes to the stats (manifest, card); the row's text is cut short
     stats = json.dumps(ctx.stats)
     assert "Toula went to the bakery" not in stats and "She eats three for breakfast every morning and bakes muffins for" not in stats
@@ -226,11 +226,100 @@ def test_quickstart_planted_faults_caught(tmp_path):
     assert len(hit) == 1 and hit[0].startswith("Janet")
 
 
+# MATH-style problems (LaTeX, Asymptote) against AIME-style benchmark rows: before issue 17 every
+# symbol was a token, so runs such as "\\frac { 1 } { 2 }" or "draw ( ( 0 ," were shared 8-grams
+AIME_ROWS = [
+    {"problem": "Let $f(x) = \\frac{1}{2}x^2 + \\frac{1}{2}$ and $g(x) = \\frac{1}{2}(x+1)$. The probability is "
+                "$\\frac{m}{n}$, where $m$ and $n$ are relatively prime positive integers. Find $m+n$."},
+    {"problem": "A bag has $\\frac{1}{2}$ red balls. [asy] draw((0,0)--(1,0)--(1,1)--(0,1)--cycle); "
+                "label(\"$A$\",(0,0),SW); [/asy] The answer is $\\frac{m}{n}$, where $m$ and $n$ are relatively "
+                "prime positive integers. Find $m+n$."},
+    {"problem": "Jen enters a lottery by picking $4$ distinct numbers from $S=\\{1,2,3,\\cdots,9,10\\}.$ The "
+                "probability of her winning the grand prize given that she won a prize is $\\tfrac{m}{n}$ where $m$ "
+                "and $n$ are relatively prime positive integers. Find $m+n$."},
+]
+MATH_ROWS = [
+    # shares only LaTeX runs and a drawing with the first two rows
+    "If $f(x) = \\frac{1}{2}x^2 + \\frac{1}{2}$, what is $f(3)$? [asy] draw((0,0)--(1,0)--(1,1)--(0,1)--cycle); "
+    "label(\"$A$\",(0,0),SW); [/asy]",
+    # shares only the stock phrase that three benchmark rows repeat
+    "Two dice are rolled. The probability of a sum of 7 is $\\frac{m}{n}$, where $m$ and $n$ are relatively "
+    "prime positive integers. Find $m+n$.",
+    # the third benchmark row re-typeset (other LaTeX spacing, \\frac instead of \\tfrac): contaminated
+    "Jen enters a lottery by picking 4 distinct numbers from $S = \\{ 1, 2, 3, \\ldots, 9, 10 \\}$. The "
+    "probability of her winning the grand prize given that she won a prize is $\\frac{m}{n}$ where $m$ and "
+    "$n$ are relatively prime positive integers. Find $m + n$.",
+]
+
+
+def test_latex_punctuation_and_stock_phrases_are_not_evidence(tmp_path):
+    write(tmp_path, "aime.jsonl", AIME_ROWS)
+    ctx = Context.for_test(tmp_path)
+    cfg = DecontaminateConfig(benchmarks=[{"name": "aime", "path": "aime.jsonl"}], minhash=False)
+    out = DecontaminateStage(cfg).run(pl.DataFrame({"problem": MATH_ROWS}), ctx)
+    assert out["drop_reason"].to_list() == [None, None, "contaminated:aime"]
+    ex = ctx.stats["contamination"]["aime"]["examples"][0]
+    assert ex["benchmark_index"] == 2 and ex["score"] >= 2
+    assert all(c.isalnum() or c == " " for c in ex["matched"])  # words and numbers only
+    # open-r1's rule (any shared n-gram, uniform weight) is min_overlap 1 on distinct texts
+    from curate.dedup.contamination import contam_tokens
+
+    assert contam_tokens("$f(x) = \\frac{1}{2}$ [asy]draw((0,0)--(1,1));[/asy] Find $m+n$.") == \
+        ["f", "x", "1", "2", "find", "m", "n"]
+
+
+def test_per_benchmark_counts_add_up_to_the_funnel(tmp_path):
+    write(tmp_path, "a.jsonl", BENCH_ROWS)
+    write(tmp_path, "b.jsonl", BENCH_ROWS[:1])  # Janet's ducks is in both sets
+    ctx = Context.for_test(tmp_path)
+    cfg = DecontaminateConfig(benchmarks=[{"name": "a", "path": "a.jsonl", "field": "question"},
+                                          {"name": "b", "path": "b.jsonl", "field": "question"}])
+    out = DecontaminateStage(cfg).run(frame(), ctx)
+    dropped = out["drop_reason"].drop_nulls()
+    t = ctx.stats["contamination"]
+    # the table's "contaminated" is what each benchmark dropped: it sums to the funnel's drops
+    assert {k: v["contaminated"] for k, v in t.items()} == {"a": dropped.to_list().count("contaminated:a"),
+                                                            "b": dropped.to_list().count("contaminated:b")}
+    assert t["a"]["contaminated"] + t["b"]["contaminated"] == dropped.len() == ctx.stats["rows_contaminated"]
+    assert t["b"]["contaminated"] == 0 and t["b"]["matched"] == 2  # matched b, dropped for a
+
+
+BENCH_PROBLEMS = ROOT.parent / "shared" / "bench" / "problems"
+
+
+@pytest.mark.skipif(not BENCH_PROBLEMS.exists(), reason="../shared/bench absent")
+def test_math500_is_not_contaminated_by_aime_amc_minerva(tmp_path):
+    """Disjoint sets: open-r1's 8-gram rule flags 3/500 MATH-500 problems (stock phrases), the
+    symbol tokenisation of issue 17 flagged 121; the words-and-numbers rule stays in that range."""
+    def rows(name, field="problem"):
+        return [json.loads(x)[field] for x in (BENCH_PROBLEMS / name).open()]
+
+    benches = [{"name": n, "path": str(BENCH_PROBLEMS / f)} for n, f in
+               [("aime24", "aime24_nemoskills.jsonl"), ("aime25", "aime25_nemoskills.jsonl"),
+                ("amc23", "amc23_qwen25math.jsonl"), ("minerva", "minerva_math_qwen25math.jsonl")]]
+    m500, gsm = rows("math500_test.jsonl"), rows("gsm8k_test.jsonl", "question")
+    ctx = Context.for_test(tmp_path)
+    out = DecontaminateStage(DecontaminateConfig(benchmarks=benches)).run(
+        pl.DataFrame({"problem": m500 + gsm, "set": ["m"] * len(m500) + ["g"] * len(gsm)}), ctx)
+    flagged = out.filter(pl.col("drop_reason").is_not_null())
+    assert flagged.filter(pl.col("set") == "m").height <= 5
+    assert flagged.filter(pl.col("set") == "g").height == 0
+
+
 @pytest.mark.skipif(not BENCH.exists(), reason="../shared/bench absent")
-def test_lexical_confirmed_pairs_all_caught(tmp_path):
+def test_lexical_confirmed_pairs_caught(tmp_path):
+    """33 MATH-500 / training pairs a person confirmed. 8-gram overlap of words and numbers catches
+    the copies and the shared-sentence templates; the misses are vector templates whose only shared
+    text is LaTeX (pmatrix) structure with other numbers, which this rule does not count as evidence."""
     lex = [json.loads(x) for x in (BENCH / "math500_train_lexical_contamination_confirmed.jsonl").open()]
     write(tmp_path, "m500.jsonl", [{"problem": r["text1"]} for r in lex])
-    cfg = DecontaminateConfig(benchmarks=[{"name": "math500", "path": "m500.jsonl"}], minhash=False)
     ctx = Context.for_test(tmp_path)
+    cfg = DecontaminateConfig(benchmarks=[{"name": "math500", "path": "m500.jsonl"}], minhash=False)
     out = DecontaminateStage(cfg).run(pl.DataFrame({"problem": [r["text2"] for r in lex]}), ctx)
-    assert out["drop_reason"].to_list() == ["contaminated:math500"] * len(lex)
+    caught = out["drop_reason"].is_not_null().to_list()
+    assert sum(caught) >= 24
+    for r, c in zip(lex, caught):
+        if r["contamination_reason"] == "identical":
+            assert c
+        if not c:
+            assert r["contamination_reason"] == "template_variant"

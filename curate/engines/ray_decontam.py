@@ -16,7 +16,7 @@ from ..dedup.contamination import BenchmarkIndex, Match
 from ..stages.base import Context, Stage
 from .ray_engine import ROW, RayEngine, distributed, rebind
 
-_ARRAYS = ("ng_hash", "ng_row", "sigs", "set_offsets", "set_values")
+_ARRAYS = ("ng_hash", "ng_row", "ng_df", "sigs", "set_offsets", "set_values")
 
 
 def _plain(index: BenchmarkIndex) -> BenchmarkIndex:

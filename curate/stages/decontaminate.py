@@ -8,14 +8,17 @@
         - {name: my_test, path: data/test.jsonl, field: question}           # local jsonl/json/parquet/csv
         - {name: aime, hub: org/aime, config: default, split: test, field: problem, revision: main}
       field: problem            # row text to check (problem | reasoning | both | any text column)
-      ngram: 8                  # word n-gram overlap (open-r1 / s1 use 8)
-      min_overlap: 1            # shared n-grams that make a row contaminated
+      ngram: 8                  # n-grams of words and numbers (open-r1 / s1 use 8; LaTeX and punctuation ignored)
+      min_overlap: 3            # rarity-weighted shared n-grams that make a row contaminated
       minhash: true             # also MinHash similarity (catches light edits)
       minhash_ngram: 1
       minhash_threshold: 0.5
+      minhash_min_shingles: 15  # MinHash only between texts of 15+ distinct words
 
-Contaminated rows are dropped with ``contaminated:<benchmark>``; ``ctx.stats["contamination"]``
-holds the per-benchmark table for the card and the manifest. Its examples carry the matched n-gram,
+Contaminated rows are dropped with ``contaminated:<benchmark>`` (the first benchmark, in the order
+listed, that matched); ``ctx.stats["contamination"]`` holds the per-benchmark table for the card and
+the manifest: ``contaminated`` counts the rows dropped for that benchmark (so the table adds up to
+the funnel), ``matched`` every row that matched it (also those an earlier benchmark took). Its examples carry the matched n-gram,
 the row's own problem (cut to 120 characters) and the benchmark row index, never the benchmark text.
 ``fingerprint`` hashes the benchmark files (and hub coordinates) into the stage's cache key.
 """
@@ -78,10 +81,15 @@ class DecontaminateConfig(StageConfig):
     benchmarks: list[BenchmarkSpec] = Field(min_length=1)
     field: str = "problem"
     ngram: int = Field(8, ge=1, le=64)
-    min_overlap: int = Field(1, ge=1)
+    min_overlap: float = Field(3.0, gt=0)
+    """Rarity-weighted shared n-grams that flag a row: each distinct shared n-gram counts
+    1 / (benchmark rows that contain it), so a stock phrase repeated across a benchmark weighs little.
+    1 with a benchmark of distinct texts is open-r1's "any shared 8-gram"."""
     minhash: bool = True
     minhash_ngram: int = Field(1, ge=1, le=16)
     minhash_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    minhash_min_shingles: int = Field(15, ge=1)
+    """MinHash compares only texts with this many distinct shingles (words) or more on both sides."""
     num_perm: int = Field(128, ge=16, le=1024)
     max_examples: int = Field(3, ge=0, le=100)
 
@@ -183,7 +191,7 @@ def _clip(text: str, n: int = EXAMPLE_CHARS) -> str:
 class DecontaminateStage(Stage):
     name = "decontaminate"
     Config = DecontaminateConfig
-    version = "2"  # 2: examples carry benchmark_index, not the benchmark text
+    version = "3"  # 3: words-and-numbers tokens, rarity-weighted overlap, contaminated = rows it dropped
     requires = ("problem",)
     produces = ()
 
@@ -229,6 +237,7 @@ class DecontaminateStage(Stage):
             minhash=cfg.minhash,
             minhash_ngram=cfg.minhash_ngram,
             minhash_threshold=cfg.minhash_threshold,
+            minhash_min_shingles=cfg.minhash_min_shingles,
             num_perm=cfg.num_perm,
         )
         cache_dir = ctx.work_dir / "decontam_index"
@@ -243,10 +252,13 @@ class DecontaminateStage(Stage):
             found = index.check(uniq)
             methods = {"ngram": 0, "minhash": 0}
             examples = []
+            taken = 0
             for i, m in sorted(found.items()):
                 t = uniq[i]
                 methods[m.method] += count_of.get(t, 0)
-                reason_of.setdefault(t, f"contaminated:{spec.label}")
+                if t not in reason_of:
+                    reason_of[t] = f"contaminated:{spec.label}"
+                    taken += count_of.get(t, 0)
                 if len(examples) < cfg.max_examples:
                     examples.append(
                         {
@@ -255,11 +267,13 @@ class DecontaminateStage(Stage):
                             "matched": m.matched,
                             "method": m.method,
                             "similarity": round(m.similarity, 4) if not math.isnan(m.similarity) else None,
+                            "score": m.score if m.method == "ngram" else None,
                         }
                     )
             table[spec.label] = {
                 "checked": int(sum(count_of.values())),
-                "contaminated": int(sum(count_of.get(uniq[i], 0) for i in found)),
+                "contaminated": int(taken),
+                "matched": int(sum(count_of.get(uniq[i], 0) for i in found)),
                 "method_counts": methods,
                 "examples": examples,
                 "benchmark_rows": len(texts),
