@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from . import __version__
+from .atomic import atomic_dir
 from .engines import get_engine
 from .errors import RecipeError, VersionExistsError
 from .fingerprint import frame_fingerprint
@@ -88,23 +87,12 @@ def _counts(rejected: pl.DataFrame) -> dict[str, int]:
 
 
 def _save(cache: Path, kept: pl.DataFrame, rejected: pl.DataFrame, meta: dict) -> None:
-    tmp = cache.parent / f".tmp-{cache.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    kept.write_parquet(tmp / "kept.parquet")
-    if rejected.height:
-        rejected.write_parquet(tmp / "rejected.parquet")
-    (tmp / "stage.json").write_text(json.dumps(meta, default=str, indent=1))
-    if cache.exists():  # --no-resume recomputed this key: the fresh result replaces the old one
-        old = cache.parent / f".old-{cache.name}-{uuid.uuid4().hex[:8]}"
-        try:
-            os.rename(cache, old)
-        except OSError:
-            pass
-        shutil.rmtree(old, ignore_errors=True)
-    try:
-        os.rename(tmp, cache)
-    except OSError:  # another run wrote the same key in between: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
+    # --no-resume recomputed this key: the fresh result replaces the old one
+    with atomic_dir(cache, on_exists="replace") as tmp:
+        kept.write_parquet(tmp / "kept.parquet")
+        if rejected.height:
+            rejected.write_parquet(tmp / "rejected.parquet")
+        (tmp / "stage.json").write_text(json.dumps(meta, default=str, indent=1))
 
 
 def _load(cache: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict] | None:

@@ -11,10 +11,9 @@ server, serve the adapter there instead (``vllm serve BASE --enable-lora --lora-
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from pathlib import Path
 
+from ..atomic import atomic_dir
 from ..errors import RecipeError, require
 
 
@@ -62,16 +61,7 @@ def merged_model_dir(base: str, adapter_dir: Path, cache_dir: Path, *, where: st
         raise RecipeError(f"{where}: adapter: {adapter_dir} does not fit base {base!r}: {first}") from None
     tok_src = str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else base
     tokenizer = transformers.AutoTokenizer.from_pretrained(tok_src, trust_remote_code=trust_remote_code)
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out, on_exists="keep") as tmp:  # another process may win the race: keep theirs
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        if out.exists():  # another process won the race: keep theirs
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -14,7 +14,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import polars as pl
 
+from ..atomic import atomic_dir
 from ..errors import VersionExistsError
 from ..stages.base import Context
 from .config import EvalRecipe
@@ -230,15 +230,12 @@ def run_eval(recipe_path: Path, overrides: list[str] | None = None, output: Path
         run_dir = Path(output)
     else:
         run_dir = _new_run_dir(Path(os.path.expanduser(recipe.output.dir)), recipe.name)
-    tmp = run_dir.parent / f".tmp-{run_dir.name}-{os.getpid()}"
-    tmp.mkdir(parents=True, exist_ok=False)
     try:
-        verified.write_parquet(tmp / SAMPLES)
-        per_prob.write_parquet(tmp / PROBLEMS)
-        (tmp / "recipe.json").write_text(json.dumps(loaded.public, indent=2, default=str) + "\n")
-        write_results(tmp, {**results, "run_dir": str(run_dir)})
-        tmp.rename(run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_dir(run_dir, on_exists="error") as tmp:
+            verified.write_parquet(tmp / SAMPLES)
+            per_prob.write_parquet(tmp / PROBLEMS)
+            (tmp / "recipe.json").write_text(json.dumps(loaded.public, indent=2, default=str) + "\n")
+            write_results(tmp, {**results, "run_dir": str(run_dir)})
+    except FileExistsError:
+        raise VersionExistsError(f"{run_dir}: already exists; eval runs are never overwritten") from None
     return run_dir
