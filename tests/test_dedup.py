@@ -145,7 +145,7 @@ def _samples() -> pl.DataFrame:
     probs = {
         "p0": base,
         "p1": base.upper(),  # exact duplicate after normalisation
-        "p2": base.replace("48", "49"),  # near duplicate
+        "p2": base.replace("How many clips did she sell?", "How many clips did Natalia sell?"),  # near duplicate
         "p3": "Weng earns $12 an hour for babysitting. Yesterday she did 50 minutes. How much did she earn?",
     }
     rows = []
@@ -162,6 +162,49 @@ def _samples() -> pl.DataFrame:
                 }
             )
     return pl.DataFrame(rows)
+
+
+# Real-shaped pairs (MATH-500, GSM8K and the Qwen2.5-Math traces of issue 17): near in word
+# 2-grams, but distinct problems with distinct gold answers
+FALSE_MERGES = [
+    ("Find $\\frac{1}{2}\\left(\\frac{3}{4}\\right)^3$.", "\\frac{27}{128}",
+     "Find $\\frac{2}{3} \\left(\\frac{2}{3}\\right)^{2} \\frac{2}{3}$.", "\\frac{16}{81}"),
+    ("Zack's locker is half as big as Timothy's locker. Peter's locker is 1/4 as big as Zack's locker. If Peter's "
+     "locker is 5 cubic inches, how big is Timothy's locker in cubic inches?", "40",
+     "Timothy's locker is 24 cubic inches. Zack's locker is half as big as Timothy's locker. Peter's locker is 1/4 as "
+     "big as Zack's locker. How big is Peter's locker in cubic inches?", "3"),
+]
+
+
+@pytest.mark.parametrize("pair", FALSE_MERGES, ids=["math-frac", "gsm8k-locker"])
+def test_problems_with_different_answers_or_numbers_are_not_merged(tmp_path, pair):
+    a, ga, b, gb = pair
+    rows = [{"problem_id": pid, "problem": t, "gold_answer": g, "sample_id": f"{pid}-{k}", "correct": True}
+            for pid, t, g in (("a", a, ga), ("b", b, gb)) for k in range(4)]
+    df = pl.DataFrame(rows)
+    ctx = Context.for_test(tmp_path)
+    # the texts are near duplicates by the shingle measure alone ...
+    res = find_duplicates([a, b], MinHashParams(ngram=2), 0.3 if "locker" in a else 0.6)
+    assert res.labels[0] == res.labels[1]
+    # ... but neither their answers nor their numbers agree: both problems and all 8 traces stay
+    out = DedupStage(DedupConfig(keep="most_correct", threshold=0.3)).run(df, ctx)
+    assert out["drop_reason"].null_count() == 8
+    assert ctx.stats["kept_apart"]["different_answers"] == 1
+    # without gold answers the numbers still tell them apart
+    out = DedupStage(DedupConfig(threshold=0.3)).run(df.drop("gold_answer"), ctx)
+    assert out["drop_reason"].null_count() == 8 and ctx.stats["kept_apart"]["different_numbers"] == 1
+    # opted in: merged as before
+    cfg = DedupConfig(threshold=0.3, merge_different_answers=True, merge_different_numbers=True)
+    out = DedupStage(cfg).run(df, ctx)
+    assert out["drop_reason"].to_list().count("near_duplicate") == 4
+
+
+def test_same_answer_written_differently_still_merges(tmp_path):
+    base = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell?"
+    df = pl.DataFrame({"problem_id": ["a", "b"], "problem": [base, base.replace("she sell?", "Natalia sell?")],
+                       "gold_answer": ["72", "72.0"]})
+    out = DedupStage(DedupConfig()).run(df, Context.for_test(tmp_path))
+    assert out["drop_reason"].to_list() == [None, "near_duplicate"]
 
 
 def test_stage_problem_scope_takes_all_samples(tmp_path):

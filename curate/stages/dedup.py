@@ -9,6 +9,15 @@
       num_perm: 128
       threshold: 0.6          # Jaccard of the shingle sets; default 0.6 for field problem, else 0.8
       keep: first            # first | most_correct | shortest | longest
+      merge_different_answers: false   # near-duplicate problems whose gold answers differ stay apart
+      merge_different_numbers: false   # near-duplicate problems whose numbers differ stay apart
+
+Two problems that read alike but ask for different answers ("Find 1/2 (3/4)^3" and
+"Find 2/3 (2/3)^2 2/3", similarity 0.68 in word 2-grams) are different problems: with
+``field: problem`` a near-duplicate pair is only merged when the gold answers agree (when both are
+known; compared as numbers, else as normalised LaTeX) and the texts hold the same numbers (as a
+multiset). The pairs kept apart are counted in ``kept_apart``. Exact duplicates (same normalised
+text) are always merged.
 
 Adds ``cluster_id`` (id of the kept member of the row's cluster; the row's own id when unique) and
 ``duplicate_of`` (id of the kept member, on dropped rows). Dropped rows get ``exact_duplicate`` or
@@ -17,13 +26,15 @@ Adds ``cluster_id`` (id of the kept member of the row's cluster; the row's own i
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Literal
 
 import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
-from ..dedup.cluster import choose_kept, find_duplicates
+from ..dedup.cluster import choose_kept, cluster_labels, find_duplicates
 from ..dedup.minhash import MinHashParams
 from ..errors import RecipeError
 from .base import DROP, Context, Stage, StageConfig, mark_drop
@@ -55,6 +66,10 @@ class DedupConfig(StageConfig):
     """datasketch permutation scheme: affine32 (datasketch 2 default) or legacy ((a*h+b) mod 2^61-1)."""
     seed: int = 1
     num_proc: int | None = Field(None, ge=1)
+    merge_different_answers: bool = False
+    """Merge near-duplicate problems whose gold answers differ (field problem). Default: keep both."""
+    merge_different_numbers: bool = False
+    """Merge near-duplicate problems whose texts hold different numbers (field problem). Default: keep both."""
 
     @model_validator(mode="after")
     def _scope(self) -> "DedupConfig":
@@ -79,6 +94,36 @@ def _text(df: pl.DataFrame, fld: str, where: str) -> pl.Expr:
             raise RecipeError(f"{where}: field '{c}' is not a column of the input (columns: {', '.join(df.columns)})")
     exprs = [pl.col(c).cast(pl.Utf8).fill_null("") for c in cols]
     return pl.concat_str(exprs, separator="\n\n") if len(exprs) > 1 else exprs[0]
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_ANSWER_NOISE = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\ |\$|\s+|\.$")
+
+
+def numbers_of(text: str | None) -> tuple[str, ...]:
+    """The numbers of a text as a sorted tuple (thousands separators dropped): the multiset that
+    must agree for two problems to be near duplicates."""
+    t = _THOUSANDS.sub("", text or "")
+    out = []
+    for m in _NUMBER.findall(t):
+        out.append(m.rstrip("0").rstrip(".") if "." in m else (m.lstrip("0") or "0"))
+    return tuple(sorted(out))
+
+
+def answer_key(ans: str | None) -> str | None:
+    """A comparison key for a gold answer: the number it states (``72``, ``72.0``, ``1,000``), else
+    the LaTeX without spacing, ``$``, ``\\left``/``\\right`` and ``\\dfrac``/``\\tfrac`` spelling."""
+    if ans is None or not str(ans).strip():
+        return None
+    s = _ANSWER_NOISE.sub("", str(ans)).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    try:
+        x = float(_THOUSANDS.sub("", s))
+        if math.isfinite(x):
+            return repr(round(x, 9))
+    except ValueError:
+        pass
+    return s.lower()
 
 
 def _length(df: pl.DataFrame) -> pl.Expr:
@@ -117,6 +162,7 @@ class DedupStage(Stage):
                     pl.col("_text").first(),
                     pl.col("_len").mean(),
                     pl.col("_correct").sum(),
+                    *([pl.col("gold_answer").first().cast(pl.Utf8).alias("_gold")] if "gold_answer" in df.columns else []),
                 )
                 .with_columns(pl.col(unit_col).cast(pl.Utf8).alias("_uid"))
             )
@@ -126,7 +172,8 @@ class DedupStage(Stage):
                 if "sample_id" in df.columns
                 else (pl.col("problem_id").cast(pl.Utf8) if "problem_id" in df.columns else pl.col("_row").cast(pl.Utf8))
             )
-            units = rows.filter(pl.col("_alive")).select(uid.alias("_uid"), "_text", "_len", "_correct", "_row")
+            gold = [pl.col("gold_answer").cast(pl.Utf8).alias("_gold")] if "gold_answer" in df.columns else []
+            units = rows.filter(pl.col("_alive")).select(uid.alias("_uid"), "_text", "_len", "_correct", "_row", *gold)
 
         texts = units["_text"]  # a polars Series: workers get it chunk by chunk (no full Python copy)
         params = MinHashParams(
@@ -143,6 +190,9 @@ class DedupStage(Stage):
             num_proc=cfg.num_proc or ctx.num_proc,
         )
         n = len(texts)
+        kept_apart = {"different_answers": 0, "different_numbers": 0}
+        if cfg.field == "problem" and len(res.pairs_i) and not (cfg.merge_different_answers and cfg.merge_different_numbers):
+            res = self._keep_apart(res, units, kept_apart)
         score = {
             "first": np.arange(n, dtype=np.float64),
             "shortest": units["_len"].fill_null(0.0).to_numpy().astype(np.float64),
@@ -186,6 +236,7 @@ class DedupStage(Stage):
                 "near_duplicates": n_near,
                 "clusters_with_duplicates": int((sizes > 1).sum()),
                 "largest_cluster": int(sizes.max()) if n else 0,
+                "kept_apart": kept_apart,
                 "lsh_candidates": res.n_candidates,
                 "lsh_bands_rows": list(res.lsh_params) if res.lsh_params else None,
                 "rows_dropped": int(out[DROP].is_not_null().sum()) - int(df[DROP].is_not_null().sum() if DROP in df.columns else 0),
@@ -196,3 +247,31 @@ class DedupStage(Stage):
             }
         )
         return out
+
+    def _keep_apart(self, res, units: pl.DataFrame, counts: dict) -> object:
+        """Drop the near-duplicate pairs whose gold answers (both known) or numbers differ, and
+        re-cluster (exact duplicates stay together)."""
+        cfg: DedupConfig = self.config  # type: ignore[assignment]
+        pi, pj = res.pairs_i, res.pairs_j
+        ok = np.ones(len(pi), dtype=bool)
+        if not cfg.merge_different_answers and "_gold" in units.columns:
+            golds = units["_gold"].to_list()
+            for k, (a, b) in enumerate(zip(pi.tolist(), pj.tolist())):
+                ka, kb = answer_key(golds[a]), answer_key(golds[b])
+                if ka is not None and kb is not None and ka != kb:
+                    ok[k] = False
+                    counts["different_answers"] += 1
+        if not cfg.merge_different_numbers:
+            texts = units["_text"]
+            for k, (a, b) in enumerate(zip(pi.tolist(), pj.tolist())):
+                if ok[k] and numbers_of(texts[a]) != numbers_of(texts[b]):
+                    ok[k] = False
+                    counts["different_numbers"] += 1
+        if ok.all():
+            return res
+        _, first, inv = np.unique(res.keys, return_index=True, return_inverse=True)
+        rep = first[inv.reshape(-1)]
+        pi, pj, sim = pi[ok], pj[ok], res.similarity[ok]
+        import dataclasses
+
+        return dataclasses.replace(res, labels=cluster_labels(rep, pi, pj), pairs_i=pi, pairs_j=pj, similarity=sim)
