@@ -7,12 +7,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import threading
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -293,4 +294,34 @@ def serve(path: Path, *, host: str = "127.0.0.1", port: int = 8765, work_dir: Pa
         store.close()
 
 
-__all__ = ["create_app", "serve", "parse_query", "highlight", "Markup"]
+class Server:
+    """``create_app(store)`` served by uvicorn on a background thread (tests, benchmarks):
+    ``with Server(store) as base_url: ...``; port 0 picks a free port."""
+
+    def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        self.store = store
+        self.config = uvicorn.Config(create_app(store, loopback=is_loopback(host)), host=host, port=port,
+                                     log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(self.config)
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> str:
+        self.thread = threading.Thread(target=self.server.run, name="curate-view-server", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("curate view: the server did not start")
+            time.sleep(0.02)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+
+
+__all__ = ["create_app", "serve", "parse_query", "highlight", "Server"]
