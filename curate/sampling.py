@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from . import traces
 from .errors import BackendError, BudgetExceeded, RecipeError
 
 if TYPE_CHECKING:
@@ -217,38 +218,13 @@ def build_messages(row: dict, cfg: SampleConfig) -> list[dict]:
     return msgs
 
 
-def with_prefill(prompt_text: str | None, content: str) -> str:
-    """Local backends see the rendered prompt: when the chat template prefilled ``<think>`` the output
-    starts inside the think block, so restore the opening tag (a truncated trace is then all reasoning)."""
-    if prompt_text and prompt_text.rstrip().endswith("<think>") and not content.lstrip().startswith("<think>"):
-        return "<think>" + content
-    return content
+with_prefill = traces.with_prefill  # the <think> format lives in curate.traces
 
 
 def split_reasoning(content: str | None, reasoning_content: str | None = None) -> tuple[str, str, bool]:
-    """(reasoning, answer_text, think_closed) from a reply.
-
-    ``reasoning_content`` wins when present; otherwise ``<think>...</think>`` in the text, including a
-    prefilled ``<think>`` (only ``</think>`` appears). An opened but unclosed think block is all
-    reasoning (a truncated trace): answer_text is empty and think_closed False.
-    """
-    text = content or ""
-    if reasoning_content:
-        ans = text
-        if "</think>" in ans:  # a server that sends both: keep the part after the think block
-            ans = ans.split("</think>", 1)[1]
-        return reasoning_content.strip(), ans.strip(), True
-    close = text.find("</think>")
-    if close >= 0:
-        head, tail = text[:close], text[close + len("</think>"):]
-        open_at = head.find("<think>")
-        if open_at >= 0:
-            head = head[open_at + len("<think>"):]
-        return head.strip(), tail.strip(), True
-    open_at = text.find("<think>")
-    if open_at >= 0:
-        return text[open_at + len("<think>"):].strip(), "", False
-    return "", text.strip(), True
+    """(reasoning, answer_text, think_closed) from a reply: ``curate.traces.split``."""
+    s = traces.split(content, reasoning_content)
+    return s.reasoning, s.answer, s.closed
 
 
 # --------------------------------------------------------------------------- requests
