@@ -66,9 +66,7 @@ def git_commit(cwd: Path) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- training formats
 
 
-def assistant_content(reasoning: str | None, answer: str | None) -> str:
-    r, a = (reasoning or "").strip(), (answer or "").strip()
-    return f"<think>\n{r}\n</think>\n\n{a}" if r else a
+from .traces import join as assistant_content  # noqa: E402  (the <think> format: curate.traces)
 
 
 def add_formats(df: pl.DataFrame, formats: list[str]) -> pl.DataFrame:

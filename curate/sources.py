@@ -147,11 +147,11 @@ def extract_gold(text: Any, extractor: str) -> str | None:
 
 
 def split_think(text: str) -> tuple[str, str]:
-    """Split a completion into (reasoning, answer_text) at ``</think>`` (see sampling.split_reasoning)."""
-    from .sampling import split_reasoning
+    """Split a completion into (reasoning, answer_text) at ``</think>`` (``curate.traces.split``)."""
+    from .traces import split
 
-    reasoning, answer, _ = split_reasoning(text)
-    return reasoning, answer
+    s = split(text)
+    return s.reasoning, s.answer
 
 
 # ----------------------------------------------------------------------------- readers

@@ -114,22 +114,9 @@ def split_completions(col: pl.Expr) -> dict[str, pl.Expr]:
     ``</think>`` present: ok (``<think>`` may be prefilled by the chat template); only ``<think>``:
     unclosed (all reasoning, empty answer); no tags: missing (empty reasoning, all answer).
     """
-    text = col.fill_null("")
-    has_close = text.str.contains("</think>", literal=True)
-    has_open = text.str.contains("<think>", literal=True)
-    before = text.str.extract(r"(?s)^(.*?)</think>", 1)
-    after_close = text.str.extract(r"(?s)</think>(.*)$", 1)
-    after_open = text.str.extract(r"(?s)<think>(.*)$", 1)
-    head = pl.when(before.str.contains("<think>", literal=True)).then(
-        before.str.extract(r"(?s)<think>(.*)$", 1)).otherwise(before)
-    return {
-        "reasoning": pl.when(has_close).then(head.str.strip_chars())
-        .when(has_open).then(after_open.str.strip_chars()).otherwise(pl.lit("")),
-        "answer_text": pl.when(has_close).then(after_close.str.strip_chars())
-        .when(has_open).then(pl.lit("")).otherwise(text.str.strip_chars()),
-        "think_status": pl.when(has_close).then(pl.lit("ok")).when(has_open).then(pl.lit("unclosed"))
-        .otherwise(pl.lit("missing")),
-    }
+    from ..traces import split_exprs
+
+    return split_exprs(col)
 
 
 def _message_content(df: pl.DataFrame, role: str, where: str) -> pl.Expr:
