@@ -352,6 +352,12 @@ def check_tokenizer(ds, tokenizer, where: str = "dataset") -> None:
             )
 
 
+def require_kd_columns(ds, where: str = "dataset") -> None:
+    missing = [c for c in KD_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise SourceError(f"{where}: method kd needs columns {', '.join(missing)} (sample with logprobs enabled)")
+
+
 def topk_position_stats(topk_ids: list, topk_lps: list) -> dict:
     """Per-row counts over the stored teacher top-k: positions with an empty list, positions with an invalid
     log-prob (NaN or +inf), positions whose top-k probabilities sum above 1 (beyond rounding), the largest sum."""

@@ -12,10 +12,10 @@ import torch
 from accelerate.utils import is_peft_model
 from trl import SFTConfig, SFTTrainer
 
-from ..errors import RecipeError, SourceError
+from ..errors import RecipeError
 from .common import CurriculumMixin, peft_config, training_kwargs
 from .config import TrainRecipe
-from .data import KD_COLUMNS, KDCollator, _finish, check_tokenizer, encode_kd
+from .data import KDCollator, _finish, check_tokenizer, encode_kd, require_kd_columns
 from .kd_loss import chunked_topk_kd_loss, topk_stats
 
 
@@ -101,9 +101,7 @@ def kd_loss_through_model(model, inputs, *, temperature, ce_weight, chunk_size, 
 def kd_dataset(ds, tokenizer, recipe: TrainRecipe, vocab_size: int, where: str = "dataset"):
     """Encoded offline-KD rows and their stats (rows cut/dropped for length, teacher top-k positions that were
     empty, invalid or summed above 1). Checks the data before any model loads."""
-    missing = [c for c in KD_COLUMNS if c not in ds.column_names]
-    if missing:
-        raise SourceError(f"{where}: method kd needs columns {', '.join(missing)} (sample with logprobs enabled)")
+    require_kd_columns(ds, where)
     if recipe.kd.check_tokenizer:
         check_tokenizer(ds, tokenizer, where)
     enc = ds.map(

@@ -102,12 +102,14 @@ def _student_vocab(recipe: TrainRecipe, tokenizer) -> int:
 
 def _run(recipe: TrainRecipe, recipe_path: Path, public: dict[str, Any]) -> Path:
     from .common import callbacks_for, load_student, load_tokenizer, resume_arg
-    from .data import apply_curriculum, has_curriculum, load_rows
+    from .data import apply_curriculum, has_curriculum, load_rows, require_kd_columns
 
     base = Path(recipe_path).resolve().parent
     where = f"{recipe_path}: dataset.path {recipe.dataset.path}"
     # data first: every data error comes before a weight is loaded
     ds = load_rows(recipe.dataset, base, where=f"{recipe_path}: dataset.path")
+    if recipe.method == "kd":
+        require_kd_columns(ds, where)
     if recipe.packing and has_curriculum(ds, recipe.curriculum):
         raise RecipeError(
             "packing: the dataset is in curriculum order (curriculum_rank) and packing would mix rows; "
