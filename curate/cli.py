@@ -168,19 +168,19 @@ def push(
 def train(
     recipe: Path = typer.Argument(...),
     set_: Optional[List[str]] = SetOpt,
-    merge: bool = typer.Option(False, "--merge", help="Merge the LoRA adapter into the base after training."),
+    merge: bool = typer.Option(False, "--merge", help="Merge the LoRA adapter into the base after training (= merge: true; writes OUTPUT_DIR/merged)."),
 ) -> None:
     """Train a student (SFT or KD) on a curated dataset. Needs: pip install 'curate[train]'."""
     from .errors import require
 
     require("torch", "train", "curate train")
-    from .train import merge_lora, run_train
+    from .train import run_train
 
-    path = run_train(recipe, set_)
+    # --merge is `merge: true`: checked with the recipe (LoRA needed) before training, written to output_dir/merged
+    path = run_train(recipe, [*(set_ or []), "merge=true"] if merge else set_)
     out.print(f"trained: {path}")
     if merge:
-        merged = merge_lora(path, Path(str(path) + "-merged"))
-        out.print(f"merged: {merged}")
+        out.print(f"merged: {path / 'merged'}")
 
 
 @app.command()
