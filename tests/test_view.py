@@ -38,6 +38,7 @@ PAYLOAD = ("<script>document.title='PWNED';window.__pwned=1</script>"
 
 def build_quickstart(out: Path) -> Path:
     """``curate run recipes/quickstart.yaml --output out`` (its own CURATE_HOME): the version folder."""
+    out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CURATE_HOME": str(out / "home")}
     subprocess.run([CURATE, "run", str(ROOT / "recipes" / "quickstart.yaml"), "--output", str(out)],
                    check=True, env=env, cwd=out, capture_output=True, text=True, timeout=240)
