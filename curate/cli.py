@@ -31,8 +31,12 @@ def _handle(fn: Callable) -> Callable:
         try:
             return fn(*a, **kw)
         except CurateError as e:
-            # the message is plain text: brackets in it (pip extras, paths) are not markup
-            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+            from .yamlio import mask_secrets
+
+            # the message is plain text: brackets in it (pip extras, paths) are not markup; anything
+            # shaped like a key is masked, and it is one line
+            msg = " ".join(mask_secrets(str(e)).split())
+            err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code)
         except KeyboardInterrupt:
             err.print("interrupted: finished stages and finished requests are kept; run again to resume")
@@ -59,6 +63,8 @@ def print_funnel(records: list[Any]) -> None:
         notes = {k: v for k, v in (r.stats or {}).items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
         if notes:
             out.print(f"  [dim]{r.stage}:[/dim] " + ", ".join(f"{k}={v}" for k, v in notes.items()))
+        for w in (r.stats or {}).get("warnings") or []:
+            out.print(f"  [yellow]warning[/yellow] {escape(r.stage)}: {escape(str(w))}", highlight=False)
 
 
 @app.command()

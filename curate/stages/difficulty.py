@@ -5,8 +5,15 @@ Methods (combined by weighted rank, higher = harder):
     or from a probe model sampled ``probe.n`` times per problem (``source: probe``), with a
     Wilson score interval so 1/2 and 50/100 are not treated alike (``estimate: lower`` ranks by the
     pessimistic bound);
-  * ``length``: median completion tokens of the correct teacher traces;
+  * ``length``: median tokens of the correct teacher traces: ``completion_tokens`` where the sampler
+    recorded them, else counted (``tokenizer:`` when given, else the audit's documented
+    approximation ``approx-regex``), so existing traces (``traces`` sources) have a length too;
   * ``judge``: an LLM rates difficulty 1-10; unparseable replies are counted in the stats.
+
+Ties (e.g. most problems at 8/8) are broken by the other signals: the median correct-trace length,
+then the mean length of all traces (longer = harder), so equal-count buckets are not left empty. A
+bucket that still comes out empty, and a method without signal (every problem scores the same, or
+none has a value), are reported in ``stats["warnings"]`` (printed under the funnel).
 
 Filters (all optional, rows are marked, never deleted): a pass-rate window, unsolved problems,
 incorrect traces, at most m correct traces per problem.
@@ -29,7 +36,7 @@ from ..sampling import SampleConfig
 from ..verify import VerifyConfig
 from .base import DROP, Context, Stage, StageConfig, mark_drop
 
-PROBLEM_COLUMNS = ("problem_id", "problem", "gold_answer", "source", "source_index", "meta")
+from ..columns import PROBLEM_COLUMNS  # noqa: E402  (the data contract)
 UNGRADED_VERDICTS = ("no_gold", "timeout")
 
 DEFAULT_JUDGE_PROMPT = (
@@ -132,6 +139,9 @@ class DifficultyConfig(StageConfig):
     """Which correct traces ``max_correct_per_problem`` keeps (by completion tokens; random is seeded)."""
     seed: int | None = None
     """Seed for ``prefer: random`` (default: the run seed)."""
+    tokenizer: str | None = None
+    """A Hugging Face tokenizer name/path to count trace tokens where ``completion_tokens`` is null
+    (existing traces); default: the audit's approximation (``approx-regex``, docs/audit.md)."""
 
     @model_validator(mode="after")
     def _check(self) -> "DifficultyConfig":
@@ -176,11 +186,18 @@ class DifficultyStage(Stage):
                     f"stage '{label}': methods: pass_rate with source: teacher needs verified samples (column 'correct'); "
                     "add a verify stage before it or use source: probe"
                 )
-            if isinstance(m, LengthMethod) and not (has_correct and "completion_tokens" in df.columns):
-                raise RecipeError(f"stage '{label}': methods: length needs columns 'correct' and 'completion_tokens'")
+            if isinstance(m, LengthMethod) and not (
+                has_correct and ({"completion_tokens", "reasoning", "answer_text"} & set(df.columns))
+            ):
+                raise RecipeError(
+                    f"stage '{label}': methods: length needs column 'correct' and the traces "
+                    "('completion_tokens', or 'reasoning'/'answer_text' to count)"
+                )
 
         probs = self._problems(df)
         stats: dict[str, Any] = {"problems": probs.height}
+        warnings: list[str] = []
+        df, stats["length_tokens"] = self._with_lengths(df)
 
         # teacher aggregates (always, when verdicts exist)
         if has_correct:
@@ -194,8 +211,7 @@ class DifficultyStage(Stage):
         if any(isinstance(m, JudgeMethod) for m in cfg.methods):
             judge = self._judge(probs, ctx, stats)
             probs = probs.join(judge, on="problem_id", how="left")
-        if any(isinstance(m, LengthMethod) for m in cfg.methods):
-            probs = probs.join(_median_correct_tokens(df), on="problem_id", how="left")
+        probs = probs.join(_length_signals(df), on="problem_id", how="left")
 
         # the pass-rate columns describe the first pass_rate method's source (teacher by default)
         n_col, c_col = f"{pass_src}_n", f"{pass_src}_c"
@@ -209,20 +225,49 @@ class DifficultyStage(Stage):
             high.alias("pass_rate_high"),
         )
 
-        probs = probs.with_columns(pl.Series("difficulty", self._combine(probs), dtype=pl.Float64))
-        probs = self._bucket(probs, stats)
+        combined = self._combine(probs, warnings)
+        probs = probs.with_columns(pl.Series("difficulty", _break_ties(combined, probs, stats), dtype=pl.Float64))
+        probs = self._bucket(probs, stats, warnings)
 
         keep_cols = ["problem_id", *OUT_COLUMNS]
         if "judge_score" in probs.columns:
             keep_cols.append("judge_score")
         out = df.join(probs.select(keep_cols), on="problem_id", how="left", maintain_order="left")
-        out = self._filter(out, probs, ctx, stats)
+        out = self._filter(out, probs, ctx, stats).drop("_tokens")
         pr = probs["pass_rate"].drop_nulls()
         stats["pass_rate_source"] = pass_src
         stats["pass_rate_mean"] = round(float(pr.mean()), 4) if pr.len() else None
         stats["methods"] = [m.model_dump() for m in cfg.methods]
+        if warnings:
+            stats["warnings"] = warnings
         ctx.stats.update(stats)
         return out
+
+    def _with_lengths(self, df: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+        """``_tokens`` per row: completion_tokens, else counted from reasoning + answer_text."""
+        from ..audit.flags import count_tokens
+
+        have = (
+            pl.col("completion_tokens").cast(pl.Float64)
+            if "completion_tokens" in df.columns
+            else pl.lit(None, dtype=pl.Float64)
+        )
+        df = df.with_columns(have.alias("_tokens"))
+        missing = df["_tokens"].is_null()
+        n_missing = int(missing.sum())
+        text_cols = [c for c in ("reasoning", "answer_text") if c in df.columns]
+        if n_missing == 0 or not text_cols or df.height == 0:
+            return df, "completion_tokens"
+        texts = df.select(
+            pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("") for c in text_cols], separator="\n")
+        ).to_series()
+        counted = count_tokens(texts.filter(missing), self.config.tokenizer).astype("float64")
+        vals = df["_tokens"].to_numpy().astype("float64").copy()
+        vals[missing.to_numpy()] = counted
+        how = f"tokenizer:{self.config.tokenizer}" if self.config.tokenizer else "approx-regex"
+        if n_missing < df.height:
+            how = f"completion_tokens + {how} ({n_missing} rows counted)"
+        return df.with_columns(pl.Series("_tokens", vals, dtype=pl.Float64)), how
 
     # ------------------------------------------------------------------ pieces
     @staticmethod
@@ -268,7 +313,7 @@ class DifficultyStage(Stage):
         stats["judge_failed_requests"] = sum(f == "error" for f in failed)
         return scored.group_by("problem_id").agg(pl.col("_judge").mean().alias("judge_score"))
 
-    def _combine(self, probs: pl.DataFrame) -> np.ndarray:
+    def _combine(self, probs: pl.DataFrame, warnings: list[str]) -> np.ndarray:
         cfg = self.config
         raws: list[list[float | None]] = []
         weights: list[float] = []
@@ -294,6 +339,10 @@ class DifficultyStage(Stage):
             else:
                 js = probs["judge_score"].to_list()
                 vals = [None if s is None else (float(s) - 1.0) / 9.0 for s in js]
+            present = {round(v, 12) for v in vals if v is not None}
+            if probs.height > 1 and len(present) <= 1:
+                why = "no problem has a value" if not present else f"all {sum(v is not None for v in vals)} problems score the same"
+                warnings.append(f"method {m.method}: no signal ({why}); it does not separate problems")
             raws.append(vals)
             weights.append(m.weight)
         if cfg.combine == "rank":
@@ -307,7 +356,7 @@ class DifficultyStage(Stage):
             den[ok] += w
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
-    def _bucket(self, probs: pl.DataFrame, stats: dict) -> pl.DataFrame:
+    def _bucket(self, probs: pl.DataFrame, stats: dict, warnings: list[str]) -> pl.DataFrame:
         b = self.config.buckets
         diff = probs["difficulty"].to_list()
         diff = [None if d is None or math.isnan(d) else d for d in diff]
@@ -319,6 +368,13 @@ class DifficultyStage(Stage):
         stats["bucket_edges"] = [round(e, 6) for e in edges]
         stats["bucket_counts"] = {n: labels.count(n) for n in names}
         stats["no_difficulty_signal"] = sum(d is None for d in diff)
+        scored = sum(d is not None for d in diff)
+        empty = [n for n in names if stats["bucket_counts"][n] == 0]
+        if empty and scored >= len(names):
+            warnings.append(
+                f"buckets: {', '.join(empty)} empty ({scored} problems, "
+                f"{len({d for d in diff if d is not None})} distinct difficulties): nothing separates the tied problems"
+            )
         return probs.with_columns(pl.Series("difficulty_bucket", labels, dtype=pl.Utf8))
 
     def _filter(self, df: pl.DataFrame, probs: pl.DataFrame, ctx: Context, stats: dict) -> pl.DataFrame:
@@ -364,13 +420,7 @@ class DifficultyStage(Stage):
         df = df.with_row_index("_row")
         stable = D.stable_row_keys(df)
         rand = D.random_keys(stable, seed, "max_correct_per_problem")
-        length = (
-            pl.col("completion_tokens").cast(pl.Float64)
-            if "completion_tokens" in df.columns
-            else (pl.col("reasoning").fill_null("").str.len_chars() + pl.col("answer_text").fill_null("").str.len_chars()).cast(pl.Float64)
-            if {"reasoning", "answer_text"} <= set(df.columns)
-            else pl.lit(0.0)
-        )
+        length = pl.col("_tokens") if "_tokens" in df.columns else pl.lit(0.0)
         df = df.with_columns(pl.Series("_rand", rand), pl.Series("_stable", stable), length.fill_null(float("inf")).alias("_len"))
         elig = df.filter(pl.col(DROP).is_null() & graded & (pl.col("correct") == True))  # noqa: E712
         if cfg.prefer == "random":
@@ -405,12 +455,38 @@ def _aggregate(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _median_correct_tokens(df: pl.DataFrame) -> pl.DataFrame:
-    return (
-        df.filter(pl.col("correct") == True)  # noqa: E712
-        .group_by("problem_id")
-        .agg(pl.col("completion_tokens").cast(pl.Float64).median().alias("median_correct_tokens"))
+def _length_signals(df: pl.DataFrame) -> pl.DataFrame:
+    """Per problem: median tokens of the correct traces and mean tokens of all traces."""
+    ok = (pl.col("correct") == True) if "correct" in df.columns else pl.lit(False)  # noqa: E712
+    return df.group_by("problem_id").agg(
+        pl.col("_tokens").filter(ok).median().alias("median_correct_tokens"),
+        pl.col("_tokens").mean().alias("_mean_tokens"),
     )
+
+
+def _break_ties(combined: np.ndarray, probs: pl.DataFrame, stats: dict) -> np.ndarray:
+    """Order problems with equal combined difficulty by the length signals (median correct-trace
+    tokens, then mean tokens; longer = harder), without reordering different ones: the result is
+    ``(d + g/2 * t) / (1 + g/2)`` with g the smallest gap between distinct values and t in [0, 1]
+    the tie-break rank, so it stays in [0, 1]."""
+    d = np.asarray(combined, dtype=float)
+    ok = ~np.isnan(d)
+    if ok.sum() < 2:
+        return d
+    vals = np.unique(d[ok])
+    if len(vals) == ok.sum():
+        return d
+    stats["tied_problems"] = int(ok.sum() - len(vals))
+    med = probs["median_correct_tokens"].to_numpy().astype(float) if "median_correct_tokens" in probs.columns else np.full(len(d), np.nan)
+    mean = probs["_mean_tokens"].to_numpy().astype(float) if "_mean_tokens" in probs.columns else np.full(len(d), np.nan)
+    key = np.where(np.isnan(med), mean, med)
+    if np.all(np.isnan(key[ok])) or len(np.unique(key[ok & ~np.isnan(key)])) < 2:
+        return d
+    t = D.normalized_rank([None if np.isnan(x) else float(x) for x in key])
+    t = np.where(np.isnan(t), 0.5, t)
+    g = float(np.min(np.diff(vals))) if len(vals) > 1 else 1.0
+    stats["tie_break"] = "trace length"
+    return np.where(ok, (d + g / 2.0 * t) / (1.0 + g / 2.0), np.nan)
 
 
 def _minmax(vals: list[float | None]) -> list[float | None]:
