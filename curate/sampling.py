@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from . import traces
+from . import columns, traces
 from .errors import BackendError, BudgetExceeded, RecipeError
 
 if TYPE_CHECKING:
@@ -689,27 +689,9 @@ class _Run:
 
 
 def _schema(with_lp: bool, with_tokens: bool) -> dict:
-    s: dict[str, Any] = {
-        "sample_id": pl.Utf8,
-        "problem_id": pl.Utf8,
-        "sample_index": pl.Int64,
-        "teacher": pl.Utf8,
-        "prompt": pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8})),
-        "reasoning": pl.Utf8,
-        "answer_text": pl.Utf8,
-        "finish_reason": pl.Utf8,
-        "prompt_tokens": pl.Int64,
-        "completion_tokens": pl.Int64,
-        "request_hash": pl.Utf8,
-        "error": pl.Utf8,
-    }
+    s: dict[str, Any] = dict(columns.SAMPLE_SCHEMA)  # the data contract: curate.columns
     if with_lp:
-        s.update({
-            "token_ids": pl.List(pl.Int64),
-            "topk_ids": pl.List(pl.List(pl.Int64)),
-            "topk_logprobs": pl.List(pl.List(pl.Float32)),
-            "tokenizer": pl.Utf8,
-        })
+        s.update(columns.KD_SCHEMA)
         if with_tokens:
             s["topk_tokens"] = pl.List(pl.List(pl.Utf8))
     return s
@@ -720,8 +702,7 @@ SAMPLE_SCHEMA: dict = _schema(False, False)
 SAMPLE_COLUMNS = tuple(SAMPLE_SCHEMA)
 
 
-def _sample_id(req_key: str, index: int) -> str:
-    return hashlib.sha256(f"{req_key}:{index}".encode()).hexdigest()[:16]
+_sample_id = columns.sample_id  # origin = the request hash
 
 
 def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, log_name: str = "sample") -> pl.DataFrame:

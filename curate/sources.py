@@ -21,9 +21,10 @@ from typing import Annotated, Any, Literal, Union
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import columns
 from .errors import SourceError, first_line
 
-PROBLEM_COLUMNS = ["problem_id", "problem", "gold_answer", "source", "source_index", "meta"]
+PROBLEM_COLUMNS = list(columns.PROBLEM_COLUMNS)  # the data contract: curate.columns
 
 
 class _Base(BaseModel):

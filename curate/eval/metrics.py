@@ -85,7 +85,7 @@ def paired_bootstrap_diff(
 
 # ----------------------------------------------------------------------------- frames
 
-SAMPLE_COLUMNS = ("problem_id", "sample_index", "correct")
+REQUIRED_COLUMNS = ("problem_id", "sample_index", "correct")
 
 
 def _meta_fields(meta: str | None, fields: Iterable[str]) -> dict[str, Any]:
@@ -111,7 +111,7 @@ def per_problem(
     ``completion_tokens``, ``finish_reason``/``verdict``, ``reasoning_tokens`` and ``meta`` when present).
     ``breakdown`` names meta fields (e.g. subject, level) copied as columns.
     """
-    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in samples.columns]
     if missing:
         raise ValueError(f"sample frame lacks column(s) {missing}")
     if maj_ks and "pred_answer" not in samples.columns:

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Iterator
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-DROP = "drop_reason"
+from ..columns import DROP_REASON as DROP  # the data contract
 
 
 class StageConfig(BaseModel):

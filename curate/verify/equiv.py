@@ -27,7 +27,7 @@ from .extract import EXTRACTORS, extract_choice, extract_whole, gold_choice, las
 from .normalize import normalize, split_top_level, string_key
 
 WEAK_EXTRACTORS = frozenset({"whole", "math_verify", "last_number"})
-VERDICTS = ("correct", "incorrect", "no_answer", "unparseable", "truncated", "timeout", "no_gold")
+from ..columns import VERDICTS  # noqa: E402  (the data contract)
 
 
 @dataclass(frozen=True)
