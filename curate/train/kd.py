@@ -88,7 +88,7 @@ def kd_loss_through_model(model, inputs, *, temperature, ce_weight, chunk_size, 
             num_items=num_items, vocab_limit=vocab_limit, return_parts=True,
         )
         parts["kl"], parts["ce"] = kl_sum, ce_sum
-        return loss.reshape(1, 1, 1)  # stands in for the logits: the model returns it as `logits`
+        return loss.reshape(1, 1, 1).clone()  # stands in for the logits: the model returns it as `logits`
 
     head.forward = loss_head
     try:
