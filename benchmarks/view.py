@@ -132,3 +132,164 @@ def generate(root: Path, rows: int, seed: int = 0) -> Path:
     (version / "manifest.json").write_text(json.dumps({"name": "bench", "version": "1.0.0", "funnel": funnel}))
     done.write_text(json.dumps({"rows": rows}))
     return version
+
+
+# ----------------------------------------------------------------------------- measuring
+def _get(url: str, timeout: float = 120) -> tuple[float, int, bytes]:
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            body = r.read()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        body, status = e.read(), e.code
+    return time.perf_counter() - t0, status, body
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_gib(pid: int) -> float:
+    import psutil
+
+    p = psutil.Process(pid)
+    return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**30
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.array(xs), q)) if xs else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--data", type=Path, default=Path("/tmp/curate_view_bench"),
+                    help="where the generated version (and the view's cached search index) live; reused")
+    ap.add_argument("--requests", type=int, default=40, help="requests per kind")
+    ap.add_argument("--scan-searches", type=int, default=2, help="searches also run without the index (side by side)")
+    args = ap.parse_args()
+    import psutil
+
+    t = time.perf_counter()
+    version = generate(args.data, args.rows)
+    print(f"data: {version} ({args.rows:,} rows; {time.perf_counter() - t:.1f} s to generate or find)", flush=True)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "CURATE_HOME": str(args.data / "home")}
+    curate = str(Path(sys.executable).with_name("curate"))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([curate, "view", str(version), "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while True:  # time to first page: process start -> first table page served
+            try:
+                _, status, body = _get(f"{base}/", timeout=30)
+                if status == 200 and b'id="rows"' in body:
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if proc.poll() is not None:
+                raise SystemExit(f"curate view exited: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.02)
+        first_page = time.perf_counter() - t0
+        print(f"first page: {first_page:.3f} s (process start to the first table page)", flush=True)
+        # the background index, then the search index (built once per data fingerprint, then reused)
+        t1 = time.perf_counter()
+        last = ""
+        while True:
+            st = json.loads(_get(f"{base}/healthz")[2])
+            if all(v["index"] == "ready" for v in st.values()) and all(v["search"] == "ready" for v in st.values()):
+                break
+            msg = ", ".join(f"{k}: index {v['index']}, search {v['search']}" for k, v in st.items())
+            if msg != last:
+                print(f"  waiting: {msg}", flush=True)
+                last = msg
+            if proc.poll() is not None:
+                raise SystemExit(f"curate view exited: {proc.stderr.read()[-2000:]}")
+            time.sleep(1)
+        print(f"index + search index ready after {time.perf_counter() - t1:.1f} s more", flush=True)
+
+        rng = random.Random(0)
+        n = args.requests
+        # rows per shard, from the parquet metadata
+        import pyarrow.parquet as pq
+
+        shards = {s: [pq.ParquetFile(f).metadata.num_rows for f in sorted((version / "data").glob(f"{s}-*.parquet"))]
+                  for s in ("train", "rejected")}
+        train_rows = sum(shards["train"])
+
+        def filt() -> str:
+            return rng.choice([
+                f"flag={rng.choice(FLAGS)}", "verdict=incorrect", f"bucket={rng.choice(['easy', 'medium', 'hard'])}",
+                f"teacher={rng.choice(TEACHERS)}", f"source={rng.choice(SOURCES)}&verdict=no_answer",
+                f"split=rejected&drop_reason={rng.choice(DROPS)[1]}", f"split=rejected&dropped_by={rng.choice(DROPS)[0]}",
+                f"len_min={rng.randrange(1500, 2500)}&len_max={rng.randrange(2500, 3000)}", "stage=2&correct=0",
+                f"flag={rng.choice(FLAGS)}&teacher={rng.choice(TEACHERS)}&bucket=hard"])
+
+        def sort() -> str:
+            key = rng.choice(["difficulty", "pass_rate", "reasoning_chars", "n_flags", "curriculum_rank", "problem_id"])
+            return f"sort={key}{'&desc=1' if rng.random() < 0.5 else ''}" + (f"&{filt()}" if rng.random() < 0.5 else "")
+
+        def page() -> str:
+            return f"page={rng.randrange(0, train_rows // 50)}" + (f"&{filt()}&page=3" if rng.random() < 0.3 else "")
+
+        def trace() -> str:
+            s = rng.choice(["train", "train", "rejected"])
+            f = rng.randrange(len(shards[s]))
+            return f"/trace/{s}/{f}/{rng.randrange(shards[s][f])}"
+
+        searches = [str(rng.randrange(0, 100000)) for _ in range(n // 2)]
+        searches += [f"{rng.choice(WORDS)} {rng.choice(WORDS)}" for _ in range(n // 4)]
+        searches += [rng.choice(WORDS) for _ in range(n - len(searches))]
+        times: dict[str, list[float]] = {k: [] for k in ("filter", "sort", "page", "trace", "search", "panel")}
+        for kind, make in (("filter", filt), ("sort", sort), ("page", page), ("trace", trace)):
+            for _ in range(n):
+                path = make()
+                url = base + (path if path.startswith("/") else "/?" + path)
+                dt, status, _ = _get(url)
+                if status != 200:
+                    raise SystemExit(f"{url}: HTTP {status}")
+                times[kind].append(dt)
+        for q in searches:
+            dt, status, _ = _get(f"{base}/?q={urllib.parse.quote(q)}")
+            assert status == 200, q
+            times["search"].append(dt)
+        for s in ("train", "rejected"):
+            times["panel"].append(_get(f"{base}/fragment/panel?split={s}")[0])  # facets + charts, first (uncached) call
+        rss = _rss_gib(proc.pid)
+        load = os.getloadavg()
+        for k, xs in times.items():
+            print(f"{k:7s} n={len(xs):3d} p50={_pct(xs, 50):.3f}s p95={_pct(xs, 95):.3f}s max={max(xs):.3f}s", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    # side by side: the same searches as a substring scan of the shards (no search index), in-process
+    scan_times, index_times = [], []
+    if args.scan_searches:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from curate.view.data import Query, Store
+
+        store = Store(version, build_index=False)
+        try:
+            for q in searches[: args.scan_searches]:
+                t = time.perf_counter()
+                store.page(Query("train", q=q))
+                scan_times.append(time.perf_counter() - t)
+        finally:
+            store.close()
+        index_times = times["search"][: args.scan_searches]
+        print(f"search by scan (no index): p50={_pct(scan_times, 50):.3f}s vs index {_pct(index_times, 50):.3f}s "
+              f"(x{_pct(scan_times, 50) / max(1e-9, _pct(index_times, 50)):.1f})", flush=True)
+    nav = times["filter"] + times["sort"] + times["page"] + times["trace"]
+    print(f"load average at measurement: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cpus); "
+          f"server RSS {rss:.3f} GiB", flush=True)
+    speed = f" search_scan_vs_index={_pct(scan_times, 50) / max(1e-9, _pct(index_times, 50)):.1f}" if scan_times else ""
+    print(f"RESULT first_page_s={first_page:.3f} p95_s={_pct(nav, 95):.3f} search_p95_s={_pct(times['search'], 95):.3f} "
+          f"rss_gib={rss:.3f} trace_p95_s={_pct(times['trace'], 95):.3f}{speed} load1={load[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -26,7 +26,6 @@ from starlette.templating import Jinja2Templates
 
 from . import charts
 from .data import FACETS, FILTER_COLUMNS, SORTABLE, TABLE_COLUMNS, Query, Store
-from .measures import audit_config, flag_measures
 
 HERE = Path(__file__).parent
 REASONING_PAGE_CHARS = 20_000
@@ -146,7 +145,7 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True)
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=1, ensure_ascii=False, default=str)
     templates = Jinja2Templates(env=env)
-    cfg = audit_config(store.manifest)
+    cfg: list[Any] = []  # the version's AuditConfig, made on the first trace page (imports polars)
     title = " ".join(str(store.manifest.get(k)) for k in ("name", "version") if store.manifest.get(k)) or store.path.name
 
     def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
@@ -227,7 +226,11 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
             samples_ = raw[1].get("samples") or []
             si = row.get("sample_index") or 0
             raw_sample = samples_[si] if si < len(samples_) else (samples_[0] if len(samples_) == 1 else None)
-        measures = flag_measures(row, cfg, store.length_ref())
+        from .measures import audit_config, flag_measures  # polars + the audit code: loaded on first use
+
+        if not cfg:
+            cfg.append(audit_config(store.manifest))
+        measures = flag_measures(row, cfg[0], store.length_ref())
         return render(request, "trace.html", {
             "row": row, "split": split, "chunk": chunk, "rpage": rpage, "n_pages": n_pages,
             "reasoning_len": len(reasoning), "hl": highlight(row.get("answer_text"), row.get("pred_answer")),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import sqlite3
 import tempfile
@@ -71,6 +72,12 @@ PREVIEW_CHARS = 120
 INDEX_FORMAT = 1
 _SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_.]+?)-\d{5}-of-\d{5}\.parquet$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def curate_home() -> Path:
+    """``curate.runner.curate_home()`` (not imported from there: that module loads polars, and the
+    server's start-up time is the time to its first page)."""
+    return Path(os.environ.get("CURATE_HOME", ".curate"))
 
 
 def _q(name: str) -> str:
@@ -218,14 +225,10 @@ class Store:
             raise SourceError(f"{p}: expected a version folder, a .parquet file or a .jsonl file")
 
     def _default_work_dir(self) -> Path | None:
-        from ..runner import curate_home
-
         name = self.manifest.get("name")
         return curate_home() / name if isinstance(name, str) and _NAME_RE.match(name) else None
 
     def _default_index_dir(self) -> Path:
-        from ..runner import curate_home
-
         h = hashlib.sha256(json.dumps(INDEX_FORMAT).encode())
         for sp in sorted(self.splits.values(), key=lambda s: s.name):
             for f in sp.files:
@@ -277,7 +280,7 @@ class Store:
             try:
                 cur = self.con.cursor()
                 cur.execute(f"CREATE TABLE {_q('idx_' + sp.name)} AS SELECT {', '.join(map(_q, keep))} "
-                            f"FROM {_q('src_' + sp.name)} ORDER BY rid")
+                            f"FROM {_q('src_' + sp.name)}")  # insertion (file) order kept
                 cur.close()
                 sp.index_cols = set(keep)
             except Exception as e:  # noqa: BLE001 - the shards still answer; the index is a speed-up
@@ -484,16 +487,18 @@ class Store:
                 cond += " AND (" + (" OR ".join(f"{_q(c)} ILIKE ? ESCAPE '\\'" for c in cols) or "false") + ")"
                 params += [pat] * len(cols)
                 needs.update(SEARCH_COLUMNS)
-        order = "rid"
+        # no sort: file order, which DuckDB keeps for scans (preserve_insertion_order); an ORDER BY rid
+        # would make the shards' first page a full scan before the index is ready
+        order = "ORDER BY t.rid" if join else ""
         if qy.sort and qy.sort in SORTABLE and sp.has(qy.sort):
             needs.add(qy.sort)
-            order = f"{_q(qy.sort)} {'DESC' if qy.desc else 'ASC'} NULLS LAST, rid"
+            order = f"ORDER BY {_q(qy.sort)} {'DESC' if qy.desc else 'ASC'} NULLS LAST, rid"
         shown = [c for c in TABLE_COLUMNS if c != "problem" and sp.has(c)]
         if sp.has("problem"):
             shown.append("problem_preview")
         rel = self._rel(sp, needs | set(shown))
         sel = ", ".join(["t.rid", "t._file", "t._row", *(f"t.{_q(c)}" for c in shown)])
-        rows = self._rows(f"SELECT {sel} FROM {rel} t {join} WHERE {cond} ORDER BY {order} LIMIT ? OFFSET ?",
+        rows = self._rows(f"SELECT {sel} FROM {rel} t {join} WHERE {cond} {order} LIMIT ? OFFSET ?",
                           params + [qy.per + 1, qy.page * qy.per], register)
         more = len(rows) > qy.per
         rows = rows[: qy.per]
