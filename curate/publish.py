@@ -165,15 +165,18 @@ def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -
     # datasets caches a local folder by its name and card, not its content: a content fingerprint in
     # dataset_info keeps two versions (or two recipes' 0.1.0) from loading each other's cached copy.
     fp = manifest.get("data_sha256", "")[:16]
-    header = {
-        "license": r.get("license", "other"),
-        "pretty_name": r["name"],
-        "tags": ["curate", "reasoning", "distillation", "synthetic"],
-        "task_categories": ["text-generation"],
-        "configs": configs,
-        "dataset_info": [{"config_name": c["config_name"], "dataset_name": f"{r['name']}-{r['version']}-{fp}"}
-                         for c in configs],
-    }
+    from huggingface_hub import DatasetCardData
+
+    header = DatasetCardData(
+        license=r.get("license", "other"),
+        pretty_name=r["name"],
+        tags=["curate", "reasoning", "distillation", "synthetic"],
+        task_categories=["text-generation"],
+        size_categories=[_size_category(manifest["splits"]["train"])],
+        configs=configs,
+        dataset_info=[{"config_name": c["config_name"], "dataset_name": f"{r['name']}-{r['version']}-{fp}"}
+                      for c in configs],
+    )
     order = manifest.get("order")
     body = [
         f"# {r['name']} v{r['version']}",
@@ -223,7 +226,18 @@ def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -
             body += [_md_table(["flag", "rows"], [[k, v] for k, v in flags.items()]), ""]
     body += ["## Recipe", "", "```yaml", recipe_text.rstrip(), "```", ""]
     body += ["## License", "", f"{r.get('license', 'other')}. Check the licenses of the sources and teachers.", ""]
-    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + "\n".join(body)
+    from huggingface_hub import DatasetCard
+
+    return str(DatasetCard("---\n" + header.to_yaml() + "\n---\n\n" + "\n".join(body)))
+
+
+def _size_category(n: int) -> str:
+    """The hub's size_categories label of a row count."""
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                         (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")):
+        if n < limit:
+            return label
+    return "100M<n<1B"
 
 
 def _audit_config(lr: Any) -> Any:
