@@ -212,6 +212,19 @@ def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -
             else "The train split has no curriculum order; shuffle it for training."
         ),
         "",
+        "## Training on the reasoning",
+        "",
+        "The assistant turn of `messages` (and of `completion`) is `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`. "
+        "It keeps the reasoning only with a chat template that keeps it: many reasoning models' templates "
+        "(Qwen3, QwQ, DeepSeek-R1-Distill) drop the `<think>` block of assistant turns, and some prefill "
+        "`<think>\\n` after the generation prompt, so TRL's `SFTTrainer` on `messages` (or on the conversational "
+        "`prompt`/`completion` columns) with such a template trains the answers without their reasoning. "
+        "With a template that keeps it: `messages` with `SFTConfig(assistant_only_loss=True)` (the template needs "
+        "`{% generation %}` markers, e.g. TRL's training templates via `chat_template_path`), or "
+        "`prompt`/`completion` (loss on the completion by default). Otherwise render the prompt with the template "
+        "(`add_generation_prompt=True`) and train the assistant content as a text completion, or use "
+        "`curate train`, which checks every row and counts the rows trained with their reasoning.",
+        "",
         "## Funnel",
         "",
         _md_table(FUNNEL_HEADERS, funnel_rows(manifest["funnel"])),
