@@ -144,7 +144,8 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
             rows_out=df.height,
             dropped=_counts(bad),
             seconds=round(time.perf_counter() - t0, 3),
-            stats={"sources": [{k: v for k, v in i.items() if k != "inputs"} for i in infos]},
+            stats={"sources": [{k: v for k, v in i.items() if k != "inputs"} for i in infos],
+                   **({"warnings": w} if (w := [x for i in infos for x in i.get("warnings", [])]) else {})},
         )
     ]
     rejected_parts = [bad_rows] if bad.height else []

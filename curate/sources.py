@@ -85,6 +85,15 @@ class TracesSource(_Base):
     """Teacher name written to the ``teacher`` column (or a column name via ``teacher_field``)."""
     teacher_field: str | None = None
     finish_reason_field: str | None = None
+    trace_format: Literal["auto", "think", "plain", "column"] = "auto"
+    """How a trace splits into ``reasoning`` and ``answer_text``: ``think`` (R1 style,
+    ``<think>...</think>`` then the answer), ``plain`` (chain of thought without tags: the reasoning
+    is everything before the final-answer paragraph, the one holding the last ``\\boxed{}``),
+    ``column`` (reasoning in ``reasoning_field``, the answer in ``trace_field``). ``auto``: column when
+    ``reasoning_field`` is set, think when the traces carry ``</think>``, else plain. A declared
+    format that does not fit the data gives a warning under the funnel."""
+    reasoning_field: str | None = None
+    """Column holding the reasoning (``trace_format: column``)."""
 
 
 SourceConfig = Annotated[
@@ -145,6 +154,35 @@ def extract_gold(text: Any, extractor: str) -> str | None:
     if extractor == "boxed":
         return last_boxed(s)
     return s.strip()
+
+
+_PARAGRAPH = re.compile(r"\n\s*\n")
+
+
+def split_plain(text: str) -> tuple[str, str]:
+    """(reasoning, answer_text) of a plain chain of thought: the answer is the paragraph holding the
+    last ``\\boxed``/``\\fbox`` and what follows it (anything written after the answer stays
+    visible to the audit), else the last paragraph; the reasoning is everything before it."""
+    t = (text or "").strip()
+    at = max(t.rfind("\\boxed"), t.rfind("\\fbox"))
+    if at < 0:
+        at = len(t)
+    cut = 0
+    for m in _PARAGRAPH.finditer(t, 0, at):
+        cut = m.end()
+    if cut == 0 and at == len(t):  # no box: the last paragraph is the answer
+        for m in _PARAGRAPH.finditer(t):
+            cut = m.end()
+    return t[:cut].strip(), t[cut:].strip()
+
+
+def detect_trace_format(texts: list[str]) -> tuple[str, float]:
+    """('think' | 'plain', share of texts with ``</think>``)."""
+    texts = [t for t in texts if t]
+    if not texts:
+        return "plain", 0.0
+    share = sum("</think>" in t or "<think>" in t for t in texts) / len(texts)
+    return ("think" if share >= 0.5 else "plain"), share
 
 
 def split_think(text: str) -> tuple[str, str]:
@@ -348,8 +386,9 @@ def load_one(cfg: Any, base_dir: Path, limit: int | None = None) -> tuple[pl.Dat
     out = out.with_columns(
         pl.col("problem").map_elements(problem_id, return_dtype=pl.Utf8).alias("problem_id")
     ).select(PROBLEM_COLUMNS)
+    detected: tuple[str, list[str]] | None = None
     if isinstance(cfg, TracesSource):
-        out = _traces(out, df, cfg, where)
+        out, detected = _traces(out, df, cfg, where)
     bad_mask = pl.col("problem").is_null() | (pl.col("problem").str.strip_chars() == "")
     bad = out.filter(bad_mask)
     if bad.height and cfg.on_bad_row == "fail":
@@ -357,10 +396,16 @@ def load_one(cfg: Any, base_dir: Path, limit: int | None = None) -> tuple[pl.Dat
         raise SourceError(f"{where}: row {idx}: field '{pcol}' is empty (on_bad_row: fail)")
     bad = bad.with_columns(pl.lit("empty_problem").alias("drop_reason"))
     info = {"name": name, "kind": cfg.kind, "where": where, "inputs": fps, "rows": out.height - bad.height}
+    if detected is not None:
+        fmt, warnings = detected
+        info["trace_format"] = fmt
+        if warnings:
+            info["warnings"] = [f"{name}: {w}" for w in warnings]
     return out.filter(~bad_mask), bad, info
 
 
-def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where: str) -> pl.DataFrame:
+def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where: str) -> tuple[pl.DataFrame, tuple[str, list[str]]]:
+    """One sample row per trace; also (the trace format used, warnings)."""
     if cfg.trace_field not in raw.columns:
         raise SourceError(
             f"{where}: field '{cfg.trace_field}' (trace_field) not found; columns are: {', '.join(raw.columns[:20])}"
@@ -369,16 +414,51 @@ def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where:
         raise SourceError(f"{where}: field '{cfg.teacher_field}' (teacher_field) not found")
     if cfg.finish_reason_field and cfg.finish_reason_field not in raw.columns:
         raise SourceError(f"{where}: field '{cfg.finish_reason_field}' (finish_reason_field) not found")
+    fmt = cfg.trace_format
+    if fmt == "column" or cfg.reasoning_field:
+        if not cfg.reasoning_field:
+            raise SourceError(f"{where}: trace_format: column needs reasoning_field (the column with the reasoning)")
+        if cfg.reasoning_field not in raw.columns:
+            raise SourceError(
+                f"{where}: field '{cfg.reasoning_field}' (reasoning_field) not found; columns are: {', '.join(raw.columns[:20])}"
+            )
+        if fmt not in ("auto", "column"):
+            raise SourceError(f"{where}: reasoning_field is set, so trace_format must be column (got {fmt})")
+        fmt = "column"
     traces = raw[cfg.trace_field].to_list()
+    reasonings = raw[cfg.reasoning_field].to_list() if fmt == "column" else [None] * raw.height
     teachers = raw[cfg.teacher_field].to_list() if cfg.teacher_field else [cfg.teacher] * raw.height
     finishes = raw[cfg.finish_reason_field].to_list() if cfg.finish_reason_field else [None] * raw.height
+    sample = [str(x) for tr in traces[:2000] for x in (tr if isinstance(tr, list) else [tr]) if x is not None]
+    found, share = detect_trace_format(sample)
+    warnings: list[str] = []
+    if fmt == "auto":
+        fmt = found
+    elif fmt == "think" and found == "plain":
+        warnings.append(
+            f"trace_format: think, but {100 * (1 - share):.0f}% of the traces have no <think> tags: their reasoning "
+            "is empty and everything lands in answer_text; they look like plain chain of thought (trace_format: plain)"
+        )
+    elif fmt == "plain" and found == "think":
+        warnings.append(
+            f"trace_format: plain, but {100 * share:.0f}% of the traces carry <think> tags (trace_format: think)"
+        )
+    elif fmt == "column" and share >= 0.5:
+        warnings.append(f"trace_format: column, but {100 * share:.0f}% of the '{cfg.trace_field}' values carry <think> tags")
     rows: list[dict] = []
     counters: dict[str, int] = {}
-    for prob, tr, teacher, fin in zip(problems.to_dicts(), traces, teachers, finishes):
+    for prob, tr, teacher, fin, rsn in zip(problems.to_dicts(), traces, teachers, finishes, reasonings):
         items = tr if isinstance(tr, list) else [tr]
-        for text in items:
+        rsn_items = rsn if isinstance(rsn, list) else [rsn] * len(items)
+        for j, text in enumerate(items):
             text = "" if text is None else str(text)
-            reasoning, answer = split_think(text)
+            if fmt == "column":
+                r = rsn_items[j] if j < len(rsn_items) else None
+                reasoning, answer = ("" if r is None else str(r)).strip(), text.strip()
+            elif fmt == "plain":
+                reasoning, answer = split_plain(text)
+            else:
+                reasoning, answer = split_think(text)
             k = counters.get(prob["problem_id"], 0)
             counters[prob["problem_id"]] = k + 1
             fin_reason = fin if isinstance(fin, str) else None
@@ -404,7 +484,7 @@ def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where:
     schema = {**dict(problems.schema), **{k: v for k, v in SAMPLE_SCHEMA.items() if k not in problems.schema}}
     for r in rows:
         r.setdefault("error", None)
-    return pl.DataFrame(rows, schema=schema)
+    return pl.DataFrame(rows, schema=schema), (fmt, warnings)
 
 
 def load_sources(

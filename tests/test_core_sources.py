@@ -190,3 +190,31 @@ def test_secret_fields_are_masked_in_the_public_tree(tmp_path, monkeypatch):
     for secret in ("sk-resolved-1", "sk-literal-9999", "hunter2"):
         assert secret not in text
     assert loaded.public["teacher"]["api_key"] == "${OPENAI}" and loaded.public["extra_body"]["hf_token"] == "${OPENAI}"
+
+
+# Plain chain-of-thought traces (Qwen2.5-Math style: no <think>, a boxed answer at the end)
+PLAIN = ("To find the value, we approximate each factor.\n\n- \\(10.0000198 \\approx 10\\)\n- \\(5.99999 \\approx 6\\)\n\n"
+         "Now we multiply: \\(10 \\cdot 6 \\cdot 7 = 420\\).\n\nTherefore, the value is \\(\\boxed{420}\\).")
+
+
+def test_traces_source_plain_cot_is_detected_and_split(tmp_path):
+    _jsonl(tmp_path / "t.jsonl", [{"problem": "What is 10.0000198 * 5.99999 * 6.9999?", "gold": "420", "trace": PLAIN}] * 3)
+    cfg = TracesSource(path="t.jsonl", fields={"gold_answer": "gold"}, trace_field="trace")
+    rows, _, info = load_one(cfg, tmp_path)
+    assert info["trace_format"] == "plain" and not info.get("warnings")
+    assert rows["reasoning"][0].startswith("To find the value") and rows["reasoning"][0].endswith("= 420\\).")
+    assert rows["answer_text"][0] == "Therefore, the value is \\(\\boxed{420}\\)."
+    # declared think on plain data: split as declared, with a warning that names the fit
+    rows, _, info = load_one(cfg.model_copy(update={"trace_format": "think"}), tmp_path)
+    assert rows["reasoning"][0] == "" and any("trace_format" in w and "plain" in w for w in info["warnings"])
+    # a separate reasoning column
+    _jsonl(tmp_path / "c.jsonl", [{"problem": "p", "thinking": "We add 1 and 1.", "answer": "It is \\boxed{2}."}])
+    rows, _, info = load_one(TracesSource(path="c.jsonl", trace_field="answer", trace_format="column",
+                                          reasoning_field="thinking"), tmp_path)
+    assert rows["reasoning"][0] == "We add 1 and 1." and rows["answer_text"][0] == "It is \\boxed{2}."
+    with pytest.raises(SourceError, match="reasoning_field"):
+        load_one(TracesSource(path="c.jsonl", trace_field="answer", trace_format="column"), tmp_path)
+    # think traces are still detected as such
+    _jsonl(tmp_path / "k.jsonl", [{"problem": "p", "trace": "<think>a b c</think>\\boxed{1}"}])
+    rows, _, info = load_one(TracesSource(path="k.jsonl", trace_field="trace"), tmp_path)
+    assert info["trace_format"] == "think" and rows["reasoning"][0] == "a b c"
