@@ -467,7 +467,7 @@ def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where:
             rows.append(
                 {
                     **prob,
-                    "sample_id": f"{prob['problem_id']}-{k}",
+                    "sample_id": columns.sample_id(columns.trace_origin(prob["problem_id"]), k),
                     "sample_index": k,
                     "teacher": str(teacher),
                     "prompt": [{"role": "user", "content": prob["problem"] or ""}],
@@ -517,7 +517,12 @@ def load_sources(
             )
             .with_columns(
                 pl.when(pl.col("_is_trace"))
-                .then(pl.format("{}-{}", pl.col("problem_id"), pl.col("sample_index")))
+                .then(
+                    pl.struct("problem_id", "sample_index").map_elements(
+                        lambda r: columns.sample_id(columns.trace_origin(r["problem_id"]), r["sample_index"]),
+                        return_dtype=pl.Utf8,
+                    )
+                )
                 .otherwise(pl.col("sample_id"))
                 .alias("sample_id")
             )
