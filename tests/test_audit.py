@@ -276,3 +276,42 @@ def test_benchmark_generator_small_recall_and_precision() -> None:
         assert sum(name in flags[i] for i in rows) >= 0.9 * len(rows), name
     clean = [i for i in range(len(flags)) if i not in planted]
     assert sum(bool(flags[i]) for i in clean) <= 0.005 * len(clean)
+
+
+SOUP = " \\] \\]summertheir口径納大自然 lista(area Banc Mirroroccupation械-heavyراح де Sal rapportız púb<X broader 看他mono " * 40
+
+
+def _plain_traces(tmp_path: Path, texts: list[str]):
+    from curate.sources import TracesSource, load_one
+
+    p = tmp_path / "plain.jsonl"
+    p.write_text("".join(json.dumps({"problem": "What is $6 \\cdot 7$?", "gold": "42", "trace": t}) + "\n" for t in texts))
+    rows, _, _ = load_one(TracesSource(path=str(p), fields={"gold_answer": "gold"}, trace_field="trace"), tmp_path)
+    return rows
+
+
+def test_plain_cot_traces_through_a_traces_source(tmp_path: Path) -> None:
+    ok = "We multiply 6 by 7 step by step.\n\nSix sevens are 42.\n\nTherefore, the answer is \\(\\boxed{42}\\)."
+    rows = _plain_traces(tmp_path, [ok] * 20 + [ok + SOUP])
+    out = audit_frame(rows)
+    flags = out["flags"].to_list()
+    assert not any("empty_reasoning" in f for f in flags)  # plain CoT has reasoning
+    assert out["reasoning_tokens"].min() > 5
+    assert "after_answer" in flags[-1] and all("after_answer" not in f for f in flags[:-1])
+
+
+@pytest.mark.skipif(not TRACES.is_file(), reason="shared bench traces absent")
+def test_real_qwen_math_traces_through_a_traces_source(tmp_path: Path) -> None:
+    """Issue 17: through a traces source all 800 rows were empty_reasoning and the three token-soup
+    traces (text after the boxed answer) were missed."""
+    from curate.sources import TracesSource, load_one
+
+    rows, _, info = load_one(TracesSource(path=str(TRACES), fields={"gold_answer": "gold"}, trace_field="trace"), tmp_path)
+    assert info["trace_format"] == "plain"
+    out = audit_frame(rows.with_row_index("row"))
+    empty = out.filter(pl.col("flags").list.contains("empty_reasoning")).height
+    assert empty < 0.02 * out.height
+    soup = set(out.filter(pl.col("flags").list.contains("after_answer"))["row"].to_list())
+    assert {201, 365, 387} <= soup and len(soup) <= 6
+    for f in out["flags"].to_list():
+        assert len(f) == len(set(f))

@@ -20,6 +20,7 @@ ALL_FLAGS: tuple[str, ...] = (
     "language_mix",
     "length_outlier",
     "answer_mismatch",
+    "after_answer",
 )
 
 FLAG_HELP: dict[str, str] = {
@@ -33,6 +34,7 @@ FLAG_HELP: dict[str, str] = {
     "language_mix": "letters in a script other than the problem's (e.g. Han characters in an English trace)",
     "length_outlier": "reasoning length far from the dataset's median on a log scale (robust z-score)",
     "answer_mismatch": "verdict/correct disagree, or the last \\boxed{} of the reasoning differs from the answer's",
+    "after_answer": "more than after_answer_max_chars of text after the final \\boxed{} answer, or letters in a script foreign to the problem there (token soup after the answer)",
 }
 
 DEFAULT_REFLECTION_MARKERS: tuple[str, ...] = (
@@ -91,6 +93,8 @@ class AuditConfig(StageConfig):
     """``length_outlier`` when |robust z| of log(reasoning_tokens) exceeds this."""
     length_min_rows: int = Field(20, ge=3)
     """No ``length_outlier`` flags on frames smaller than this."""
+    after_answer_max_chars: int = Field(1000, ge=0)
+    """``after_answer`` when more than this many characters follow the final ``\\boxed{}``."""
     require_boxed: bool = True
     """Compute ``no_boxed`` (turn off for datasets whose answers are not boxed)."""
     reflection_markers: list[str] = Field(default_factory=lambda: list(DEFAULT_REFLECTION_MARKERS))

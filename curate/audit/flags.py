@@ -40,6 +40,7 @@ _NON_LATIN_LETTER = r"[\p{L}--\p{Latin}--\p{Greek}]"
 APPROX_TOKEN_RE = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|\d|[^\W\d_\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]{1,12}|[^\w\s]"
 _BOXED = r"\\(?:boxed|fbox)\s*\{"
 _LAST_BOXED = r"(?s).*\\(?:boxed|fbox)\s*\{((?:[^{}]|\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\})*)\}"
+_AFTER_BOXED = r"(?s).*\\(?:boxed|fbox)\s*\{(?:[^{}]|\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\})*\}(.*)$"
 _ANSWER_WORDS = r"(?i)final answer|answer is|answer:|####"
 _SENTENCE = r"[^.!?\n]{%d,}"
 _TRUNC_REASONS = ["length", "max_tokens", "max_length"]
@@ -208,21 +209,30 @@ def measure(df: pl.DataFrame, cfg: AuditConfig | None = None) -> pl.DataFrame:
         tail.str.contains(_ANSWER_WORDS).alias("_answer_words"),
         r.str.count_matches(reflection_regex(cfg.reflection_markers)).alias("_reflections"),
         tail.alias("_tail"),
+        # what follows the closing brace of the last \boxed{} of the whole trace
+        pl.concat_str([r, a], separator="\n").str.extract(_AFTER_BOXED, 1).alias("_after"),
     )
     tails = m["_tail"]
     reasoning = df.select(r.alias("r"))["r"]
+    # the language check reads the whole trace: a plain chain of thought, or token soup written after
+    # the answer, sits in answer_text
+    whole = df.select(pl.concat_str([r, a], separator="\n").alias("w"))["w"]
+    after = m["_after"].fill_null("")
     problem = df.select(_col(df, "problem").fill_null("").alias("p"))["p"]
     # the tail scan is a Python loop (holds the GIL); polars releases it, so they overlap
     with ThreadPoolExecutor(max_workers=1) as pool:
         scan = pool.submit(_tail_scan, tails, cfg.loop_min_chars)
         tokens = count_tokens(reasoning, cfg.tokenizer)
-        foreign, letters = _foreign_letters(reasoning, problem)
+        foreign, letters = _foreign_letters(whole, problem)
+        after_foreign, _ = _foreign_letters(after, problem)
         repeats = _repeat_counts(tails, cfg.repeat_min_chars)
         ratio, loops = scan.result()
     refl = m["_reflections"].to_numpy().astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         per_1k = np.where(tokens > 0, refl * 1000.0 / np.maximum(tokens, 1), 0.0)
     m = m.drop("_tail", "_reflections").with_columns(
+        after.str.len_chars().alias("audit_after_chars"),
+        pl.Series("audit_after_foreign", after_foreign, dtype=pl.Int64),
         pl.Series("reasoning_tokens", tokens, dtype=pl.Int64),
         pl.Series("reflections_per_1k", np.round(per_1k, 3), dtype=pl.Float64),
         pl.Series("audit_repeat", np.maximum(repeats, loops), dtype=pl.Int64),
@@ -276,6 +286,8 @@ def flag_exprs(df: pl.DataFrame, cfg: AuditConfig) -> dict[str, pl.Expr]:
         "language_mix": (pl.col("audit_foreign") >= cfg.lang_mix_min_chars)
         & (pl.col("audit_foreign") >= cfg.lang_mix_min_ratio * pl.col("audit_letters")),
         "length_outlier": pl.col("audit_length_z").abs() > cfg.length_z_max,
+        "after_answer": (pl.col("audit_after_chars") > cfg.after_answer_max_chars)
+        | (pl.col("audit_after_foreign") >= cfg.lang_mix_min_chars),
         "answer_mismatch": (
             (pl.col("_last_tail").is_not_null() & pl.col("_last_ans").is_not_null()
              & (pl.col("_last_tail") != pl.col("_last_ans")))
@@ -320,7 +332,8 @@ def audit_frame(
         .list.drop_nulls()
         .alias("flags")
     )["flags"] if enabled else pl.Series("flags", [[] for _ in range(df.height)], dtype=pl.List(pl.Utf8))
-    measures = ["audit_chars", "audit_repeat", "audit_compress", "audit_foreign", "audit_letters", "audit_length_z"]
+    measures = ["audit_chars", "audit_repeat", "audit_compress", "audit_foreign", "audit_letters", "audit_length_z",
+                "audit_after_chars"]
     keep = ["reasoning_tokens", "reflections_per_1k"] + (measures if keep_measures else [])
     return pl.concat([df, m.select(keep)], how="horizontal").with_columns(flags.cast(pl.List(pl.Utf8)))
 
@@ -331,6 +344,8 @@ def severity(df: pl.DataFrame, flag: str) -> pl.Expr:
         return pl.col("audit_repeat").cast(pl.Float64) + pl.col("audit_compress")
     if flag == "language_mix":
         return pl.col("audit_foreign").cast(pl.Float64)
+    if flag == "after_answer":
+        return pl.col("audit_after_chars").cast(pl.Float64)
     if flag == "length_outlier":
         return pl.col("audit_length_z").abs()
     if flag in ("empty_reasoning", "missing_think"):

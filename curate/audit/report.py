@@ -58,7 +58,7 @@ def _measures(r: dict) -> dict[str, Any]:
     return out
 
 
-_MEASURES = ("audit_chars", "audit_repeat", "audit_compress", "audit_foreign", "audit_letters")
+_MEASURES = ("audit_chars", "audit_repeat", "audit_compress", "audit_foreign", "audit_letters", "audit_after_chars")
 _CANDIDATES = 2000
 
 
