@@ -42,6 +42,12 @@ class Rules(BaseModel):
     """MARIO_EVAL: ``1\\frac12`` = 3/2"""
     fix_fracs: bool = True
     matrix_env: bool = True
+    plain_math: bool = True
+    """expression syntax written in plain text (``pi/2``, ``-1 + exp(16)``, ``2*sqrt(3)``, ``x**2``,
+    ``3.2e5``, ``π^2``) rewritten to LaTeX (a tokenizer, no evaluation); ``log(x)`` is the natural log"""
+    chinese: bool = True
+    """a short Chinese answer stating one number (``共有6种方法。``, ``3 个``) -> the number;
+    Chinese numerals (``十二`` = 12, ``三百零五`` = 305, ``两万`` = 20000)"""
     lhs: bool = True
     """hendrycks/MARIO_EVAL: ``x = 5`` / ``f(x) = 2x+3`` -> right-hand side"""
     number: bool = True
@@ -58,6 +64,14 @@ class Rules(BaseModel):
     string_fallback: bool = True
     """text answers compared as words, case-insensitively (``North`` = ``north``); off: exact case.
     Identical normalised strings are always equal (whitespace is never significant)."""
+    locale_numbers: bool = False
+    """convention, off by default: locale digit grouping and decimal commas (``1.000.000``,
+    ``1 234,5``, ``1,5``). ``1,5`` is also a two-item list, so it is read as 1.5 only when this is on.
+    (A decimal comma with 2 or 4+ digits, ``2,75``, is read by ``thousands`` regardless.)"""
+    unit_conversion: bool = False
+    """convention, off by default: number + unit on both sides compared after converting to the
+    same unit (``5 m`` = ``500 cm``, ``2 kg`` = ``2000 g``, ``1.5 h`` = ``90 min``); length, mass,
+    time, volume, area"""
     unordered: Literal["auto", "always", "never"] = "auto"
     """bare comma lists: ``auto`` = unordered (Math-Verify's reading), matched item by item when
     the problem asks for all solutions, in order when it asks for an order ("in increasing order",

@@ -23,10 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .config import VerifyConfig
-from .extract import EXTRACTORS, extract_choice, extract_whole, gold_choice, last_boxed
+from .extract import EXTRACTORS, extract_choice, gold_choice, last_boxed, parse_options
 from .normalize import normalize, split_top_level, string_key
+from .numbers import Num, num_from_sympy, numbers_equal, quantity, read_number
 
 WEAK_EXTRACTORS = frozenset({"whole", "math_verify", "last_number"})
+# what a cut-off text may still be judged on: an answer the model marked as final
+STRONG_EXTRACTORS = frozenset({"boxed", "final_answer", "answer_tag", "hash"})
+_PERCENT = re.compile(r"(?:\\%|%|\\percent|\bpercent(?:age)?\b)\s*\}?\s*\.?\s*$", re.I)
 from ..columns import VERDICTS  # noqa: E402  (the data contract)
 
 
@@ -89,6 +93,12 @@ class Gold:
     ordered: bool = False
     """a bare comma list compared item by item, in order (Math-Verify reads it as a set)"""
     time: Optional[int] = None
+    pct: bool = False
+    """the gold is written as a percentage (``50\\%``): 50 and 0.5 both match"""
+    num: Optional[Num] = None
+    """the gold as a plain number (exact value, shown precision)"""
+    options: Optional[dict] = None
+    """the problem's multiple-choice options (letter -> text), when it lists them"""
     _parsed: Any = field(default=None, repr=False)
     _done: bool = field(default=False, repr=False)
 
@@ -165,8 +175,12 @@ def prepare_gold(gold: Optional[str], problem: Optional[str], opts: Options) -> 
     if not ans and not choice:
         return None
     g = Gold(raw=raw, ans=ans, key=_key(ans, opts), src=ans_src, opts=opts, choice=choice)
+    if "choice" in opts.rules and problem:
+        g.options = parse_options(problem) or None
     if choice:
         return g
+    g.pct = bool(_PERCENT.search(ans_src)) and "percent" in opts.rules
+    g.num = read_number(ans) if len(ans) <= 200 else None
     if "time" in opts.rules:
         g.time = _clock(ans)
     items = split_top_level(ans)
@@ -196,16 +210,18 @@ def _parse_gold(g: Gold, opts: Options) -> Optional[list]:
 # ----------------------------------------------------------------------------- extraction
 
 
-def extract_answer(text: Optional[str], opts: Options, *, is_mc: bool) -> tuple[Optional[str], Any]:
-    """First answer found by the configured extractors: (answer string, pre-parsed sympy or None)."""
+def extract_answer(text: Optional[str], opts: Options, *, is_mc: bool, options: Optional[dict] = None
+                   ) -> tuple[Optional[str], Any, str]:
+    """First answer found by the configured extractors: (answer string, pre-parsed sympy or None,
+    the extractor's name)."""
     if not text:
-        return None, None
+        return None, None, ""
     tail = text if len(text) <= opts.tail_chars else text[-opts.tail_chars :]
     for name in opts.extract:
         if name == "choice" and not is_mc:
             continue
         src = text if name in ("boxed", "answer_tag") else tail
-        got = EXTRACTORS[name](src)
+        got = EXTRACTORS[name](src, options) if name == "choice" else EXTRACTORS[name](src)
         if got is None:
             continue
         if isinstance(got, tuple):
@@ -213,8 +229,8 @@ def extract_answer(text: Optional[str], opts: Options, *, is_mc: bool) -> tuple[
         else:
             s, parsed = got, None
         if s is not None and str(s).strip():
-            return str(s).strip(), parsed
-    return None, None
+            return str(s).strip(), parsed, name
+    return None, None, ""
 
 
 # ----------------------------------------------------------------------------- equivalence
@@ -341,20 +357,78 @@ def _probe_equal(a: Any, b: Any) -> bool:
         return False
 
 
+def _closed_number(x: Any) -> bool:
+    import sympy
+
+    return (
+        isinstance(x, sympy.Expr)
+        and not isinstance(x, (sympy.Tuple, sympy.Set))
+        and not x.is_Relational
+        and not getattr(x, "is_Matrix", False)
+        and not x.free_symbols
+        and not x.atoms(sympy.core.function.AppliedUndef)
+        and bool(x.is_number)
+    )
+
+
+def _exact_decision(a: Any, b: Any) -> Optional[bool]:
+    """Two closed numbers with no decimal in either (``1/2004!``, ``2^{-120}``, ``\\sqrt2/2``):
+    equal iff they agree to 40 significant digits *relative* to their size, so a tiny or huge
+    magnitude never looks equal (Math-Verify chops values below 1e-15 to 0). None: not decided here."""
+    import sympy
+
+    try:
+        if not (_closed_number(a) and _closed_number(b)) or a.has(sympy.Float) or b.has(sympy.Float):
+            return None
+        if a == b:
+            return True
+        va, vb = sympy.N(a, 60), sympy.N(b, 60)
+        if not (va.is_finite and vb.is_finite):
+            return None
+        scale = max(abs(va), abs(vb))
+        if scale == 0:
+            return True
+        d = abs(sympy.N(a - b, 60))
+        if not d.is_finite:
+            return None
+        return bool(d <= scale * sympy.Float("1e-40", 60))
+    except Exception:
+        return None
+
+
 def _sympy_equal(gold: Any, pp: Any, opts: Options) -> bool:
-    """Math-Verify ``verify`` (gold: one parse or a list of candidate parses)."""
+    """Exact numbers decided exactly (``_exact_decision``), the rest by Math-Verify ``verify``
+    (gold: one parse or a list of candidate parses)."""
     from .mv import mv_verify
 
     if gold is None or pp is None:
         return False
     golds = gold if isinstance(gold, list) else [gold]
+    decided = [_exact_decision(g, pp) for g in golds]
+    if any(d is True for d in decided):
+        return True
+    golds = [g for g, d in zip(golds, decided) if d is None]
+    if not golds:
+        return False
+    # "1+2i" and "i(2-i)": the letter i on both sides is the imaginary unit
+    import sympy
+
+    def _i(x):
+        return next((v for v in getattr(x, "free_symbols", ()) if v.name == "i"), None)
+
+    if isinstance(pp, sympy.Expr) and _i(pp) is not None and all(isinstance(g, sympy.Expr) and _i(g) is not None for g in golds):
+        try:
+            golds, pp = [g.subs(_i(g), sympy.I) for g in golds], pp.subs(_i(pp), sympy.I)
+        except Exception:
+            pass
     if all(_clearly_differ(g, pp, opts.strict) for g in golds):
         return False
     if mv_verify(golds, pp, float_rounding=opts.float_rounding, numeric_precision=opts.numeric_precision,
-                 strict=opts.strict):
+                 strict=opts.strict, allow_set_relation_comp=True):
         return True
     if "numeric_probe" in opts.rules and opts.strict and any(_probe_equal(g, pp) for g in golds):
         return True
+
     if "numeric_tolerance" in opts.rules and opts.rel_tol > 0:
         b = _as_float(pp)
         if b is not None:
@@ -374,6 +448,8 @@ def _shown_precision(gold: Any, p: str) -> bool:
     m = _DECIMAL.fullmatch(p.strip())
     if not m or gold is None:
         return False
+    if len(p.strip().lstrip("-").replace(".", "").lstrip("0")) < 2:
+        return False  # fewer than 2 significant digits ("0.00") shows nothing about the value
     d = len(m.group(1))
     for g in gold if isinstance(gold, list) else [gold]:
         a = _as_float(g)
@@ -391,11 +467,18 @@ def _equal_strings(g: str, p: str, opts: Options) -> bool:
     """Equivalence of two normalised answer strings (used for list items)."""
     if _key(g, opts) == _key(p, opts):
         return True
+    gn, pn = read_number(g), read_number(p)
+    if gn is not None and pn is not None:
+        return numbers_equal(gn, pn)
     return _sympy_equal(_parse(g, opts), _parse(p, opts), opts) or _shown_precision(_parse(g, opts), p)
 
 
-def judge(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_text: str = "") -> str:
-    """Verdict for an extracted prediction against a prepared gold."""
+def judge(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_text: str = "", anchored: bool = True) -> str:
+    """Verdict for an extracted prediction against a prepared gold. An anchored answer (boxed,
+    tagged, "final answer", "answer:", ``####``, an option letter) is final: a second reading with
+    Math-Verify's extraction only reads that answer's own sentence (never the text before it);
+    answers the weak fallbacks found get it over the last 600 characters. Negated mentions are
+    blanked first."""
     if gold.choice:  # letters may come from the text itself: not memoised
         return _judge_answer(gold, pred, pred_parsed, opts, pred_text)[0]
     key = (gold.raw, gold.unordered_ok, gold.ordered, pred, opts)
@@ -406,10 +489,28 @@ def judge(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_text: str
     if verdict == "correct" or not pred_text or gold.parsed is None or gold.choice:
         return verdict
     # a second reading of prose: Math-Verify's own extraction near the end of the text
-    window = pred_text[-600:]
-    if extract_whole(pred_text) is None:
+    from .extract import extract_whole, strip_negated
+
+    if anchored:  # the anchored answer's own span only (a display split by stray "$": "12 $ and $13")
+        pos = pred_text.rfind(pred)
+        if pos < 0:
+            return verdict
+        start = max(pred_text.rfind(b, 0, pos) for b in (". ", "\n", ": ", "。", "：", "<answer>"))
+        window = pred_text[start + 1 : pos + 600]
+    else:
+        window = pred_text[-600:]
+    window = strip_negated(window)
+    if anchored or extract_whole(pred_text) is None:
         from .mv import mv_extract, mv_first_string
 
+        if gold.ordered:
+            return verdict
+        if anchored:  # one sentence: read it whole, skip it when it only repeats the answer
+            got2 = mv_extract(window)
+            if got2 is not None and got2[1] is not None and _key(normalize(got2[0], opts.rules), opts) != _key(p, opts):
+                if _sympy_equal(gold.parsed, got2[1], opts):
+                    return "correct"
+            return verdict
         first = mv_first_string(window)
         if first is not None and _key(normalize(first, opts.rules), opts) != _key(p, opts):
             got2 = mv_extract(window)
@@ -425,10 +526,17 @@ def _judge_answer(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_t
     # 1. identical normalised strings: no parsing
     if pkey == gold.key:
         return "correct", p
-    # 2. multiple choice: compare letters
+    # 2. multiple choice: compare letters (an answer that is an option's text names its letter)
     if gold.choice:
-        letter = extract_choice(p) or (extract_choice(pred_text) if pred_text else None)
+        letter = extract_choice(p, gold.options) or (extract_choice(pred_text, gold.options) if pred_text else None)
+        if letter is None and gold.options:
+            letter = _option_of(p, gold.options, opts)
         return ("correct" if letter == gold.choice else "incorrect"), p
+    if gold.options:  # the gold is an option's text and the answer a letter: compare the option's text
+        m = _BARE_LETTER.fullmatch(p)
+        if m and m.group(1) in gold.options:
+            text = normalize(gold.options[m.group(1)], opts.rules)
+            return ("correct" if _equal_strings(gold.ans, text, opts) else "incorrect"), p
     if len(pred) > opts.max_answer_chars:
         return ("unparseable" if gold.parsed is not None else "incorrect"), p
     # 3. clock times
@@ -436,11 +544,17 @@ def _judge_answer(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_t
         t = _clock(p)
         if t is not None:
             return ("correct" if t % 86400 == gold.time % 86400 else "incorrect"), p
-    # exact rationals (integers, a/b, \\frac{a}{b}) on both sides: decided with fractions.Fraction,
-    # no parsing (decimals go on to Math-Verify and its rounding)
-    fg, fp = exact_rational(gold.ans), exact_rational(p)
-    if fg is not None and fp is not None:
-        return ("correct" if fg == fp else "incorrect"), p
+    # unit conversion (a convention, off by default): 5 m = 500 cm
+    if "unit_conversion" in opts.rules:
+        qg, qp = quantity(gold.src), quantity(pred)
+        if qg is not None and qp is not None and qg[1] == qp[1]:
+            same = numbers_equal(qg[0].scaled(qg[2]), qp[0].scaled(qp[2]))
+            return ("correct" if same else "incorrect"), p
+    # plain numbers on both sides (integers, a/b, decimals, 3.2e5): the comparison policy of
+    # curate.verify.numbers, exact Fractions, no parsing
+    v = _numbers_verdict(gold, pred, p, opts)
+    if v is not None:
+        return v, p
     # an ordered bare list (unordered: never, or the problem asks for an order): item by item
     if gold.ordered and gold.items:
         pitems = split_top_level(p)
@@ -476,6 +590,64 @@ def _judge_answer(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_t
     return "incorrect", p
 
 
+_BARE_LETTER = re.compile(r"\(?([A-E])\)?\.?")
+
+
+def _option_of(p: str, options: dict, opts: Options) -> Optional[str]:
+    """The letter of the option whose text the answer states (``7`` for "(C) 7")."""
+    hits = [k for k, v in options.items() if _equal_strings(normalize(v, opts.rules), p, opts)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _numbers_verdict(gold: Gold, pred: str, p: str, opts: Options) -> Optional[str]:
+    """Both sides plain numbers (or exact rationals after parsing): the numbers policy, with the
+    percent reading (``50\\%`` = 50 = 0.5; ``0.25`` = ``25\\%``). None: not plain numbers."""
+    pn = read_number(p) if len(p) <= 200 else None
+    gn = gold.num
+    if pn is None and gn is None:
+        return None
+    if gn is None:
+        parsed = gold.parsed
+        gn = next((n for n in map(_exact_num, parsed or []) if n is not None), None)
+    elif pn is None:
+        pn = _exact_num(_parse(p, opts))
+    if gn is None or pn is None:
+        return None
+    ppct = bool(_PERCENT.search(pred)) and "percent" in opts.rules
+    golds, preds = [gn], [pn]
+    if gold.pct and not ppct:
+        golds.append(gn.scaled(Fraction(1, 100)))
+    if ppct and not gold.pct:
+        preds.append(pn.scaled(Fraction(1, 100)))
+    same = any(numbers_equal(g, q) for g in golds for q in preds)
+    return "correct" if same else "incorrect"
+
+
+def _exact_num(x: Any) -> Optional[Num]:
+    """An exact rational value of a parse (``1/2^{99}``, ``\\frac{6}{4}``), evaluated; None otherwise."""
+    import sympy
+
+    try:
+        if x is None or not _closed_number(x) or x.has(sympy.Float) or x.count_ops() > 20:
+            return None
+        return num_from_sympy(x.doit())
+    except Exception:
+        return None
+
+
+def _after_think(text: Optional[str], truncated: bool) -> Optional[str]:
+    """The part of an output after its think block: after the last ``</think>``; an unclosed
+    ``<think>`` in a cut-off output has no answer part (None)."""
+    if not text:
+        return text
+    close = text.rfind("</think>")
+    if close >= 0:
+        return text[close + len("</think>"):]
+    if truncated and "<think>" in text:
+        return None
+    return text
+
+
 def check_row(
     gold: Optional[Gold],
     answer_text: Optional[str],
@@ -490,15 +662,21 @@ def check_row(
     # letters are read only when the gold is a letter: a numeric gold never gets a letter prediction,
     # even when the problem text happens to look like a list of options
     is_mc = bool(gold is not None and gold.choice)
-    pred, parsed, src = None, None, ""
+    pred, parsed, src, name = None, None, "", ""
     truncated = (finish_reason or "").lower() == "length"
-    if truncated:  # a cut-off text's last number or last words are noise: anchored answers only
+    texts: tuple = (_after_think(answer_text, truncated), reasoning)
+    if truncated:
+        # a cut-off text: only an answer the model marked as final (boxed, "final answer", an answer
+        # tag, ####) counts, never "the answer should be 588" mid-reasoning; the reasoning column
+        # (the think block) is interim by definition and is not read
         import dataclasses
 
-        opts = dataclasses.replace(opts, extract=tuple(e for e in opts.extract if e not in WEAK_EXTRACTORS))
-    for text in (answer_text, reasoning):
+        opts = dataclasses.replace(opts, extract=tuple(e for e in opts.extract if e in STRONG_EXTRACTORS))
+        texts = texts[:1]
+    options = gold.options if gold is not None else None
+    for text in texts:
         if text:
-            pred, parsed = extract_answer(text, opts, is_mc=is_mc)
+            pred, parsed, name = extract_answer(text, opts, is_mc=is_mc, options=options)
             if pred is not None:
                 src = text
                 break
@@ -513,4 +691,4 @@ def check_row(
     if gold is None:
         return pred, "no_gold"
     tail = src[-opts.tail_chars :] if src else ""
-    return pred, judge(gold, pred, parsed, opts, pred_text=tail)
+    return pred, judge(gold, pred, parsed, opts, pred_text=tail, anchored=name not in WEAK_EXTRACTORS)

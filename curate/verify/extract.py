@@ -58,7 +58,7 @@ def last_boxed(text: str) -> Optional[str]:
 
 # What may stand between several boxed answers that together form one answer ("\boxed{1} and \boxed{2}").
 _CONNECTOR = re.compile(
-    r"^(?:\s|,|;|\$|\\[()\[\]]|\\quad|\\qquad|\\[,;: ]|and|or|&|\\(?:text|mbox)\{[^{}]{0,30}?\b(?:and|or)\b[^{}]{0,5}\}|\\(?:text|mbox)\{[\s,;]*\})*$"
+    r"^(?:\s|,|;|\$|\\[()\[\]]|\\quad|\\qquad|\\[,;: ]|and|or|&|[a-zA-Z](?:_\{?\w{1,3}\}?)?\s*=|\\(?:text|mbox)\{[^{}]{0,30}?\b(?:and|or)\b[^{}]{0,5}\}|\\(?:text|mbox)\{[\s,;]*\})*$"
 )
 
 
@@ -100,7 +100,7 @@ def extract_answer_tag(text: str) -> Optional[str]:
 
 # Answer words in several languages (lighteval's TRANSLATION_LITERALS "answer").
 ANSWER_WORDS = (
-    r"final answer|answer|réponse|respuesta|antwort|risposta|resposta|ответ|答案|回答|解答|答|"
+    r"final answer|answer|réponse|respuesta|antwort|risposta|resposta|ответ|答案|回答|解答|答|结论|综上所述|"
     r"الإجابة|الجواب|उत्तर|jawaban|cevap|odpowiedź|antwoord"
 )
 _FINAL = re.compile(
@@ -110,11 +110,30 @@ _FINAL = re.compile(
 _HOPE = re.compile(r"\.?\s*I hope it is correct.*$", re.S | re.I)
 
 
+# A mention the text rejects: "not C", "isn't 40", "不是 12", "rather than 5". Never an answer.
+_NEGATED = re.compile(
+    r"(?i:\b(?:is\s+not|isn't|not|never|rather\s+than|instead\s+of|not\s+equal\s+to)\s+(?:equal\s+to\s+|the\s+)?)"
+    r"(?:\$[^$]{1,40}\$|\\boxed\{[^{}]{1,40}\}|\(?[A-E]\)?(?![A-Za-z])|[-−]?\d+(?:[.,/]\d+)*(?:\s*%)?)"
+    r"|(?:不是|并非|而非|而不是|不等于|不为|不选)\s*(?:\$[^$]{1,40}\$|\(?[A-E]\)?(?![A-Za-z])|[-−]?\d+(?:[.,/]\d+)*|[零〇一二两三四五六七八九十百千万亿]+)"
+)
+
+
+def strip_negated(text: str) -> str:
+    """Blank out mentions the text rejects ("not C", "isn't 40", "不是 12")."""
+    if not text:
+        return text
+    return _NEGATED.sub(lambda m: " " * len(m.group(0)), text)
+
+
 def _clean_tail(ans: str) -> str:
     ans = _HOPE.sub("", ans)
+    ans = strip_negated(ans)
+    ans = re.sub(r"^[\s,;:，；、]*(?:(?i:but|rather|instead|it\s+is|it's|so)\b|而是|是|而)?[\s,;:，；、]*", "", ans)
+    ans = re.sub(r"[，；、]\s*$", "", ans.rstrip())
     ans = ans.strip().strip("*").strip()
-    # stop at the end of the sentence (a period followed by a space/end, not a decimal point)
-    m = re.search(r"(?<!\d)\.(?:\s|$)|(?<=\d)\.(?:\s|$)|。", ans)
+    # stop at the end of the sentence (a period followed by a space/end, not a decimal point), or at
+    # a Chinese comma before more text
+    m = re.search(r"(?<!\d)\.(?:\s|$)|(?<=\d)\.(?:\s|$)|。|[，；](?=\s*[^\s\d])|\?\s|!\s", ans)
     if m:
         ans = ans[: m.start()]
     return ans.strip()
@@ -122,7 +141,7 @@ def _clean_tail(ans: str) -> str:
 
 _ANCHOR_ANY = re.compile(r"(?i:" + ANSWER_WORDS + r")")
 _NON_LATIN = re.compile(r"[^\x00-\x7f]+")
-_FIRST_NUM = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
+_FIRST_NUM = re.compile(r"(?<![A-Za-z\d_.])-?\d+(?:[.,]\d+)*(?:\s*/\s*\d+)?")
 
 
 _DISPLAY_AFTER = re.compile(r"\s*(?:\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$(.+?)(?<!\\)\$)", re.S)
@@ -237,23 +256,79 @@ _LETTER = r"(?<![A-Za-z\\])\(?([A-E])\)?(?![A-Za-z])"
 _ANCHOR = re.compile(r"(?i:answer|réponse|respuesta|antwort|risposta|resposta|ответ|choice|option)|答案|回答|答")
 
 
+# a letter the prose rejects: "(D) is incorrect", "B is wrong", "rule out A", "not C"
+_REJECTED_AFTER = re.compile(
+    r"^\)?\s*(?:is|are|seems|looks|would\s+be)?\s*(?:also\s+)?(?:not\b|n't|incorrect|wrong|false|invalid|impossible|"
+    r"eliminated|ruled\s+out|out\b|cannot|can't|could\s*n[o']t|fails|does\s*n[o']t|is\s+not)(?!\s*\(?[A-E0-9](?![A-Za-z]))|^\)?\s*(?:不对|错|不正确|不是(?!\s*\(?[A-E0-9])|排除)",
+    re.I,
+)
+_REJECTED_BEFORE = re.compile(
+    r"(?:\bnot|n't|rule\s+out|rules\s+out|ruled\s+out|eliminate[sd]?|exclude[sd]?|except|discard|reject|cross\s+out|排除|不是|不选)\s*"
+    r"(?:option\s+|choice\s+|answer\s+)?\(?$",
+    re.I,
+)
+
+
+def _rejected(text: str, m: re.Match) -> bool:
+    return bool(_REJECTED_AFTER.match(text[m.end(1):m.end(1) + 40]) or _REJECTED_BEFORE.search(text[max(0, m.start() - 30):m.start() + (1 if text[m.start()] == "(" else 0)]))
+
+
+def _letters(text: str) -> list[str]:
+    """Standalone option letters in ``text`` that the prose does not reject."""
+    return [m.group(1) for m in re.finditer(_LETTER, text) if not _rejected(text, m)]
+
+
 def _anchored_letter(text: str) -> Optional[str]:
     hits = list(_ANCHOR.finditer(text))
     for h in reversed(hits):
-        window = text[h.end() : h.end() + 40]
-        m = re.search(_LETTER, window)
-        if m:
-            return m.group(1)
+        window = strip_negated(text[h.end() : h.end() + 60])
+        got = _letters(window)
+        if got:
+            return got[0]
     return None
+
+
+_OPTION = re.compile(r"(?:^|(?<=\s))\(?([A-E])(?:\)|[.:：．])\s*(.+?)(?=\s+\(?[A-E](?:\)|[.:：．])\s|\n|$)", re.S)
+
+
+def parse_options(problem: Optional[str]) -> dict:
+    """The options a problem lists, letter -> text (``(A) 5 (B) 6 ...`` or ``A. 4`` per line): at
+    least A, B and C in order; {} otherwise."""
+    if not problem:
+        return {}
+    found: dict = {}
+    for m in _OPTION.finditer(problem):
+        letter, text = m.group(1), m.group(2).strip().rstrip(";,")
+        if letter == "A":
+            found = {}
+        if letter in found or (found and ord(letter) != ord(max(found)) + 1):
+            continue
+        if text:
+            found[letter] = text
+    return found if {"A", "B", "C"} <= set(found) else {}
+
+
+def _option_text_letter(text: str, options: Optional[dict]) -> Optional[str]:
+    """The letter of the option whose text ends the answer ("... None of the above")."""
+    if not options:
+        return None
+    from .normalize import string_key
+
+    tail = re.split(r"(?<=[.!?。])\s+|\n", text.strip())
+    last = tail[-1].strip().rstrip(".。!") if tail else ""
+    key = string_key(last)
+    hits = [k for k, v in options.items() if len(v) > 3 and string_key(v.rstrip(".")) == key]
+    return hits[0] if len(hits) == 1 else None
 
 
 _LEADING = re.compile(r"^\s*(?:\*\*)?\(?([A-E])\)?(?:\*\*)?(?:[.):：。,，]|\s*$|(?=[^\x00-\x7f]))")
 _LAST_LETTER = re.compile(_LETTER)
 
 
-def extract_choice(text: str) -> Optional[str]:
+def extract_choice(text: str, options: Optional[dict] = None) -> Optional[str]:
     """Option letter: boxed/wrapped letter, "answer is X" (several languages), a leading
-    ``D.``/``(D)``/``B。``, else the last standalone capital A-E."""
+    ``D.``/``(D)``/``B。``, the option whose text ends the answer, else the last standalone capital
+    A-E. A letter the prose rejects ("(D) is incorrect", "not C", "rule out A") never counts."""
     b = last_boxed(text)
     if b is not None:
         m = re.fullmatch(r"\s*(?:\\text\{|\\textbf\{|\\mathrm\{)?\s*\(?([A-E])\)?\s*\}?\s*(?:[.:)].*)?", b, re.S)
@@ -266,14 +341,15 @@ def extract_choice(text: str) -> Optional[str]:
     if a:
         return a
     m = _LEADING.match(text)
-    if m:
+    if m and not _REJECTED_AFTER.match(text[m.end(1):m.end(1) + 40]):
         return m.group(1)
+    o = _option_text_letter(text, options)
+    if o:
+        return o
     if len(_WORD.findall(text)) < 3:  # not prose: a formula like "E*2" names no option
         return None
-    last = None
-    for last in _LAST_LETTER.finditer(text):
-        pass
-    return last.group(1) if last else None
+    got = _letters(strip_negated(text))
+    return got[-1] if got else None
 
 
 # ----------------------------------------------------------------------------- whole / last number
@@ -297,7 +373,12 @@ def extract_whole(text: str) -> Optional[str]:
     inner = strip_delimiters(t)
     if _INNER_DELIM.search(inner):  # prose with inline math: Math-Verify's regexes handle it
         return None
+    from .numbers import PLAIN_MATH_WORDS, cjk_number
+
+    if cjk_number(t) is not None:  # a short Chinese answer stating one number
+        return t
     bare = _ENV.sub(" ", _TEXT_BLOCK.sub(" ", inner))
+    bare = re.sub(r"(?<![A-Za-z\\])(?:" + "|".join(PLAIN_MATH_WORDS) + r")(?=\s*\(|[^A-Za-z]|$)", " 0 ", bare)
     words = _WORD.findall(bare)
     if not words:
         return t

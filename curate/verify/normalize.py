@@ -16,7 +16,7 @@ Sources of the rule names:
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -129,16 +129,19 @@ def strip_delimiters(s: str) -> str:
 
 _SPACING = re.compile(r"(?<!\\)\\[!,;:> ]|\\quad|\\qquad|\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])|~")
 _FRAC_VARIANTS = re.compile(r"\\[dtc]frac")
+_EMPTY_SET = re.compile(r"\\varnothing|∅|^\\\{\s*\\\}$|^\\O$|^\\emptyset$")
 _DEGREES = re.compile(r"(?<=\d)\s*(?:\^\s*\{?\s*\\circ\s*\}?|°|\\degree)\s*$")
 
 
 def latex_spacing(s: str) -> str:
     """hendrycks ``_strip_string``: drop ``\\!``, ``\\,``, ``\\left``/``\\right``, ``\\quad``;
-    ``\\dfrac``/``\\tfrac``/``\\cfrac`` -> ``\\frac``; degree signs."""
+    ``\\dfrac``/``\\tfrac``/``\\cfrac`` -> ``\\frac``; degree signs; the empty set's spellings
+    (``\\varnothing``, ``∅``, ``\\{\\}``) -> ``\\emptyset``."""
     s = s.replace("\\!", "")  # a negative thin space, as in 11,\\!111 (hendrycks drops it)
     s = _SPACING.sub(" ", s)
     s = _FRAC_VARIANTS.sub(r"\\frac", s)
     s = _DEGREES.sub("", s)
+    s = _EMPTY_SET.sub(r"\\emptyset", s)
     return s
 
 
@@ -193,13 +196,54 @@ _UNIT_TAIL = re.compile(r"^(?P<v>.*?\d\}?)\s*" + _UNIT_WORDS + r"(?:\s*\^\s*\{?\
 _NUMERIC = re.compile(r"^\s*(?:" + _NUM + r"|[-+]?\\frac\{\d+\}\{\d+\}|[-+]?\d[\d,]*(?:\.\d+)?)\s*$")
 
 
+_TEXT_UNIT = re.compile(
+    r"^(?P<v>.*?\d\}?)\s*(?:\\[,;: !]|~|\s)*\\(?:text|mathrm|mbox|textrm|rm|operatorname)\s*\{\s*"
+    r"(?P<u>[^\W\d_][^{}\d]*(?:\^\s*\{?\s*-?\d\s*\}?[^{}\d]*)*)\}\s*(?:\^\s*\{?\s*-?\d\s*\}?)?\s*$"
+)
+# compound SI units after a number: "4 m/s", "9.8 m/s^2", "5 km/h", "3 N\cdot m"
+_COMPOUND_UNIT = re.compile(
+    r"^(?P<v>.*?\d)\s*(?:[a-zA-Zµμ°Ω]{1,4}(?:\^\{?-?\d\}?)?)(?:\s*(?:/|\\cdot|·|\*)\s*[a-zA-Zµμ°Ω]{1,4}(?:\^\{?-?\d\}?)?)+\s*$"
+)
+# one-letter SI symbols, only after a space (never "5x": that is algebra)
+_SI_LETTER = re.compile(r"^(?P<v>.*?\d)\s+(?:m|s|g|N|J|W|V|K|L|A|Pa|Hz|h|C|T|F|Ω)(?:\^\{?-?\d\}?)?\s*$")
+# Chinese measure words after a number ("3 个", "5本")
+_CN_MEASURE = re.compile(
+    r"^(?P<v>.*?\d)\s*(?:个|种|人|元|角|分|只|条|本|张|块|件|名|位|道|倍|次|天|岁|辆|棵|朵|支|把|瓶|杯|头|匹|页|组|套|台|层|级|米|厘米|毫米|千米|公里|克|千克|公斤|吨|秒|分钟|小时|升|毫升|平方米|立方米|度|户|颗|箱|袋|盒|座|间|节|周|年|月|日|号|题|步|场|局|份|双|对|排|行|列|片|枚|根|粒|斤|两)+[。.]?\s*$"
+)
+
+
 def units(s: str) -> str:
     """hendrycks ``_remove_right_units`` / MARIO_EVAL / simple-evals: a number followed by unit
-    words (``10\\text{ cm}^2``, ``10 square units``, ``72 degrees``, ``10weeks``) -> the number."""
-    m = _UNIT_TAIL.match(s)
-    if m and _NUMERIC.match(m.group("v")):
-        return m.group("v").strip()
+    words (``10\\text{ cm}^2``, ``10 square units``, ``72 degrees``, ``10weeks``), a unit in a text
+    block (``4\\text{ m/s}``, ``9.8\\,\\mathrm{m/s^2}``, ``3\\,\\mathrm{N}``), a compound SI unit
+    (``5 km/h``), a one-letter SI symbol after a space (``3 N``) or a Chinese measure word
+    (``3 个``) -> the number."""
+    for pat in (_TEXT_UNIT, _UNIT_TAIL, _COMPOUND_UNIT, _SI_LETTER, _CN_MEASURE):
+        m = pat.match(s)
+        if m and _NUMERIC.match(m.group("v")):
+            return m.group("v").strip()
     return s
+
+
+def chinese(s: str) -> str:
+    """A short Chinese answer stating one number (``共有6种方法。``, ``十二``, ``答：需要24元``)
+    -> the number in digits (Chinese numerals read as numbers; negated mentions dropped)."""
+    from .numbers import cjk_number
+
+    got = cjk_number(s)
+    return got if got is not None else s
+
+
+def plain_math(s: str) -> str:
+    from .numbers import plain_math as _pm
+
+    return _pm(s)
+
+
+def locale_numbers(s: str) -> str:
+    from .numbers import locale_number
+
+    return locale_number(s)
 
 
 _APPROX = re.compile(r"\s*(?:\\approx|≈|\\simeq)\s*")
@@ -247,7 +291,7 @@ def number(s: str) -> str:
         return s
     if d == 0:
         return "0"
-    out = format(d.normalize(), "f")
+    out = format(d.normalize(Context(prec=len(s) + 5)), "f")  # the default 28 digits would round
     return out
 
 
@@ -304,11 +348,14 @@ def whitespace(s: str) -> str:
 RULES: dict[str, callable] = {
     "unescape": unescape_double_backslash,
     "delimiters": strip_delimiters,
+    "chinese": chinese,
+    "locale_numbers": locale_numbers,
     "thousands": thousands,
     "latex_spacing": latex_spacing,
     "text": text,
     "trailing_backslash": trailing_backslash,
     "approx": approx,
+    "plain_math": plain_math,
     "dollars": dollars,
     "percent": percent,
     "units": units,
@@ -319,6 +366,9 @@ RULES: dict[str, callable] = {
     "number": number,
 }
 
+# conventions that risk false positives: named switches, off unless the recipe turns them on
+OFF_BY_DEFAULT = frozenset({"locale_numbers"})
+
 # rules that run before the string comparison only (they would lose information for parsing)
 STRING_ONLY = {"whitespace"}
 
@@ -326,12 +376,16 @@ STRING_ONLY = {"whitespace"}
 def normalize(s: str, enabled: frozenset[str] | set[str] | None = None) -> str:
     """Apply the enabled rules in order (all when ``enabled`` is None)."""
     s = s.strip()
+    if enabled is None:
+        enabled = frozenset(RULES) - OFF_BY_DEFAULT
     for name, fn in RULES.items():
-        if enabled is None or name in enabled:
+        if name in enabled:
+            if name == "text" and "units" in enabled:
+                s = units(s).strip()  # a unit in a text block, before the block is unwrapped
             s = fn(s).strip()
     # a second pass of the cheap wrappers: units may reveal a number, text may reveal delimiters
     for name in ("delimiters", "text", "units", "thousands", "number"):
-        if enabled is None or name in enabled:
+        if name in enabled:
             s = RULES[name](s).strip()
     return s
 
