@@ -315,3 +315,11 @@ def test_real_qwen_math_traces_through_a_traces_source(tmp_path: Path) -> None:
     assert {201, 365, 387} <= soup and len(soup) <= 6
     for f in out["flags"].to_list():
         assert len(f) == len(set(f))
+
+
+def test_audit_dataset_plain_cot_completions(tmp_path: Path) -> None:
+    ok = "We multiply 6 by 7 step by step.\n\nSix sevens are 42.\n\nTherefore, the answer is \\(\\boxed{42}\\)."
+    p = tmp_path / "c.jsonl"
+    p.write_text("".join(json.dumps({"problem": "What is 6*7?", "out": t}) + "\n" for t in [ok] * 20 + [ok + SOUP]))
+    s = audit_dataset(str(p), tmp_path / "rep", mapping={"completion": "out"})
+    assert s["flag_counts"].get("empty_reasoning", 0) == 0 and s["flag_counts"]["after_answer"] == 1

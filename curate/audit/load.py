@@ -155,6 +155,17 @@ def apply_mapping(df: pl.DataFrame, mapping: dict[str, str] | None, where: str) 
                 f"{where}: column 'reasoning' not found (nor 'messages'/'completion'); columns: "
                 f"{', '.join(df.columns)}; map one with --map reasoning=COLUMN"
             )
+    if "think_status" in df.columns and df.height and (df["think_status"] == "missing").mean() >= 0.5:
+        # mostly no <think> tags: plain chain of thought, split at the final-answer paragraph
+        from ..sources import split_plain
+
+        src = df["completion"] if "completion" in df.columns else df["answer_text"]
+        parts = [split_plain(t) for t in src.fill_null("").to_list()]
+        df = df.with_columns(
+            pl.Series("reasoning", [p[0] for p in parts], dtype=pl.Utf8),
+            pl.Series("answer_text", [p[1] for p in parts], dtype=pl.Utf8),
+            pl.lit("plain").alias("think_status"),
+        )
     if df.schema["reasoning"] != pl.Utf8:
         raise SourceError(f"{where}: column 'reasoning' must be text (got {df.schema['reasoning']})")
     return df
