@@ -128,9 +128,29 @@ class LoadedRecipe:
         return labels
 
 
+def _check_labels(recipe: Any, loaded: Loaded) -> None:
+    """Stage labels name folders (``<work>/stages/<label>``) and lines of the card: plain names, like
+    ``name`` (no ``/``, no ``..``, no absolute paths)."""
+    import re
+
+    from .errors import RecipeError
+
+    for i, st in enumerate(recipe.stages):
+        label = getattr(st, "label", None)
+        if label is not None and not re.match(SLUG, label):
+            line = loaded.lines.get(("stages", i, "label")) or loaded.lines.get(("stages", i))
+            where = f":{line}" if line else ""
+            raise RecipeError(
+                f"{loaded.path}{where}: stages.{i}.label: {label[:60]!r} must be a plain name (letters, digits, "
+                "'.', '_', '-'; starting with a letter or digit), like `name`"
+            )
+
+
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> LoadedRecipe:
     loaded = load_yaml(path, overrides)
-    return LoadedRecipe(validate_model(recipe_model(), loaded), loaded)
+    recipe = validate_model(recipe_model(), loaded)
+    _check_labels(recipe, loaded)
+    return LoadedRecipe(recipe, loaded)
 
 
 def json_schema() -> dict[str, Any]:

@@ -107,6 +107,13 @@ class OpenAITeacher(_Strict):
     """Ask for ``n`` choices in one request; false = fan out ``n`` requests with ``n=1``."""
     token_ids: bool = False
     """Send ``return_tokens_as_token_ids`` (vLLM servers) so logprob tokens carry exact ids."""
+    @field_validator("api_key_env", "base_url_env")
+    @classmethod
+    def _env_name(cls, v: str, info: Any) -> str:
+        from .yamlio import check_env_name
+
+        return check_env_name(v, info.field_name)
+
     tokenizer: str | None = None
     """The teacher's tokenizer (a local path or hub id, loaded with ``transformers.AutoTokenizer``) when
     logprobs are kept: the ``tokenizer`` column then reads ``<model>@<vocabulary hash>``, which offline KD
@@ -249,8 +256,20 @@ def sampling_params(cfg: SampleConfig) -> dict:
         "max_tokens": cfg.max_tokens,
         "stop": cfg.stop,
         "logprobs": cfg.logprobs,
-        "extra_body": cfg.extra_body,
+        "extra_body": _hash_safe(cfg.extra_body),
     }
+
+
+def _hash_safe(obj: Any) -> Any:
+    """``extra_body`` for the request hash: values under secret-looking keys (``auth``, ``api_key``, ...)
+    and key-shaped values are left out, so a rotated key neither changes the hash nor enters it."""
+    from .yamlio import _SECRET_FIELD, looks_like_secret
+
+    if isinstance(obj, dict):
+        return {k: ("<secret>" if _SECRET_FIELD.search(str(k)) else _hash_safe(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_hash_safe(v) for v in obj]
+    return "<secret>" if looks_like_secret(obj) else obj
 
 
 def _teacher_identity(t: Any) -> dict:
