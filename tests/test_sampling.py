@@ -170,7 +170,8 @@ def test_length_finish_and_logprobs_with_exact_token_ids(ctx):
         df = sample_rows(problems(1), cfg, ctx)
         r = df.row(0, named=True)
         assert r["finish_reason"] == "length" and r["answer_text"] == "" and r["reasoning"] == "a b c d"
-        assert srv.requests()[0].body["top_logprobs"] == 3 and srv.requests()[0].body["return_tokens_as_token_ids"]
+        # k + 1 asked of a vLLM server (its list starts with the sampled token), sorted and cut at k
+        assert srv.requests()[0].body["top_logprobs"] == 4 and srv.requests()[0].body["return_tokens_as_token_ids"]
         toks = tokenize("<think>a b c d e f</think> g")[:4]
         assert r["token_ids"] == [token_id(t) for t in toks]
         assert [row[0] for row in r["topk_ids"]] == r["token_ids"] and all(len(x) == 3 for x in r["topk_ids"])

@@ -13,7 +13,10 @@
   loopback or LAN servers at high concurrency (see ``benchmarks/sampling.py``).
 * ``concurrency`` worker tasks; ``rpm`` / ``tpm`` limits with ``aiolimiter``.
 * Logprobs: ``logprobs: k`` -> ``logprobs=true, top_logprobs=k``; with ``token_ids: true``
-  (vLLM servers) ``return_tokens_as_token_ids`` makes tokens read ``token_id:<id>`` -> exact ids.
+  (vLLM servers) ``return_tokens_as_token_ids`` makes tokens read ``token_id:<id>`` -> exact ids, and
+  ``top_logprobs=k+1``: vLLM's list starts with the sampled token and is cut at the requested count,
+  so a sampled token outside the top-k would push out the k-th. Each step's list is sorted by logprob
+  and cut at k (``vllm serve --max-logprobs`` must allow k + 1; its default 20 allows k <= 19).
 * The API key is read from the environment variable named by ``api_key_env`` and lives only in the
   client object: it never enters the request hash, the log, a row or a message.
 """
@@ -141,7 +144,9 @@ def parse_logprobs(lp: Any, k: int) -> dict:
         i = tid(entry.get("token"))
         exact = exact and i is not None
         ids.append(i if i is not None else -1)
-        tops = (entry.get("top_logprobs") or [])[:k] if k else []
+        # by logprob, then cut at k: vLLM lists the sampled token first and cuts at the requested count,
+        # so a sampled token outside the top-k displaces the k-th (the request asks vLLM for k + 1)
+        tops = sorted(entry.get("top_logprobs") or [], key=lambda t: -float(t.get("logprob")))[:k] if k else []
         row_ids = [tid(t.get("token")) for t in tops]
         exact = exact and all(x is not None for x in row_ids)
         top_ids.append([x if x is not None else -1 for x in row_ids])
@@ -242,7 +247,8 @@ class OpenAIBackend:
         if cfg.logprobs is not None:
             b["logprobs"] = True
             if cfg.logprobs > 0:
-                b["top_logprobs"] = cfg.logprobs
+                # vLLM (token_ids: true) puts the sampled token first in its top list: one more keeps the true top-k
+                b["top_logprobs"] = cfg.logprobs + 1 if t.token_ids else cfg.logprobs
             if t.token_ids:
                 b["return_tokens_as_token_ids"] = True
         b.update(cfg.extra_body)
