@@ -19,12 +19,27 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import columns
 from .errors import SourceError, first_line
 
 PROBLEM_COLUMNS = list(columns.PROBLEM_COLUMNS)  # the data contract: curate.columns
+
+#: What ``fields:`` may map (target -> column in the data); anything else is a recipe error.
+FIELD_TARGETS = ("problem", "gold_answer")
+_FIELD_HINTS = {
+    "answer": "gold_answer", "gold": "gold_answer", "solution": "gold_answer", "question": "problem",
+    "prompt": "problem",
+    "reasoning": "the reasoning of a traces source comes from trace_field (+ trace_format), or reasoning_field "
+                 "with trace_format: column",
+    "trace": "a traces source names its trace column with trace_field",
+    "generation": "a traces source names its trace column with trace_field",
+    "correct": "sources do not read grader labels: a verify stage grades every trace against gold_answer",
+    "is_correct": "sources do not read grader labels: a verify stage grades every trace against gold_answer",
+    "teacher": "use teacher: NAME or teacher_field: COLUMN",
+    "finish_reason": "use finish_reason_field: COLUMN",
+}
 
 
 class _Base(BaseModel):
@@ -44,6 +59,22 @@ class _Base(BaseModel):
     seed: int = 0
     on_bad_row: Literal["reject", "fail"] = "reject"
     """A row without a problem text: keep it in the rejected split with a reason, or stop the run."""
+
+    @field_validator("fields")
+    @classmethod
+    def _known_targets(cls, v: dict[str, str]) -> dict[str, str]:
+        """``fields`` maps a target (problem, gold_answer) to a column of the data; a key that is not a
+        target (a reversed map, ``reasoning``, ``correct``) would be ignored: it is an error."""
+        for key in v:
+            if key not in FIELD_TARGETS:
+                hint = _FIELD_HINTS.get(key.lower())
+                if hint in FIELD_TARGETS:
+                    hint = f"did you mean {hint}: {v[key]}? (the key is the target, the value the data's column)"
+                raise ValueError(
+                    f"fields: unknown target '{key}' (targets: {', '.join(FIELD_TARGETS)}; written "
+                    f"target: column_in_the_data){'; ' + hint if hint else ''}"
+                )
+        return v
 
 
 class FileSource(_Base):

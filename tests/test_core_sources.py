@@ -218,3 +218,46 @@ def test_traces_source_plain_cot_is_detected_and_split(tmp_path):
     _jsonl(tmp_path / "k.jsonl", [{"problem": "p", "trace": "<think>a b c</think>\\boxed{1}"}])
     rows, _, info = load_one(TracesSource(path="k.jsonl", trace_field="trace"), tmp_path)
     assert info["trace_format"] == "think" and rows["reasoning"][0] == "a b c"
+
+
+# Field maps (issue 17): the MATH-500 file as published (problem, solution, answer)
+MATH_ROWS = [{"problem": "Compute $\\dbinom{8}{4}$.", "solution": "... $\\boxed{70}$.", "answer": "70"},
+             {"problem": "What is $\\sqrt{53}$ in simplest radical form?", "solution": "...", "answer": "\\sqrt{53}"}]
+
+
+def _recipe(tmp_path: Path, source: str, stages: str = "") -> Path:
+    p = tmp_path / "r.yaml"
+    p.write_text(f"name: fm\nversion: 0.1.0\nlicense: mit\nsources:\n{source}\nstages:\n{stages or '  []'}\noutput:\n  dir: out\n")
+    return p
+
+
+@pytest.mark.parametrize("fields,named", [
+    ("{question: problem, answer: answer}", "question"),  # reversed: target names the data's column
+    ("{problem: problem, gold: answer}", "gold"),
+    ("{problem: problem, reasoning: trace, correct: is_correct}", "reasoning"),
+])
+def test_unknown_field_targets_are_errors(tmp_path, fields, named):
+    from curate.recipe import load_recipe
+
+    _jsonl(tmp_path / "m.jsonl", MATH_ROWS)
+    r = _recipe(tmp_path, f"  - kind: file\n    path: m.jsonl\n    fields: {fields}")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(r)
+    msg = str(e.value)
+    assert named in msg and "gold_answer" in msg and "\n" not in msg
+
+
+def test_verify_without_gold_for_most_rows_fails_unless_allowed(tmp_path, monkeypatch):
+    from curate.recipe import load_recipe
+    from curate.runner import execute
+
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / ".curate"))
+    _jsonl(tmp_path / "t.jsonl", [{"problem": r["problem"], "gold": r["answer"], "trace": f"So \\boxed{{{r['answer']}}}."}
+                                  for r in MATH_ROWS])
+    # gold mapped from a column that is not there is already an error; a gold column that is empty is not
+    _jsonl(tmp_path / "t.jsonl", [{"problem": r["problem"], "gold": None, "trace": "So \\boxed{70}."} for r in MATH_ROWS])
+    src = "  - kind: traces\n    path: t.jsonl\n    fields: {gold_answer: gold}\n    trace_field: trace"
+    with pytest.raises(RecipeError, match=r"2 of 2 rows.*no gold answer.*allow_missing_gold"):
+        execute(load_recipe(_recipe(tmp_path, src, "  - type: verify")))
+    res = execute(load_recipe(_recipe(tmp_path, src, "  - type: verify\n    allow_missing_gold: true")))
+    assert res.train["verdict"].to_list() == ["no_gold", "no_gold"]

@@ -17,19 +17,41 @@ from __future__ import annotations
 
 import polars as pl
 
+from ..errors import RecipeError
 from ..verify import VerifyConfig, problem_aggregates, verify_frame
 from .base import Context, Stage, mark_drop
 
 
+class VerifyStageConfig(VerifyConfig):
+    allow_missing_gold: bool = False
+    """Run when most rows have no gold answer (their verdict is ``no_gold``). Default: stop, since a
+    source whose ``fields`` map misses the gold column would otherwise pass every trace ungraded."""
+
+
+def check_gold(df: pl.DataFrame, allow: bool, label: str) -> None:
+    """RecipeError when more than half of the rows have no gold answer (unless ``allow``)."""
+    if allow or df.height == 0:
+        return
+    gold = df["gold_answer"].cast(pl.Utf8) if "gold_answer" in df.columns else pl.Series([None] * df.height, dtype=pl.Utf8)
+    missing = int((gold.is_null() | (gold.str.strip_chars() == "")).sum())
+    if 2 * missing > df.height:
+        raise RecipeError(
+            f"stage '{label}': {missing} of {df.height} rows ({100 * missing / df.height:.0f}%) have no gold answer, "
+            "so every verdict would be no_gold; map the gold column in the source (fields: {gold_answer: COLUMN}) "
+            "or set allow_missing_gold: true on the verify stage"
+        )
+
+
 class VerifyStage(Stage):
     name = "verify"
-    Config = VerifyConfig
+    Config = VerifyStageConfig
     version = "3"
     requires = ("gold_answer",)
     produces = ("pred_answer", "verdict", "correct", "n_correct", "maj_answer", "maj_score", "maj_correct")
 
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg: VerifyConfig = self.config  # type: ignore[assignment]
+        check_gold(df, getattr(cfg, "allow_missing_gold", False), ctx.stage_label or self.name)
         out = verify_frame(df, cfg, ctx)
         if out.height == 0:
             return out.with_columns(
