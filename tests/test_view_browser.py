@@ -69,7 +69,16 @@ def test_view_in_headless_chromium(tmp_path: Path, driver) -> None:
     rejected = pl.read_parquet(sorted(glob.glob(str(version / "data" / "rejected-*.parquet"))))
     store = Store(version, index_dir=tmp_path / "index")
     assert store.wait_index(60, search=True)
-    wait = WebDriverWait(driver, 20)
+    wait = WebDriverWait(driver, 30)
+
+    def navigate(action) -> None:
+        """Do ``action`` (a click, a select) and wait for the next page to replace this one."""
+        old = driver.find_element(By.TAG_NAME, "html")
+        action()
+        wait.until(EC.staleness_of(old))
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+        assert "<h1>500" not in driver.page_source and "Internal Server Error" not in driver.page_source
+
     shots = tmp_path / "screenshots"
     shots.mkdir()
     try:
@@ -83,16 +92,14 @@ def test_view_in_headless_chromium(tmp_path: Path, driver) -> None:
 
             # 1. filter by a flag from the panel's select (the script submits the form on change)
             flagged = train.with_row_index("i").filter(pl.col("flags").list.contains("no_boxed"))
-            Select(driver.find_element(By.ID, "f-flag")).select_by_value("no_boxed")
-            wait.until(EC.url_contains("flag=no_boxed"))
-            wait.until(EC.presence_of_element_located((By.ID, "total")))
+            navigate(lambda: Select(driver.find_element(By.ID, "f-flag")).select_by_value("no_boxed"))
+            assert "flag=no_boxed" in driver.current_url
             assert int(driver.find_element(By.ID, "total").text.replace(",", "")) == flagged.height
             links = driver.find_elements(By.CSS_SELECTOR, "#rows a.open")
             assert len(links) == flagged.height
 
             # 2. open the trace: the prediction is highlighted in the answer, the flag's measure is shown
-            links[0].click()
-            wait.until(EC.presence_of_element_located((By.ID, "answer")))
+            navigate(links[0].click)
             row = flagged.row(0, named=True)
             assert driver.find_element(By.ID, "pred").text == row["pred_answer"]
             assert driver.find_element(By.ID, "answer").text == row["answer_text"]
@@ -107,25 +114,23 @@ def test_view_in_headless_chromium(tmp_path: Path, driver) -> None:
             driver.get(base + "/")
             wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#panel[data-loaded='1']")))
             bar = driver.find_element(By.CSS_SELECTOR, "#chart-funnel a[data-label='  - near_duplicate'] rect")
-            bar.click()
-            wait.until(EC.url_contains("drop_reason=near_duplicate"))
+            navigate(bar.click)
+            assert "drop_reason=near_duplicate" in driver.current_url
             near = rejected.filter(pl.col("drop_reason") == "near_duplicate")
-            wait.until(EC.presence_of_element_located((By.ID, "total")))
             assert int(driver.find_element(By.ID, "total").text.replace(",", "")) == near.height
             cells = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#rows a.drop_reason")]
             assert cells and set(cells) == {"near_duplicate"}
 
             # 4. open a rejected trace: drop reason and the near-duplicate cluster side by side
-            driver.find_element(By.CSS_SELECTOR, "#rows a.open").click()
-            wait.until(EC.presence_of_element_located((By.ID, "drop-reason")))
+            navigate(driver.find_element(By.CSS_SELECTOR, "#rows a.open").click)
             assert driver.find_element(By.ID, "drop-reason").text == "near_duplicate"
             dups = driver.find_elements(By.CSS_SELECTOR, "#dups-sec .dup")
             assert len(dups) >= 2
             boxes = [d.rect for d in dups[:2]]
             assert abs(boxes[0]["y"] - boxes[1]["y"]) < 5 and boxes[0]["x"] != boxes[1]["x"]  # side by side
             driver.save_screenshot(str(shots / "rejected-trace.png"))
-            driver.find_element(By.ID, "drop-reason").click()  # and back to the rows dropped for that reason
-            wait.until(EC.url_contains("split=rejected"))
+            navigate(driver.find_element(By.ID, "drop-reason").click)  # back to the rows dropped for that reason
+            assert "split=rejected" in driver.current_url
             assert int(driver.find_element(By.ID, "total").text.replace(",", "")) == near.height
 
             # 5. the planted payload shows as text and never runs

@@ -179,7 +179,7 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
 
         facets = {k: store.facet(qy.split, k) for k in FACETS}
         flags = store.facet(qy.split, "flag")
-        hist = store.length_hist(qy.split)
+        hist = store.length_hist()
         chart = {
             "funnel": charts.funnel_chart(store.manifest, fresh),
             "flags": charts.flag_chart([(str(k), int(n)) for k, n in flags], link),
@@ -188,7 +188,7 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
         }
         return render(request, "panel.html", {"qy": qy, "facets": facets, "flags": flags, "chart": chart,
                                                "labels": FACET_LABELS, "hist_pending": hist is None and
-                                               store.split(qy.split).has("reasoning_chars")})
+                                               any(sp.has("reasoning_chars") for sp in store.splits.values())})
 
     async def trace(request: Request) -> Response:
         split = request.path_params["split"]

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from markupsafe import Markup, escape
 
-W, BAR_H, GAP, LABEL_W = 560, 18, 4, 190
+W, BAR_H, GAP, LABEL_W = 470, 15, 3, 165
 
 
 def _hbar(title: str, items: list[tuple[str, float, str, str]], chart_id: str) -> Markup:
@@ -21,12 +21,12 @@ def _hbar(title: str, items: list[tuple[str, float, str, str]], chart_id: str) -
              f"<title>{escape(title)}</title>"]
     for i, (label, v, href, text) in enumerate(items):
         y = GAP + i * (BAR_H + GAP)
-        bw = max(1.0, (W - LABEL_W - 80) * v / vmax) if v > 0 else 0.0
+        bw = max(1.0, (W - LABEL_W - 120) * v / vmax) if v > 0 else 0.0
         parts.append(
             f'<a href="{escape(href)}" class="bar-link" data-label="{escape(label)}">'
-            f'<text x="{LABEL_W - 6}" y="{y + BAR_H - 5}" text-anchor="end" class="lbl">{escape(label[:32])}</text>'
+            f'<text x="{LABEL_W - 6}" y="{y + BAR_H - 4}" text-anchor="end" class="lbl">{escape(label[:32])}</text>'
             f'<rect x="{LABEL_W}" y="{y}" width="{bw:.1f}" height="{BAR_H}" class="bar"><title>{escape(label)}: {escape(text)}</title></rect>'
-            f'<text x="{LABEL_W + bw + 4:.1f}" y="{y + BAR_H - 5}" class="val">{escape(text)}</text></a>')
+            f'<text x="{LABEL_W + bw + 4:.1f}" y="{y + BAR_H - 4}" class="val">{escape(text)}</text></a>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -65,7 +65,7 @@ def length_chart(hist: dict[str, Any] | None, link: Callable[..., str]) -> Marku
     dc = [c / tc for c in cor]
     do = [o / to for o in oth]
     vmax = max(dc + do) or 1
-    h, pad = 190, 30
+    h, pad = 150, 24
     bw = (W - 2 * pad) / n
     parts = [f'<svg class="chart" id="chart-length" role="img" viewBox="0 0 {W} {h + 40}" width="{W}" height="{h + 40}">',
              "<title>Reasoning length (characters, log scale): correct vs not correct</title>"]

@@ -591,25 +591,24 @@ class Store:
                 self._cache[key] = val
         return val
 
-    def length_hist(self, split: str, bins: int = 24) -> dict[str, Any] | None:
-        """Rows per reasoning-length bin (characters, log-spaced) for correct vs not-correct rows."""
-        sp = self.split(split)
-        if not (sp.has("reasoning_chars") and sp.has("correct")):
+    def length_hist(self, bins: int = 24) -> dict[str, Any] | None:
+        """Rows per reasoning-length bin (characters, log-spaced) for correct vs not-correct rows, over
+        every split (train alone is mostly correct rows; the rejected split holds the rest). None until
+        the search index has measured every row."""
+        sps = [sp for sp in self.splits.values() if sp.has("reasoning_chars") and sp.has("correct")]
+        if not sps or any("reasoning_chars" not in sp.index_cols for sp in sps):
             return None
-        if "reasoning_chars" not in sp.index_cols:
-            return None  # needs the length of every row: drawn once the search index has it
 
         def compute() -> dict[str, Any] | None:
-            rel = self._rel(sp, {"reasoning_chars", "correct"})
-            lo, hi = self._rows(f"SELECT min(reasoning_chars) AS lo, max(reasoning_chars) AS hi FROM {rel} "
-                                "WHERE reasoning_chars > 0")[0].values()
+            rels = [self._rel(sp, {"reasoning_chars", "correct"}) for sp in sps]
+            union = " UNION ALL ".join(f"SELECT reasoning_chars, correct FROM {r} WHERE reasoning_chars > 0" for r in rels)
+            lo, hi = self._rows(f"SELECT min(reasoning_chars) AS lo, max(reasoning_chars) AS hi FROM ({union})")[0].values()
             if lo is None:
                 return None
             lo, hi = max(1, int(lo)), max(int(lo) + 2, int(hi) + 1)
             llo, step = math.log(lo), (math.log(hi) - math.log(lo)) / bins
             got = self._rows(f"SELECT least({bins - 1}, greatest(0, floor((ln(reasoning_chars) - ?) / ?)))::INT AS b, "
-                             f"coalesce(correct, false) AS c, count(*) AS n FROM {rel} WHERE reasoning_chars > 0 "
-                             "GROUP BY b, c", [llo, step])
+                             f"coalesce(correct, false) AS c, count(*) AS n FROM ({union}) GROUP BY b, c", [llo, step])
             edges = [int(round(math.exp(llo + i * step))) for i in range(bins + 1)]
             edges[0], edges[-1] = lo, hi
             correct, other = [0] * bins, [0] * bins
@@ -617,7 +616,7 @@ class Store:
                 (correct if d["c"] else other)[int(d["b"])] += int(d["n"])
             return {"edges": edges, "correct": correct, "other": other}
 
-        return self._cached(("hist", split), True, compute)
+        return self._cached(("hist",), True, compute)
 
     def pass_by_bucket(self, split: str) -> list[tuple[str, float, int]]:
         """(difficulty bucket, mean pass rate, rows), buckets from easiest to hardest."""

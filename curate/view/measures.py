@@ -58,6 +58,9 @@ def flag_measures(row: dict[str, Any], cfg: AuditConfig, length_ref: tuple[float
                         f"(flag at {cfg.lang_mix_min_chars} and {cfg.lang_mix_min_ratio:.3%})",
         "length_outlier": f"reasoning tokens={v['reasoning_tokens']}, robust z={v['audit_length_z']} "
                           f"(flag above {cfg.length_z_max}; {ref})",
+        "after_answer": f"chars after the final boxed answer={v.get('audit_after_chars')} "
+                        f"(flag above {getattr(cfg, 'after_answer_max_chars', '?')}), foreign-script letters there="
+                        f"{v.get('audit_after_foreign')} (flag at {cfg.lang_mix_min_chars})",
         "answer_mismatch": f"last boxed in reasoning={v['_last_tail']!s}, in answer={v['_last_ans']!s}, "
                            f"verdict={row.get('verdict')!s}, correct={row.get('correct')!s}",
     }
@@ -69,7 +72,8 @@ def flag_measures(row: dict[str, Any], cfg: AuditConfig, length_ref: tuple[float
             "flag": f,
             "stored": None if stored_flags is None else f in list(stored_flags),
             "now": bool(bits[f]),
-            "measure": explain[f],
+            # a flag added to the audit later than this page: show every audit_* measure of the row
+            "measure": explain.get(f) or ", ".join(f"{k}={x}" for k, x in v.items() if k.startswith("audit_")),
             "help": FLAG_HELP.get(f, ""),
         })
     return out
