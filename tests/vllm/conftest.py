@@ -6,7 +6,7 @@ folder is skipped with one line.
 
 The models are written by the tests: a random-initialised Qwen2 (hidden 128, head_dim 64 - vLLM's CPU
 attention rejects 16 - 2 layers) and a 512-token byte-level BPE tokenizer trained here, with
-``<think>``, ``</think>``, ``<|im_start|>``, ``<|im_end|>`` as special tokens and a ChatML template
+``<|im_start|>``, ``<|im_end|>`` as special tokens and ``<think>``, ``</think>`` as added (unsplit) tokens and a ChatML template
 that prefills ``<think>``. Each module shares one engine or one server (a vLLM start costs ~30 s).
 """
 
@@ -36,7 +36,11 @@ def pytest_terminal_summary(terminalreporter):
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+THINK = ["<think>", "</think>"]
+"""Added tokens that are never split but stay in decoded text (``special=False``, as in Qwen3's and
+DeepSeek-R1's tokenizers): vLLM detokenizes with ``skip_special_tokens=True``, and its reasoning
+parsers look for ``</think>`` in that text."""
 # ChatML; the generation prompt prefills "<think>\n" (as Qwen3 / DeepSeek-R1 templates do)
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -56,7 +60,7 @@ def corpus() -> list[str]:
 def make_tokenizer(vocab_size: int = 512, chat_template: str = CHAT_TEMPLATE, extra: list[str] | None = None):
     """A byte-level BPE tokenizer trained on a small math corpus (``tokenizers``), as a transformers
     fast tokenizer with the ChatML template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -65,8 +69,9 @@ def make_tokenizer(vocab_size: int = 512, chat_template: str = CHAT_TEMPLATE, ex
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS + (extra or []),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(corpus(), trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=["<|im_start|>", "<think>", "</think>"])
+                                   additional_special_tokens=["<|im_start|>"])
     fast.chat_template = chat_template
     return fast
 
@@ -93,3 +98,72 @@ def save_tiny_qwen2(path: Path, tokenizer=None, seed: int = 0) -> Path:
 def tiny_teacher(tmp_path_factory) -> Path:
     return save_tiny_qwen2(tmp_path_factory.mktemp("vllm-tiny") / "teacher", seed=0)
 
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VLLMServer:
+    """``vllm serve MODEL`` on 127.0.0.1 in a subprocess (its own process group), up until ``close``."""
+
+    def __init__(self, model: Path, *args: str, log: Path, timeout: float = 300.0):
+        import subprocess
+        import time
+        import urllib.request
+
+        from curate.backends.vllm_offline import vllm_command
+
+        self.port = free_port()
+        self.model = str(model)
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = log
+        cmd = vllm_command("serve", self.model, "--host", "127.0.0.1", "--port", str(self.port), *args)
+        self._out = open(log, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                self.close()
+                tail = log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"vllm serve exited with {self.proc.returncode}:\n{tail}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"vllm serve did not answer within {timeout:.0f} s (log: {log})")
+            time.sleep(1.0)
+
+    def close(self) -> None:
+        import os
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._out.close()
+
+
+SERVE_ARGS = ("--dtype", "float32", "--max-model-len", "512", "--enforce-eager", "--reasoning-parser", "deepseek_r1",
+              "--max-logprobs", "20", "--seed", "0")
+
+
+@pytest.fixture(scope="module")
+def served(tiny_teacher, tmp_path_factory):
+    """One ``vllm serve`` of the tiny teacher per test module (reasoning parser deepseek_r1)."""
+    srv = VLLMServer(tiny_teacher, *SERVE_ARGS, log=tmp_path_factory.mktemp("vllm-serve") / "serve.log")
+    yield srv
+    srv.close()
