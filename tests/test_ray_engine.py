@@ -348,3 +348,18 @@ def test_unreachable_address_is_one_line_exit_2(tmp_path):
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1 and f"no Ray cluster answers at 127.0.0.1:{port}" in lines[0]
     assert time.perf_counter() - t0 < 60
+
+
+def test_engine_ray_without_ray_installed_fails_even_when_all_is_cached(tmp_path, monkeypatch):
+    """Issue 17: a run served entirely from the stage cache never touched Ray, so a missing
+    `ray` package went unnoticed (the recipe then fails on the first changed stage, later)."""
+    from curate.errors import MissingExtraError
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(PIPELINE.format(name="cached", engine="local", traces=QUICKSTART_TRACES, answer="answer"))
+    execute(load_recipe(recipe))  # fills the cache
+    for mod in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if not installed
+    with pytest.raises(MissingExtraError, match=r"pip install 'curate\[ray\]'"):
+        execute(load_recipe(recipe, ["engine=ray"]))

@@ -149,6 +149,10 @@ class RayEngine:
         batch_size: int = 1024,
         sample_replicas: int | None = None,
     ):
+        # checked here, not on first use: a run served entirely from the stage cache never starts Ray,
+        # and would otherwise pass without the package (and fail later, on the first changed stage)
+        require("ray", "ray", "engine: ray")
+        require("ray.data", "ray", "engine: ray")
         self.address, self.num_cpus, self.batch_size = address, num_cpus, int(batch_size)
         self.sample_replicas = sample_replicas
         """Teacher backend replicas for ``sample`` (default: GPUs // tensor_parallel_size for vLLM,
