@@ -29,6 +29,10 @@ class VersionExistsError(CurateError):
     """The output version already exists; versions are immutable."""
 
 
+class BusyError(CurateError):
+    """Another run holds the recipe's work folder (its lock): refused at once, before any work."""
+
+
 class MissingExtraError(CurateError):
     """An optional dependency is missing; the message says which pip extra to install."""
 

@@ -260,12 +260,66 @@ def _audit_config(lr: Any) -> Any:
     return None
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_tmp(parent: Path, prefix: str = ".tmp-") -> list[Path]:
+    """Remove temporary folders (``<prefix>...-<pid>-<random>``) that killed writers left in ``parent``.
+    Called with the recipe's work-folder lock held, so no other run of the recipe is writing them; a
+    folder whose writer process is still alive (another recipe sharing the folder) is kept."""
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for p in parent.iterdir():
+        if not (p.name.startswith(prefix) and p.is_dir()):
+            continue
+        parts = p.name.rsplit("-", 2)
+        pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+def _strip_local_paths(obj: Any, prefixes: list[tuple[str, str]]) -> Any:
+    """Local absolute paths in the manifest become relative (to the recipe's folder or the working
+    directory) or ``~/...``: a published version names its inputs without the author's file system."""
+    if isinstance(obj, dict):
+        return {k: _strip_local_paths(v, prefixes) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_strip_local_paths(v, prefixes) for v in obj]
+    if isinstance(obj, str) and os.sep in obj:
+        for prefix, repl in prefixes:
+            obj = obj.replace(prefix, repl)
+        if os.path.isabs(obj) and "\n" not in obj and " " not in obj:
+            obj = os.path.basename(obj)  # elsewhere on this machine: the file name only
+    return obj
+
+
+def local_prefixes(base_dir: Path) -> list[tuple[str, str]]:
+    out = []
+    for d, repl in ((base_dir, ""), (Path.cwd(), ""), (Path.home(), "~/")):
+        for form in {str(d), os.path.realpath(d)}:
+            if form and form != os.sep:
+                out.append((form.rstrip(os.sep) + os.sep, repl))
+    return sorted(set(out), key=lambda x: -len(x[0]))
+
+
 def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Path:
     recipe = lr.recipe
     if vdir.exists():
         raise VersionExistsError(f"{vdir}: version {recipe.version} exists; versions are immutable")
     vdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = vdir.parent / f".tmp-{recipe.version}-{uuid.uuid4().hex[:8]}"
+    # <version>-<pid>-<random>: the next run (holding the work-folder lock) removes it if we are killed
+    tmp = vdir.parent / f".tmp-{recipe.version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     (tmp / "data").mkdir(parents=True)
     try:
         train = add_formats(result.train, recipe.output.formats)
@@ -299,6 +353,7 @@ def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Pa
             "funnel": funnel,
             "stages": [asdict(r) for r in result.records],
         }
+        manifest = _strip_local_paths(manifest, local_prefixes(Path(lr.base_dir)))
         manifest["data_sha256"] = files_sha256(tmp, files)
         audit_summary = None
         try:
@@ -309,7 +364,7 @@ def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Pa
             audit_summary = write_report(tmp, result.train, rejected if rejected.height else None, manifest,
                                          _audit_config(lr))  # fmt: skip
             manifest["audit"] = {"report": "audit/report.html", "summary": "audit/summary.json"}
-        recipe_text = yaml.safe_dump(lr.public, sort_keys=False, allow_unicode=True)
+        recipe_text = yaml.safe_dump(manifest["recipe"], sort_keys=False, allow_unicode=True)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str, ensure_ascii=False))
         (tmp / "README.md").write_text(dataset_card(manifest, recipe_text, audit_summary), encoding="utf-8")
         try:

@@ -11,13 +11,14 @@ config recomputes from that stage only. Each finished stage is written to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import polars as pl
 
@@ -109,6 +110,48 @@ def version_dir_for(lr: LoadedRecipe, output_dir: str | os.PathLike | None) -> P
     return root / lr.recipe.name / lr.recipe.version
 
 
+_HELD: set[str] = set()
+
+
+@contextlib.contextmanager
+def work_lock(lr: LoadedRecipe) -> Iterator[Path]:
+    """Hold ``<CURATE_HOME>/<name>/.lock`` (an OS file lock, released even on SIGKILL): two runs of one
+    recipe never pay for the same requests twice; the second is refused with one line. Re-entrant."""
+    from filelock import FileLock, Timeout
+
+    from .errors import BusyError
+    from .validate import probe_writable
+
+    work = work_dir_for(lr.recipe.name)
+    key = os.path.abspath(work)
+    if key in _HELD:
+        yield work
+        return
+    probe_writable(work, "CURATE_HOME")
+    lock = FileLock(str(work / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BusyError(
+            f"{work}: another curate run of '{lr.recipe.name}' is using this work folder (lock {work / '.lock'}); "
+            "wait for it to finish, or stop it, then run again (finished work is kept)"
+        ) from None
+    _HELD.add(key)
+    try:
+        from .publish import clean_stale_tmp
+
+        clean_stale_tmp(work / "cache")  # cache entries a killed run left half-written
+        yield work
+    finally:
+        _HELD.discard(key)
+        lock.release()
+
+
+def check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise RecipeError(f"--limit {limit}: must be a positive number of rows per source (leave it out for no limit)")
+
+
 def execute(
     lr: LoadedRecipe,
     *,
@@ -117,11 +160,13 @@ def execute(
     console: Any = None,
 ) -> RunResult:
     """Run sources and stages; return the final frames and the funnel (no publishing)."""
-    engine = get_engine(lr.recipe.engine, lr.recipe.ray.model_dump())
-    try:
-        return _execute(lr, engine, limit=limit, resume=resume, console=console)
-    finally:
-        engine.close()
+    check_limit(limit)
+    with work_lock(lr):
+        engine = get_engine(lr.recipe.engine, lr.recipe.ray.model_dump())
+        try:
+            return _execute(lr, engine, limit=limit, resume=resume, console=console)
+        finally:
+            engine.close()
 
 
 def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, console: Any) -> RunResult:
@@ -132,6 +177,9 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
 
     t0 = time.perf_counter()
     df, bad, infos = load_sources(recipe.sources, lr.base_dir, limit)
+    from .validate import check_plan
+
+    check_plan(lr, df.columns, work)  # every `curate validate` check, before the first stage runs
     src_key = _key(CACHE_FORMAT, lr.public.get("sources"), [i["inputs"] for i in infos], limit, recipe.seed)
     bad_rows = bad.with_columns(pl.lit("source").alias("dropped_by")) if bad.height else bad
     records = [
@@ -212,14 +260,20 @@ def run_recipe(
     console: Any = None,
 ) -> RunResult:
     """Execute a recipe and publish the version. Refuses (exit 2) if the version already exists."""
-    from .publish import publish
+    from .publish import clean_stale_tmp, publish
+    from .validate import check_folders, probe_writable
 
+    check_limit(limit)
     vdir = version_dir_for(lr, output_dir)
-    if vdir.exists():
-        raise VersionExistsError(
-            f"{vdir}: version {lr.recipe.version} of '{lr.recipe.name}' exists; versions are immutable "
-            "(bump `version:` in the recipe or use --set version=X.Y.Z)"
-        )
-    result = execute(lr, limit=limit, resume=resume, console=console)
-    result.version_dir = publish(lr, result, vdir, limit=limit)
+    check_folders(lr, output_dir)  # before any work: the output and work folders can be written
+    with work_lock(lr):  # the version check and the paid work happen under the lock
+        if vdir.exists():
+            raise VersionExistsError(
+                f"{vdir}: version {lr.recipe.version} of '{lr.recipe.name}' exists; versions are immutable "
+                "(bump `version:` in the recipe or use --set version=X.Y.Z)"
+            )
+        probe_writable(vdir.parent, "--output" if output_dir else "output.dir")
+        clean_stale_tmp(vdir.parent, f".tmp-{lr.recipe.version}-")  # left by a publish that was killed
+        result = execute(lr, limit=limit, resume=resume, console=console)
+        result.version_dir = publish(lr, result, vdir, limit=limit)
     return result

@@ -253,7 +253,9 @@ def _fmt(path: Path, fmt: str) -> str:
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
+    import gzip  # .jsonl.gz is decompressed; utf-8-sig accepts a leading BOM
+
+    with (gzip.open(path, "rt", encoding="utf-8-sig") if path.suffix == ".gz" else open(path, encoding="utf-8-sig")) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -274,7 +276,10 @@ def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
             rows = _read_jsonl(path)
             return pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
         if kind == "json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            import gzip
+
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            data = json.loads(raw.decode("utf-8-sig"))
             if isinstance(data, dict):
                 # {"data": [...]} or {"rows": [...]} style
                 lists = [v for v in data.values() if isinstance(v, list)]

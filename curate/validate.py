@@ -1,41 +1,152 @@
-"""``curate validate``: schema and semantic checks of a recipe, without doing any work."""
+"""``curate validate``: every check of a recipe that needs no paid work, shared with ``curate run``.
+
+``validate`` and ``run`` agree because they call the same functions:
+
+* :func:`check_folders` - ``output.dir`` (or ``--output``) and ``CURATE_HOME`` can hold folders (not a
+  file, not read-only), checked before any work;
+* :func:`read_sources` - local sources are read exactly as ``run`` reads them (an empty, malformed,
+  binary or non-UTF-8 file, a missing field: the same one-line ``SourceError``); hub sources are
+  assumed to give the standard columns;
+* :func:`check_plan` - walks the stages over the columns the sources give: each stage's ``requires``,
+  every column a config names (``{column}`` in ``user_template`` / ``system_prompt`` of a sample stage,
+  probe or judge; ``dedup.field``; ``decontaminate.field``), and the stage's own ``check``. ``run`` calls
+  it after reading the sources and before the first stage, so nothing is paid for a recipe that
+  validation would reject.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any, Iterable
 
 from .errors import RecipeError
-from .recipe import load_recipe
+from .recipe import LoadedRecipe, load_recipe
 from .registry import get_stage
-from .sampling import SAMPLE_COLUMNS
-from .sources import PROBLEM_COLUMNS, FileSource, TracesSource, _expand
+from .sampling import SAMPLE_COLUMNS, SampleConfig, template_fields
+from .sources import PROBLEM_COLUMNS, FileSource, TracesSource, load_one
 from .stages.base import Context
 
+
+def _where(lr: LoadedRecipe, loc: tuple) -> str:
+    lines = lr.loaded.lines
+    probe = loc
+    while probe and probe not in lines:
+        probe = probe[:-1]
+    line = lines.get(probe)
+    return f"{lr.path}:{line}" if line else str(lr.path)
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or hold) a folder we write, or None. No side effects."""
+    p = Path(os.path.abspath(path))
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            return "no existing parent folder"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable"
+    return None
+
+
+def check_folders(lr: LoadedRecipe, output_dir: str | os.PathLike | None = None) -> None:
+    """``output.dir`` / ``--output`` and ``CURATE_HOME`` can take the version folder and the work folder."""
+    from .runner import curate_home
+
+    root = Path(output_dir) if output_dir else Path(lr.recipe.output.dir)
+    what = "--output" if output_dir else "output.dir"
+    why = _folder_problem(root / lr.recipe.name)
+    if why:
+        where = "" if output_dir else f"{_where(lr, ('output', 'dir'))}: "
+        raise RecipeError(f"{where}{what}: cannot write versions under {root} ({why})")
+    home = curate_home()
+    why = _folder_problem(home / lr.recipe.name)
+    if why:
+        raise RecipeError(f"CURATE_HOME: cannot keep the work folder under {home} ({why}); set CURATE_HOME to a writable folder")
+
+
+def probe_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` and write a file in it (also as root, where permission bits say nothing)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise RecipeError(f"{what}: cannot write in {folder} ({e.strerror or type(e).__name__})") from None
+
+
+def read_sources(lr: LoadedRecipe) -> tuple[list[str], list[str]]:
+    """(columns the sources give, notes). Local files are read as ``run`` reads them."""
+    columns: list[str] = []
+    notes: list[str] = []
+    for i, src in enumerate(lr.recipe.sources):
+        if isinstance(src, (FileSource, TracesSource)) and not getattr(src, "hub", False):
+            df, bad, info = load_one(src, lr.base_dir)
+            cols = list(df.columns)
+            notes.append(f"source {i} ({src.kind}): {df.height} rows" + (f", {bad.height} rejected" if bad.height else ""))
+        else:
+            cols = list(PROBLEM_COLUMNS) + (list(SAMPLE_COLUMNS) if isinstance(src, TracesSource) else [])
+            notes.append(f"source {i} ({src.kind}): loaded from the hub at run time (standard columns assumed)")
+        columns += [c for c in cols if c not in columns]
+    return columns, notes
+
+
+def _sample_configs(cfg: Any, loc: tuple) -> Iterable[tuple[tuple, SampleConfig]]:
+    if isinstance(cfg, SampleConfig):
+        yield loc, cfg
+    for name in ("probe", "judge"):
+        sub = getattr(cfg, name, None)
+        if isinstance(sub, SampleConfig):
+            yield (*loc, name), sub
+
+
+def _column_refs(cfg: Any, loc: tuple) -> Iterable[tuple[tuple, str, str]]:
+    """(location, shown as, column) for every column a stage config names."""
+    for sloc, sc in _sample_configs(cfg, loc):
+        for fld in ("user_template", "system_prompt"):
+            for col in template_fields(getattr(sc, fld) or ""):
+                yield (*sloc, fld), f"{{{col}}}", col
+    if cfg.type in ("dedup", "decontaminate") and isinstance(getattr(cfg, "field", None), str):
+        for col in (["problem", "reasoning"] if cfg.field == "both" else [cfg.field]):
+            yield (*loc, "field"), f"'{col}'", col
+
+
+def check_plan(lr: LoadedRecipe, columns: Iterable[str], work_dir: Path | None = None) -> list[str]:
+    """Walk the stages over ``columns``; raise RecipeError (one line, file:line) on the first problem."""
+    have = set(columns)
+    labels = lr.stage_labels()
+    work = work_dir or Path(".curate") / lr.recipe.name
+    for i, (cfg, label) in enumerate(zip(lr.recipe.stages, labels)):
+        cls = get_stage(cfg.type)
+        loc = ("stages", i)
+        missing = [c for c in cls.requires if c not in have]
+        if missing:
+            raise RecipeError(
+                f"{_where(lr, loc)}: stage '{label}' needs column(s) {', '.join(missing)} that no earlier source "
+                "or stage produces"
+            )
+        for at, shown, col in _column_refs(cfg, loc):
+            if col not in have:
+                dotted = ".".join(str(x) for x in at)
+                raise RecipeError(
+                    f"{_where(lr, at)}: {dotted}: {shown} is not a column of the input of stage '{label}' "
+                    f"(columns: {', '.join(sorted(have))})"
+                )
+        cls(cfg).check(Context(work_dir=work, base_dir=lr.base_dir, stage_label=label, show_progress=False))
+        have |= set(cls.produces)
+    return labels
 
 
 def validate_recipe(path: Path, overrides: list[str] | None = None) -> list[str]:
     """Raise RecipeError/SourceError on the first problem; return notes for the user."""
     lr = load_recipe(path, overrides)
-    notes = []
-    columns = set(PROBLEM_COLUMNS)
-    for i, src in enumerate(lr.recipe.sources):
-        if isinstance(src, (FileSource, TracesSource)) and not getattr(src, "hub", False):
-            files = _expand(src.path, lr.base_dir, f"sources.{i}")
-            notes.append(f"source {i} ({src.kind}): {len(files)} file(s)")
-        else:
-            notes.append(f"source {i} ({src.kind}): loaded from the hub at run time")
-        if isinstance(src, TracesSource):
-            columns |= set(SAMPLE_COLUMNS)
-    labels = lr.stage_labels()
-    for cfg, label in zip(lr.recipe.stages, labels):
-        cls = get_stage(cfg.type)
-        missing = [c for c in cls.requires if c not in columns]
-        if missing:
-            raise RecipeError(
-                f"{lr.path}: stage '{label}' needs column(s) {', '.join(missing)} that no earlier source or "
-                "stage produces"
-            )
-        cls(cfg).check(Context(work_dir=Path(".curate") / lr.recipe.name, base_dir=lr.base_dir, stage_label=label))
-        columns |= set(cls.produces)
+    check_folders(lr)
+    columns, notes = read_sources(lr)
+    labels = check_plan(lr, columns)
     notes.append(f"stages: {' -> '.join(labels) or '(none)'}")
     return notes
