@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -19,8 +20,39 @@ from rich.table import Table
 from .errors import CurateError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Curate reasoning-distillation datasets.")
-out = Console()
-err = Console(stderr=True)
+def _console(stderr: bool = False) -> Console:
+    """A rich console; without a terminal (CI log, pipe, nohup) it does not wrap at 80 columns."""
+    import os
+
+    c = Console(stderr=stderr)
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        c = Console(stderr=stderr, width=250)
+    return c
+
+
+out = _console()
+err = _console(stderr=True)
+
+
+class _ConsoleLog(logging.Handler):
+    """The ``curate`` logger (stage start/end lines, progress without a terminal) on stderr, printed
+    through the rich console so that it lands above a live progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record)
+            style = "yellow" if record.levelno >= logging.WARNING else None
+            err.print(msg, markup=False, highlight=False, style=style, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must never break the run
+            self.handleError(record)
+
+
+def _show_progress_log() -> None:
+    lg = logging.getLogger("curate")
+    if not any(isinstance(h, _ConsoleLog) for h in lg.handlers):
+        lg.addHandler(_ConsoleLog())
+    lg.setLevel(logging.INFO)
+    lg.propagate = False
 
 SetOpt = typer.Option(None, "--set", help="Override a recipe value: dotted.key=value (repeatable).")
 
@@ -84,6 +116,7 @@ def run(
 
     extra = ([f"engine={engine}"] if engine else []) + ([f"ray.address={address}"] if address else [])
     lr = load_recipe(recipe, [*(set_ or []), *extra])
+    _show_progress_log()
     result = run_recipe(lr, output_dir=output, limit=limit, resume=resume, console=err)
     print_funnel(result.records)
     if lr.recipe.output.push is not None:

@@ -175,6 +175,10 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
     cache_root = work / "cache"
     cache_root.mkdir(parents=True, exist_ok=True)
 
+    from .progress import StageLog
+
+    slog = StageLog(len(recipe.stages) + 1)  # start/end line per stage (the `curate` logger)
+    slog.source_start(len(recipe.sources))
     t0 = time.perf_counter()
     df, bad, infos = load_sources(recipe.sources, lr.base_dir, limit)
     from .validate import check_plan
@@ -196,6 +200,7 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
                    **({"warnings": w} if (w := [x for i in infos for x in i.get("warnings", [])]) else {})},
         )
     ]
+    slog.end(1, records[0])
     rejected_parts = [bad_rows] if bad.height else []
     executed: list[str] = []
     public_stages = lr.public.get("stages") or []
@@ -225,6 +230,7 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
                     f"{lr.path}: stage '{label}' needs column(s) {', '.join(missing)} that no earlier "
                     f"source or stage produces"
                 )
+            slog.start(idx + 2, label, df.height)
             start = time.perf_counter()
             out = engine.run_stage(stage, df, ctx)
             seconds = time.perf_counter() - start
@@ -244,6 +250,7 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
                 _save(cache, kept, rejected, {"record": asdict(rec)})
             executed.append(label)
         records.append(rec)
+        slog.end(idx + 2, rec)
         if rejected.height:
             rejected_parts.append(rejected)
         df = kept

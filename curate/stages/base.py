@@ -42,18 +42,23 @@ class StageConfig(BaseModel):
 
 
 class Progress:
-    """A tiny handle around a rich progress task (no-op when output is not a terminal)."""
+    """A tiny handle around a rich progress task, or around plain periodic log lines
+    (:class:`curate.progress.Ticker`) when the output is not a terminal."""
 
-    def __init__(self, bar: Any = None, task: Any = None):
-        self._bar, self._task = bar, task
+    def __init__(self, bar: Any = None, task: Any = None, ticker: Any = None):
+        self._bar, self._task, self._ticker = bar, task, ticker
 
     def advance(self, n: int = 1) -> None:
         if self._bar is not None:
             self._bar.advance(self._task, n)
+        if self._ticker is not None:
+            self._ticker.advance(n)
 
     def update(self, **kw: Any) -> None:
         if self._bar is not None:
             self._bar.update(self._task, **kw)
+        if self._ticker is not None:
+            self._ticker.update(**kw)
 
 
 @dataclass
@@ -89,9 +94,13 @@ class Context:
 
     @contextlib.contextmanager
     def progress(self, total: int | None, description: str) -> Iterator[Progress]:
-        """A progress bar with rate and ETA (rich), or nothing when not on a terminal."""
+        """A progress bar with rows/s and ETA (rich) on a terminal, else plain periodic log lines."""
         if not self.show_progress:
-            yield Progress()
+            from ..progress import Ticker
+
+            ticker = Ticker(total, description)
+            yield Progress(ticker=ticker)
+            ticker.close()
             return
         from rich.progress import (
             BarColumn,
@@ -102,13 +111,16 @@ class Context:
             TimeRemainingColumn,
         )
 
+        from ..progress import RateColumn
+
         with RichProgress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            RateColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            transient=True,
+            transient=True,  # the stage's end line (rows, drops, seconds) stays instead
         ) as bar:
             task = bar.add_task(description, total=total)
             yield Progress(bar, task)
