@@ -100,9 +100,31 @@ def test_missing_gold_column_is_a_one_line_error():
 
 
 def _hang_in_c(*args, **kwargs):
-    """Stands for an answer that hangs where no signal handler can run (C code)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-    time.sleep(60)
+    """Stands for an answer that hangs where no signal handler can run (C code): it burns CPU with
+    the soft-timeout signal blocked, as a big-integer power or a C loop would."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPROF, signal.SIGALRM})
+    while True:
+        pass
+
+
+def _blocked(*args, **kwargs):
+    """Stands for a worker that stops using CPU (blocked forever): only the wall backstop ends it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPROF, signal.SIGALRM})
+    time.sleep(120)
+
+
+def _patched_frame(monkeypatch, behaviours: dict, df, cfg, ctx):
+    import curate.verify.pool as pool
+
+    real = pool.check_row
+
+    def dispatch(gold, answer, *rest):
+        if answer in behaviours:
+            behaviours[answer]()
+        return real(gold, answer, *rest)
+
+    monkeypatch.setattr(pool, "check_row", dispatch)
+    return verify_frame(df, cfg, ctx)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fault injection relies on fork inheriting the patch")
@@ -121,20 +143,56 @@ def test_a_stuck_worker_is_killed_and_replaced(monkeypatch, tmp_path):
                        "answer_text": ["\\boxed{3}", "HANG", "\\boxed{3}", "\\boxed{4}", "HANG", "\\boxed{3}"]})
     ctx = Context.for_test(tmp_path)
     t0 = time.monotonic()
-    out = verify_frame(df, VerifyConfig(num_proc=2, timeout_s=0.5), ctx)
-    assert time.monotonic() - t0 < 15
+    out = verify_frame(df, VerifyConfig(num_proc=2, timeout_s=0.2), ctx)
+    assert time.monotonic() - t0 < 60  # a few CPU seconds per hang (RLIMIT_CPU has 1 s steps), then the retry
     assert out["verdict"].to_list() == ["correct", "timeout", "correct", "incorrect", "timeout", "correct"]
-    assert ctx.stats["pool"]["killed"] == 2
-    assert ctx.stats["pool"]["workers"] == 4  # two started, two replacements
+    pool_stats = ctx.stats["pool"]
+    assert pool_stats["killed"] == 4  # each hang: killed by the CPU limit, and again in its retry
+    assert pool_stats["retried"] == 2 and pool_stats["timeouts"] == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fault injection relies on fork inheriting the patch")
+def test_budget_is_cpu_time_not_wall_clock(monkeypatch, tmp_path):
+    """Waiting (a busy machine, a descheduled worker) does not count; computing does, and an item
+    just over the budget passes on its retry with twice the budget."""
+
+    def wait_wall():
+        time.sleep(1.2)  # 1.2 s of wall clock, no CPU: over a 0.5 s wall limit, within the CPU budget
+
+    def compute(seconds):
+        t0 = time.process_time()
+        while time.process_time() - t0 < seconds:
+            pass
+
+    df = pl.DataFrame({"problem_id": list("abcd"), "gold_answer": ["3"] * 4,
+                       "answer_text": ["WAIT", "SLOW", "\\boxed{3}", "SLOWER"]})
+    ctx = Context.for_test(tmp_path)
+    out = _patched_frame(monkeypatch, {"WAIT": wait_wall, "SLOW": lambda: compute(0.7),
+                                       "SLOWER": lambda: compute(5.0)}, df,
+                         VerifyConfig(num_proc=2, timeout_s=0.5, wall_limit_s=30), ctx)
+    assert out["verdict"].to_list() == ["incorrect", "incorrect", "correct", "timeout"]
+    assert ctx.stats["pool"]["retried"] == 2  # SLOW (passes with 1.0 s) and SLOWER (does not)
+    assert ctx.stats["pool"]["timeouts"] == 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fault injection relies on fork inheriting the patch")
+def test_wall_clock_backstop_ends_a_blocked_worker(monkeypatch, tmp_path):
+    df = pl.DataFrame({"problem_id": ["a", "b"], "gold_answer": ["3", "3"], "answer_text": ["BLOCK", "\\boxed{3}"]})
+    ctx = Context.for_test(tmp_path)
+    t0 = time.monotonic()
+    out = _patched_frame(monkeypatch, {"BLOCK": _blocked}, df, VerifyConfig(num_proc=1, timeout_s=0.5, wall_limit_s=1), ctx)
+    assert time.monotonic() - t0 < 30
+    assert out["verdict"].to_list() == ["timeout", "correct"]
 
 
 def test_soft_timeout_keeps_the_worker():
     df = pl.DataFrame({"gold_answer": ["5", "5"], "answer_text": ["\\boxed{10^{10^{10^{10}}}}", "\\boxed{5}"]})
     ctx = Context.for_test(__import__("pathlib").Path("/tmp"))
-    out = verify_frame(df, VerifyConfig(num_proc=1, timeout_s=1), ctx)
+    out = verify_frame(df, VerifyConfig(num_proc=1, timeout_s=0.5), ctx)
     assert out["verdict"].to_list() == ["timeout", "correct"]
     assert out["pred_answer"][0] == "10^{10^{10^{10}}}"  # the answer is reported even on timeout
     assert ctx.stats["pool"]["killed"] == 0
+    assert ctx.stats["pool"]["retried"] == 1
 
 
 def _brute_pass_at_k(n: int, c: int, k: int) -> float:

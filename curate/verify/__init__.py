@@ -28,8 +28,9 @@ def check(
     problem: Optional[str] = None,
     finish_reason: Optional[str] = None,
 ) -> tuple[Optional[str], str]:
-    """Verdict for one item: (pred_answer, verdict). Runs here with a signal timeout on the main
-    thread, or in one worker process elsewhere; either way within ``cfg.timeout_s``."""
+    """Verdict for one item: (pred_answer, verdict). Runs here with a CPU-time signal timeout on the
+    main thread, or in one worker process elsewhere; either way within ``cfg.timeout_s`` CPU seconds
+    (and once more with twice that when it times out)."""
     from .pool import run_tasks
 
     cfg = cfg or VerifyConfig()
@@ -39,6 +40,7 @@ def check(
         Options.from_config(cfg),
         timeout_s=cfg.timeout_s,
         num_proc=0 if on_main else 1,
+        wall_limit_s=cfg.wall_limit_s,
     )
     return res[0]
 

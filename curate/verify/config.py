@@ -89,7 +89,10 @@ class VerifyConfig(StageConfig):
     """extractors tried in this order; ``choice`` only fires on multiple-choice problems"""
     rules: Rules = Field(default_factory=Rules)
     timeout_s: float = Field(5.0, gt=0)
-    """per-item wall-clock limit (verdict ``timeout``); enforced in worker processes"""
+    """per-item budget in CPU seconds of the worker (verdict ``timeout``), so verdicts do not depend
+    on the machine's load; a timed-out item is judged once more with twice the budget"""
+    wall_limit_s: float | None = Field(None, gt=0)
+    """wall-clock backstop per item, only for a worker that stops using CPU (None: 20 x timeout_s + 10)"""
     num_proc: int | None = Field(None, ge=0)
     """worker processes (None = the run's num_proc; 0 = in this process, signal timeout)"""
     mode: Literal["annotate", "filter"] = "annotate"

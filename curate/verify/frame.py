@@ -45,9 +45,11 @@ def verify_frame(df: pl.DataFrame, cfg: VerifyConfig | None = None, ctx: Any = N
         num_proc = 1  # the in-process signal timeout needs the main thread
     if ctx is not None and hasattr(ctx, "progress"):
         with ctx.progress(n, "verify") as bar:
-            res, pool_stats = run_tasks(tasks, opts, timeout_s=cfg.timeout_s, num_proc=num_proc, progress=bar)
+            res, pool_stats = run_tasks(tasks, opts, timeout_s=cfg.timeout_s, num_proc=num_proc, progress=bar,
+                                          wall_limit_s=cfg.wall_limit_s)
     else:
-        res, pool_stats = run_tasks(tasks, opts, timeout_s=cfg.timeout_s, num_proc=num_proc)
+        res, pool_stats = run_tasks(tasks, opts, timeout_s=cfg.timeout_s, num_proc=num_proc,
+                                    wall_limit_s=cfg.wall_limit_s)
     pred: list[Optional[str]] = [None] * n
     verdict: list[str] = ["timeout"] * n
     for (i, *_), (p, v) in zip(tasks, res):

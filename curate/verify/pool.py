@@ -1,14 +1,21 @@
-"""Worker processes with a per-item timeout.
+"""Worker processes with a per-item CPU-time budget.
 
 Math-Verify's own timeouts use ``signal.alarm`` and only work on a main thread; a pathological
 answer (``10^{10^{10^{10}}}``, ``\\frac`` nested 500 deep) can also hang inside C code where no
-signal handler runs. So each item runs in a worker process:
+signal handler runs. So each item runs in a worker process, and its budget is *CPU time*, not
+wall-clock time, so that a verdict does not depend on how busy the machine is:
 
-  * soft limit: in the worker, ``signal.setitimer`` interrupts Python code after ``timeout_s``
-    -> the item gets verdict ``timeout`` and the worker carries on;
-  * hard limit: the parent watches what each worker is doing (a shared ``item, start`` pair);
-    a worker still busy on one item after ``timeout_s + grace`` is killed and replaced, that item
-    gets ``timeout`` and the rest of its chunk is re-queued.
+  * soft limit: in the worker, ``signal.setitimer(ITIMER_PROF)`` interrupts Python code after
+    ``timeout_s`` seconds of the worker's CPU time -> the item gets verdict ``timeout`` and the
+    worker carries on;
+  * hard limit: before each item the worker sets its ``RLIMIT_CPU`` soft limit to its CPU time so
+    far + ``timeout_s`` + grace; the kernel ends a worker stuck in C code at that point (SIGXCPU,
+    core dumps off); the parent sees it die, gives that item ``timeout``, starts a new worker and
+    re-queues the rest of the chunk;
+  * retry: every item that timed out is judged once more with ``RETRY_FACTOR`` times the budget
+    (a fresh pass over those items only), so an item near the limit does not flip between runs;
+  * backstop: wall-clock only as a last resort, for a worker that stops consuming CPU (blocked):
+    a worker busy on one item for ``wall_limit_s`` (default ``20 * timeout_s + 10``) is killed.
 
 Gold answers are parsed once per (gold, problem) in each worker (a small cache), and items are
 sent in chunks grouped by problem so the cache hits.
@@ -16,6 +23,7 @@ sent in chunks grouped by problem so the cache hits.
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -33,6 +41,19 @@ from .equiv import Gold, Options, check_row, prepare_gold
 Task = tuple[int, Optional[str], Optional[str], Optional[str], Optional[str], Optional[str]]
 Result = tuple[Optional[str], str]
 
+RETRY_FACTOR = 2.0
+"""a timed-out item is judged once more with this many times the budget"""
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Windows
+    resource = None  # type: ignore[assignment]
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process, all threads."""
+    return time.process_time()
+
 
 class ItemTimeout(BaseException):
     """Raised by the soft per-item alarm (BaseException so library ``except Exception`` passes it)."""
@@ -42,19 +63,25 @@ def _on_alarm(signum, frame):  # pragma: no cover - exercised in workers
     raise ItemTimeout()
 
 
+_TIMER = getattr(signal, "ITIMER_PROF", None)
+_TIMER_SIGNAL = getattr(signal, "SIGPROF", None)
+
+
 @contextmanager
 def soft_timeout(seconds: float) -> Iterator[None]:
-    """Interrupt Python code after ``seconds`` (main thread only; a no-op elsewhere)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+    """Interrupt Python code after ``seconds`` of this process's CPU time (``ITIMER_PROF``; main
+    thread only, a no-op elsewhere)."""
+    if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer")
+            or _TIMER is None):
         yield
         return
-    old = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    old = signal.signal(_TIMER_SIGNAL, _on_alarm)
+    signal.setitimer(_TIMER, max(seconds, 1e-3))
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+        signal.setitimer(_TIMER, 0)
+        signal.signal(_TIMER_SIGNAL, old)
 
 
 class Judge:
@@ -84,9 +111,9 @@ class Judge:
 
     def one(self, task: Task) -> Result:
         _, gold, problem, answer, reasoning, finish = task
-        t0 = time.monotonic()
+        t0 = cpu_seconds()
         g = self.gold(gold, problem)
-        left = self.timeout_s - (time.monotonic() - t0)
+        left = self.timeout_s - (cpu_seconds() - t0)
         if left <= 0:
             return None, "timeout"
         seen: list = []
@@ -105,8 +132,28 @@ def _no_parse(opts: Options) -> Options:
     return dataclasses.replace(opts, max_answer_chars=0)
 
 
-def _worker(conn, opts: Options, timeout_s: float, cur) -> None:  # pragma: no cover - subprocess
+def _cpu_limit(extra_s: float) -> None:
+    """Let the kernel end this process after ``extra_s`` more CPU seconds (RLIMIT_CPU soft limit;
+    whole seconds). The hard limit is left alone so the soft one can be raised for the next item."""
+    if resource is None:
+        return
+    try:
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        want = int(math.ceil(cpu_seconds() + extra_s))
+        if hard != resource.RLIM_INFINITY:
+            want = min(want, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (want, hard))
+    except (ValueError, OSError):
+        pass
+
+
+def _worker(conn, opts: Options, timeout_s: float, cur, hard_s: float) -> None:  # pragma: no cover - subprocess
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if resource is not None:
+        try:
+            resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+        except (ValueError, OSError):
+            pass
     judge = Judge(opts, timeout_s)
     while True:
         try:
@@ -120,8 +167,10 @@ def _worker(conn, opts: Options, timeout_s: float, cur) -> None:  # pragma: no c
         for task in items:
             cur[0] = task[0]
             cur[1] = time.monotonic()
+            _cpu_limit(hard_s)
             out.append((task[0], judge.one(task)))
         cur[1] = 0.0
+        _cpu_limit(3600.0)  # idle between chunks: no limit that matters
         conn.send((chunk_id, out))
 
 
@@ -146,8 +195,43 @@ def run_tasks(
     num_proc: int,
     progress: Any = None,
     grace_s: float | None = None,
+    wall_limit_s: float | None = None,
+    retry: bool = True,
 ) -> tuple[list[Result], dict[str, int]]:
-    """Judge every task; returns results in task order and pool counters (killed workers...)."""
+    """Judge every task within a CPU-time budget of ``timeout_s`` per item; items that time out
+    are judged once more with ``RETRY_FACTOR`` times the budget. Returns results in task order and
+    pool counters (killed workers, soft timeouts, retried items, timeouts after the retry)."""
+    results, stats = _run(tasks, opts, timeout_s=timeout_s, num_proc=num_proc, progress=progress,
+                          grace_s=grace_s, wall_limit_s=wall_limit_s)
+    stats["retried"] = 0
+    again = [i for i, r in enumerate(results) if r[1] == "timeout"]
+    if retry and again and RETRY_FACTOR > 1:
+        stats["retried"] = len(again)
+        res2, st2 = _run([tasks[i] for i in again], opts, timeout_s=timeout_s * RETRY_FACTOR,
+                         num_proc=min(num_proc, len(again)) if num_proc > 0 else 0, progress=None,
+                         grace_s=None if grace_s is None else grace_s * RETRY_FACTOR,
+                         wall_limit_s=None if wall_limit_s is None else wall_limit_s * RETRY_FACTOR)
+        for i, r in zip(again, res2):
+            if r[1] == "timeout" and r[0] is None:
+                r = (results[i][0], "timeout")
+            results[i] = r
+        for k in ("workers", "killed"):
+            stats[k] += st2[k]
+    stats["timeouts"] = sum(r[1] == "timeout" for r in results)
+    return results, stats
+
+
+def _run(
+    tasks: Sequence[Task],
+    opts: Options,
+    *,
+    timeout_s: float,
+    num_proc: int,
+    progress: Any = None,
+    grace_s: float | None = None,
+    wall_limit_s: float | None = None,
+) -> tuple[list[Result], dict[str, int]]:
+    """One pass over the tasks (see ``run_tasks``)."""
     n = len(tasks)
     results: list[Optional[Result]] = [None] * n
     stats = {"workers": 0, "killed": 0, "soft_timeouts": 0}
@@ -164,7 +248,8 @@ def run_tasks(
 
     from . import mv  # noqa: F401  (import before forking so workers start warm)
 
-    grace = grace_s if grace_s is not None else max(1.0, 0.5 * timeout_s)
+    grace = grace_s if grace_s is not None else max(0.25, 0.5 * timeout_s)
+    wall = wall_limit_s if wall_limit_s is not None else 20 * timeout_s + 10
     num_proc = max(1, min(num_proc, n))
     size = max(1, min(64, n // (num_proc * 8) or 1))
     queue: deque[tuple[int, list[Task]]] = deque()
@@ -176,7 +261,7 @@ def run_tasks(
     def spawn() -> _W:
         parent, child = ctx.Pipe()
         cur = ctx.RawArray("d", 2)
-        p = ctx.Process(target=_worker, args=(child, opts, timeout_s, cur), daemon=True)
+        p = ctx.Process(target=_worker, args=(child, opts, timeout_s, cur, timeout_s + grace), daemon=True)
         p.start()
         child.close()
         stats["workers"] += 1
@@ -238,7 +323,7 @@ def run_tasks(
                 if w.chunk is None:
                     continue
                 started = w.cur[1]
-                if started > 0 and now - started > timeout_s + grace:
+                if started > 0 and now - started > wall:  # the wall-clock backstop only
                     fail(w, int(w.cur[0]))
                 elif not w.proc.is_alive() and not w.conn.poll():
                     fail(w, int(w.cur[0]) if started > 0 else None)
