@@ -1,0 +1,54 @@
+"""What a run shows (issue 17): a start and an end line per stage, plain progress lines without a
+terminal, and a funnel table that does not wrap at 80 columns in a log file."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from curate.stages.base import Context
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_without_a_terminal_prints_stage_lines_and_an_unwrapped_funnel(tmp_path):
+    env = {"CURATE_HOME": str(tmp_path / ".curate"), "PATH": "/usr/bin:/bin", "CURATE_PROGRESS_EVERY": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "curate.cli", "run", str(ROOT / "recipes" / "quickstart.yaml"), "--output", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    err = proc.stderr.splitlines()
+    stages = ["source", "verify", "dedup", "decontaminate", "difficulty", "curriculum", "audit"]
+    for i, st in enumerate(stages, 1):
+        tag = f"[{i}/{len(stages)}] {st}: "
+        lines = [ln for ln in err if ln.startswith(tag)]
+        assert len(lines) == 2, (st, lines)  # start and end
+        assert re.search(r"\d+ -> \d+ rows.*\d\.\d\d s", lines[1]), lines[1]
+    assert any(re.match(r"\[5/7\] difficulty: 156 -> \d+ rows, dropped \d+ \(max_correct_per_problem", ln) for ln in err)
+    assert any(re.match(r"  verify: \d+/168 rows \(", ln) for ln in err)  # a plain progress line
+    table = [ln for ln in proc.stdout.splitlines() if ln.startswith("│")]
+    assert len(table) == len(stages)  # one line per stage: nothing wrapped
+    assert any("max_correct_per_problem" in ln and "unsolved" in ln for ln in table)
+
+    # served from the cache: the end lines say so
+    proc = subprocess.run(
+        [sys.executable, "-m", "curate.cli", "run", str(ROOT / "recipes" / "quickstart.yaml"), "--output", str(tmp_path / "o2")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+    )
+    assert proc.returncode == 0
+    assert sum(ln.endswith("cached") for ln in proc.stderr.splitlines()) == len(stages) - 1
+
+
+def test_progress_without_a_terminal_logs_plain_lines(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("CURATE_PROGRESS_EVERY", "0")
+    ctx = Context.for_test(tmp_path)
+    with caplog.at_level(logging.INFO, logger="curate"):
+        with ctx.progress(3000, "dedup") as bar:
+            for _ in range(3):
+                bar.advance(1000)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert "  dedup: 3,000/3,000 rows" in " ".join(msgs) and all("rows/s" in m for m in msgs)
