@@ -143,6 +143,13 @@ def test_search_over_problem_reasoning_and_answer(server, frames) -> None:
         page = get(f"{base}/?q={urllib.parse.quote(q)}")
         assert "word search (index)" in page
         assert total_of(page) == want(q), q
+    # with a filter and a sort (matches joined with the index), a prefix, a second page
+    n = want("muffins")
+    hard = train.filter((pl.col("difficulty_bucket") == "easy") & pl.col("problem").str.contains("(?i)muffins")).height
+    assert total_of(get(f"{base}/?q=muffins&bucket=easy&sort=pass_rate&desc=1")) == hard
+    assert total_of(get(f"{base}/?q=muffin*")) == n and total_of(get(f"{base}/?q=muffin")) == want(r"\bmuffin\b")
+    pages = [trace_links(get(f"{base}/?q=the&per=25&page={k}")) for k in range(4)]
+    assert sum(map(len, pages)) == want(r"\bthe\b") and len({x for p in pages for x in p}) == want(r"\bthe\b")
     # without the search index: a substring scan of the shards gives the same rows
     plain = Store(store.path, build_index=False)
     try:

@@ -90,11 +90,13 @@ def _lit(s: str) -> str:
 
 
 def fts_query(text: str) -> str | None:
-    """The user's search text as one FTS5 phrase with a prefix match on its last word (``"a b" *``):
-    words in that order, case-insensitive. None when the text has no word characters."""
-    if not re.search(r"\w", text):
+    """The user's search text as one FTS5 phrase: its words in that order, case-insensitive; a
+    trailing ``*`` makes the last word a prefix (``prime fac*``). None when there is no word."""
+    prefix = text.rstrip().endswith("*")
+    words = text.rstrip().rstrip("*")
+    if not re.search(r"\w", words):
         return None
-    return '"' + text.replace('"', '""') + '" *'
+    return '"' + words.replace('"', '""') + '"' + (" *" if prefix else "")
 
 
 @dataclass
@@ -448,23 +450,34 @@ class Store:
                 params.append(bound)
         return (" AND ".join(conds) or "true"), params, needs
 
-    def _search_hits(self, sp: Split, text: str) -> Any:
-        """The rids matching ``text`` in the search index, as an arrow table (None: index not ready)."""
+    def _fts(self, sp: Split, sql: str, text: str, params: tuple = ()) -> list[tuple] | None:
+        """``sql`` (with ``fts MATCH ?`` first) over the split's search index; None while it is not
+        ready, [] for text with no word (or that FTS5 cannot parse)."""
         if not sp.search_ready.is_set() or sp.search_db is None:
             return None
-        import pyarrow as pa
-
         phrase = fts_query(text)
-        rids: list[int] = []
-        if phrase is not None:
-            db = sqlite3.connect(f"{sp.search_db.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-            try:
-                rids = [r[0] for r in db.execute("SELECT rowid FROM fts WHERE fts MATCH ?", (phrase,))]
-            except sqlite3.OperationalError:
-                rids = []
-            finally:
-                db.close()
-        return pa.table({"rid": pa.array(rids, pa.int64())})
+        if phrase is None:
+            return []
+        db = sqlite3.connect(f"{sp.search_db.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            return db.execute(sql, (phrase, *params)).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            db.close()
+
+    @staticmethod
+    def _shown(sp: Split) -> list[str]:
+        return [c for c in TABLE_COLUMNS if c != "problem" and sp.has(c)] + (["problem_preview"] if sp.has("problem") else [])
+
+    def _at_rids(self, sp: Split, rids: list[int]) -> list[dict[str, Any]]:
+        """The table columns of the rows ``rids`` (in rid order)."""
+        if not rids:
+            return []
+        shown = self._shown(sp)
+        rel = self._rel(sp, set(shown))
+        sel = ", ".join(["rid", "_file", "_row", *map(_q, shown)])
+        return self._rows(f"SELECT {sel} FROM {rel} WHERE rid IN ({', '.join('?' for _ in rids)}) ORDER BY rid", list(rids))
 
     def page(self, qy: Query) -> dict[str, Any]:
         """One table page: ``rows``, ``more`` (a next page exists), ``total`` (None when a text search
@@ -474,30 +487,36 @@ class Store:
         register: dict[str, Any] = {}
         join = ""
         mode = None
-        if qy.q:
-            hits = self._search_hits(sp, qy.q)
-            if hits is not None:
-                mode = "index"
-                register["_hits"] = hits
-                join = "SEMI JOIN _hits h ON h.rid = t.rid"
-            else:
-                mode = "scan"
-                cols = [c for c in SEARCH_COLUMNS if sp.has(c)]
-                pat = "%" + re.sub(r"([\\%_])", r"\\\1", qy.q) + "%"
-                cond += " AND (" + (" OR ".join(f"{_q(c)} ILIKE ? ESCAPE '\\'" for c in cols) or "false") + ")"
-                params += [pat] * len(cols)
-                needs.update(SEARCH_COLUMNS)
+        sorted_ = bool(qy.sort and qy.sort in SORTABLE and sp.has(qy.sort))
+        if qy.q and sp.search_ready.is_set() and sp.search_db is not None:
+            mode = "index"
+            if cond == "true" and not sorted_:
+                # only the search: the page and the count come straight from the search index
+                got = self._fts(sp, "SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY rowid LIMIT ? OFFSET ?", qy.q,
+                                (qy.per + 1, qy.page * qy.per)) or []
+                n = self._fts(sp, "SELECT count(*) FROM fts WHERE fts MATCH ?", qy.q) or [(0,)]
+                rows = self._at_rids(sp, [r[0] for r in got])
+                return {"rows": rows[: qy.per], "more": len(got) > qy.per, "total": int(n[0][0]), "search_mode": mode}
+            import pyarrow as pa
+
+            rids = [r[0] for r in self._fts(sp, "SELECT rowid FROM fts WHERE fts MATCH ?", qy.q) or []]
+            register["_hits"] = pa.table({"rid": pa.array(rids, pa.int64())})
+            join = "SEMI JOIN _hits h ON h.rid = t.rid"
+        elif qy.q:  # no search index yet: a substring scan of the shards
+            mode = "scan"
+            cols = [c for c in SEARCH_COLUMNS if sp.has(c)]
+            pat = "%" + re.sub(r"([\\%_])", r"\\\1", qy.q) + "%"
+            cond += " AND (" + (" OR ".join(f"{_q(c)} ILIKE ? ESCAPE '\\'" for c in cols) or "false") + ")"
+            params += [pat] * len(cols)
+            needs.update(SEARCH_COLUMNS)
         # no sort: file order, which DuckDB keeps for scans (preserve_insertion_order); an ORDER BY rid
         # would make the shards' first page a full scan before the index is ready
         order = "ORDER BY t.rid" if join else ""
-        if qy.sort and qy.sort in SORTABLE and sp.has(qy.sort):
+        if sorted_:
             needs.add(qy.sort)
             order = f"ORDER BY {_q(qy.sort)} {'DESC' if qy.desc else 'ASC'} NULLS LAST, rid"
-        shown = [c for c in TABLE_COLUMNS if c != "problem" and sp.has(c)]
-        if sp.has("problem"):
-            shown.append("problem_preview")
-        rel = self._rel(sp, needs | set(shown))
-        sel = ", ".join(["t.rid", "t._file", "t._row", *(f"t.{_q(c)}" for c in shown)])
+        rel = self._rel(sp, needs | set(self._shown(sp)))
+        sel = ", ".join(["t.rid", "t._file", "t._row", *(f"t.{_q(c)}" for c in self._shown(sp))])
         rows = self._rows(f"SELECT {sel} FROM {rel} t {join} WHERE {cond} {order} LIMIT ? OFFSET ?",
                           params + [qy.per + 1, qy.page * qy.per], register)
         more = len(rows) > qy.per
