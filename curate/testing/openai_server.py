@@ -40,7 +40,9 @@ Arguments of ``OpenAIServer``
 
 ``Fault`` kinds: ``Fault.rate_limit(retry_after=1.0)`` (429 + ``Retry-After``), ``Fault.error(500)``,
 ``Fault.delay(seconds)`` (answers normally but only after ``seconds``: past a client timeout),
-``Fault.malformed()`` (200 with truncated JSON), ``Fault.disconnect()`` (drops the connection).
+``Fault.malformed()`` (200 with truncated JSON), ``Fault.disconnect()`` (drops the connection),
+``Fault.body(obj)`` (200 with any JSON body). ``fault_mix(rate, sticky=...)`` builds an adversarial
+schedule mixing all of them at random (seeded), with a fraction of requests failing on every attempt.
 
 Behaviour
   * ``n`` choices per request; ``usage`` = whitespace-token counts (prompt: all message contents;
@@ -141,6 +143,8 @@ class Fault:
     retry_after: float | None = None
     seconds: float = 0.0
     message: str = "injected fault"
+    payload: Any = None
+    """The JSON body of a ``body`` fault."""
 
     @classmethod
     def rate_limit(cls, retry_after: float | None = 1.0) -> "Fault":
@@ -161,6 +165,80 @@ class Fault:
     @classmethod
     def disconnect(cls) -> "Fault":
         return cls("disconnect", status=0)
+
+    @classmethod
+    def body(cls, obj: Any) -> "Fault":
+        """200 with ``obj`` as the JSON body, as is (no choices, choices without text, ...)."""
+        return cls("body", status=200, payload=obj)
+
+
+MALFORMED_BODIES: list[Any] = [
+    {"id": "x", "object": "chat.completion"},                                      # no choices
+    {"choices": []},                                                               # empty choices
+    {"choices": [{"index": 0, "message": {"role": "assistant", "content": {"a": 1}}, "finish_reason": "stop"}]},
+    {"choices": [{"index": 0, "message": {"role": "assistant", "content": [1, 2]}, "finish_reason": "stop"}]},
+    ["not", "an", "object"],
+    "just a string",
+]
+"""Bodies a broken proxy or provider has been seen to answer 200 with (``Fault.body``)."""
+
+
+def fault_mix(
+    rate: float,
+    *,
+    seed: int = 0,
+    kinds: Mapping[str, float] | None = None,
+    sticky: float = 0.0,
+    retry_after: float = 0.05,
+    slow_seconds: float = 0.05,
+) -> Callable[[int, dict, dict], "Fault | None"]:
+    """An adversarial fault schedule: each attempt fails with probability ``rate``, the kind drawn from
+    ``kinds`` (weights; default: an even mix of ``rate_limit`` (429 + ``Retry-After: retry_after``),
+    ``error`` (500/502/503), ``disconnect`` (connection reset), ``slow`` (answers after
+    ``slow_seconds``: a success, late), ``malformed`` (truncated JSON) and ``body`` (a
+    :data:`MALFORMED_BODIES` entry)). A fraction ``sticky`` of the distinct requests fails on every
+    attempt (500), as a poisoned prompt does. Deterministic for a seed and arrival order; the schedule
+    counts what it injected in ``schedule.injected`` (kind -> count) and the sticky request keys in
+    ``schedule.sticky_keys``."""
+    import random as _random
+
+    weights = dict(kinds or {"rate_limit": 1, "error": 1, "disconnect": 1, "slow": 1, "malformed": 1, "body": 1})
+    names, w = list(weights), list(weights.values())
+    rng = _random.Random(seed)
+    lock = threading.Lock()
+    injected: dict[str, int] = {}
+    sticky_keys: set[str] = set()
+    decided: dict[str, bool] = {}
+
+    def schedule(seq: int, body: dict, headers: dict) -> "Fault | None":
+        key = str(headers.get("x-curate-request-hash") or json.dumps(body, sort_keys=True))
+        with lock:
+            if key not in decided:
+                decided[key] = rng.random() < sticky
+                if decided[key]:
+                    sticky_keys.add(key)
+            if decided[key]:
+                injected["sticky"] = injected.get("sticky", 0) + 1
+                return Fault.error(500, "sticky failure")
+            if rng.random() >= rate:
+                return None
+            kind = rng.choices(names, w)[0]
+            injected[kind] = injected.get(kind, 0) + 1
+            if kind == "rate_limit":
+                return Fault.rate_limit(retry_after)
+            if kind == "error":
+                return Fault.error(rng.choice([500, 502, 503]))
+            if kind == "disconnect":
+                return Fault.disconnect()
+            if kind == "slow":
+                return Fault.delay(slow_seconds)
+            if kind == "malformed":
+                return Fault.malformed()
+            return Fault.body(rng.choice(MALFORMED_BODIES))
+
+    schedule.injected = injected  # type: ignore[attr-defined]
+    schedule.sticky_keys = sticky_keys  # type: ignore[attr-defined]
+    return schedule
 
 
 @dataclass
@@ -443,6 +521,9 @@ class OpenAIServer:
                 if request.transport is not None:
                     request.transport.abort()
                 raise asyncio.CancelledError()
+            elif fault.kind == "body":
+                rec.status = 200
+                return web.json_response(fault.payload)
             elif fault.kind == "malformed":
                 rec.status = 200
                 return web.Response(text='{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"ind',
