@@ -136,6 +136,10 @@ def _no_fork_pools():
         os.environ.pop(key, None)
 
 
+def _ray_log_level() -> int:
+    return logging.INFO if os.environ.get("CURATE_RAY_VERBOSE", "") not in ("", "0") else logging.ERROR
+
+
 class RayEngine:
     """Runs stages on Ray. ``address``: ``auto`` / ``ray://host:10001`` / ``host:6379``; unset starts a
     local instance with ``num_cpus``. ``batch_size``: rows per Ray Data batch."""
@@ -169,8 +173,10 @@ class RayEngine:
         require("ray.data", "ray", "engine: ray")
         with self._lock:
             if not ray.is_initialized():
+                # Ray's own notices (token auth, disabled progress bars, plans) are noise in a curate
+                # run: errors only, unless CURATE_RAY_VERBOSE=1
                 kw: dict[str, Any] = dict(
-                    include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+                    include_dashboard=False, log_to_driver=False, logging_level=_ray_log_level()
                 )
                 if self.address:
                     _check_reachable(self.address)
@@ -184,7 +190,8 @@ class RayEngine:
                     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                     raise BackendError(f"engine ray: cannot start/connect to {where}: {msg}") from None
                 self._owns = True
-            logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset plans in the run's output
+            for name in ("ray", "ray.data"):  # no per-dataset plans or notices in the run's output
+                logging.getLogger(name).setLevel(_ray_log_level())
             dctx = ray.data.DataContext.get_current()
             dctx.enable_progress_bars = False
             if hasattr(dctx, "print_on_execution_start"):
