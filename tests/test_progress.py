@@ -33,6 +33,8 @@ def test_run_without_a_terminal_prints_stage_lines_and_an_unwrapped_funnel(tmp_p
     table = [ln for ln in proc.stdout.splitlines() if ln.startswith("│")]
     assert len(table) == len(stages)  # one line per stage: nothing wrapped
     assert any("max_correct_per_problem" in ln and "unsolved" in ln for ln in table)
+    # four traces per problem (one problem has 8: an exact copy merged at load): pass@k for k <= 4 only
+    assert "pass@4=" in proc.stdout and "pass@8" not in proc.stdout
 
     # served from the cache: the end lines say so
     proc = subprocess.run(

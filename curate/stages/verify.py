@@ -65,9 +65,12 @@ class VerifyStage(Stage):
             out = out.with_columns(pl.col("gold_answer").cast(pl.Utf8).fill_null("").alias("problem_id"))
         agg = problem_aggregates(out, cfg.pass_k)
         ctx.stats["problems"] = agg.height
-        for k in cfg.pass_k:  # pass@k only where a problem has k samples (curate.verify.metrics)
+        # pass@k only for k <= the samples per problem (the median, so one problem with extra samples,
+        # e.g. an exact duplicate merged at load, does not put pass@8 in a 4-sample funnel)
+        n_typical = float(agg["n_samples"].median()) if agg.height else 0.0
+        for k in cfg.pass_k:  # computed over the problems with k samples (curate.verify.metrics)
             vals = agg[f"pass@{k}"].drop_nans().drop_nulls()
-            if vals.len():
+            if vals.len() and k <= n_typical:
                 ctx.stats[f"pass@{k}"] = round(float(vals.mean()), 6)
         ctx.stats["maj@k"] = round(float(agg["maj_score"].mean()), 6)
         ctx.stats["mean_samples_per_problem"] = round(float(agg["n_samples"].mean()), 3)
