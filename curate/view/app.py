@@ -154,6 +154,7 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
     async def index(request: Request) -> Response:
         qy = parse_query(store, request.query_params)
         res = store.page(qy)
+        store.start_index()  # the first page is out: the background index may start
         sp = store.split(qy.split)
         cols = [c for c in TABLE_COLUMNS if sp.has(c)]
 
@@ -216,10 +217,13 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
                     if d.get("problem_id") in seen:
                         continue
                     seen.add(d.get("problem_id"))
-                    d["problem"] = store.problem_text(d["_split"], d["_file"], d["_row"])
                     dup_rows.append(d)
-            if len(dup_rows) < 2:
+            if len(dup_rows) < 2:  # one problem only (its own samples): no near-duplicates to show
                 dup_rows = []
+            dup_rows = dup_rows[:8]
+            for d in dup_rows:  # the problem texts, read from the shards only now
+                same = d.get("problem_id") == pid and pid is not None
+                d["problem"] = row.get("problem") if same else store.problem_text(d["_split"], d["_file"], d["_row"])
         raw = store.raw_response(row.get("request_hash"))
         raw_sample = None
         if raw is not None:
@@ -285,7 +289,7 @@ def serve(path: Path, *, host: str = "127.0.0.1", port: int = 8765, work_dir: Pa
     from ..errors import require
 
     uvicorn = require("uvicorn", "view", "curate view")
-    store = Store(path, work_dir=work_dir, index_dir=index_dir, search_index=search_index)
+    store = Store(path, work_dir=work_dir, index_dir=index_dir, search_index=search_index, index_delay=2.0)
     loop = is_loopback(host)
     app = create_app(store, loopback=loop)
     if not loop:

@@ -152,7 +152,7 @@ class Store:
 
     def __init__(self, path: Path, *, work_dir: Path | None = None, index_dir: Path | None = None,
                  build_index: bool = True, search_index: bool = True, threads: int | None = None,
-                 memory_limit: str = "512MB"):
+                 memory_limit: str = "512MB", index_delay: float = 0.0):
         if duckdb is None:
             from ..errors import require
 
@@ -176,9 +176,13 @@ class Store:
         self._stop = threading.Event()
         self._search_enabled = search_index
         self._thread: threading.Thread | None = None
+        self._go = threading.Event()
         if build_index:
-            self._thread = threading.Thread(target=self._build, name="curate-view-index", daemon=True)
+            self._thread = threading.Thread(target=self._build, args=(index_delay,), name="curate-view-index",
+                                            daemon=True)
             self._thread.start()
+            if not index_delay:
+                self._go.set()
         else:
             for sp in self.splits.values():
                 sp.index_error = sp.search_error = "not built"
@@ -274,8 +278,18 @@ class Store:
             sp.columns["problem_preview"] = "VARCHAR"
 
     # ------------------------------------------------------------------ background index
-    def _build(self) -> None:
+    def start_index(self) -> None:
+        """Let the background index start now (the server calls it once its first page is out)."""
+        self._go.set()
+
+    def _build(self, delay: float) -> None:
+        self._go.wait(delay)  # the server's first page first; at most ``delay`` seconds
         for sp in self.splits.values():
+            if self._stop.is_set():
+                sp.index_error = sp.search_error = "stopped"
+                sp.index_ready.set()
+                sp.search_ready.set()
+                continue
             t0 = time.monotonic()
             keep = [c for c in INDEX_COLUMNS if sp.has(c)] + ["_file", "_row", "rid"]
             keep += [c for c in ("n_flags", "problem_preview") if sp.has(c)]
