@@ -32,12 +32,14 @@ def test_bf16_sft_and_kd_smoke(tmp_path):
                      "topk_logprobs": lps, "tokenizer": tokenizer_tag(tok)})
     data = tmp_path / "d.parquet"
     datasets.Dataset.from_list(rows).to_parquet(str(data))
-    for method in ("sft", "kd"):
-        body = {"method": method, "student": {"model": str(student_dir), "dtype": "bfloat16"},
-                "dataset": {"path": str(data)}, "output_dir": str(tmp_path / method), "max_length": 512,
+    for method, precision in (("sft", "auto"), ("kd", "auto"), ("kd", "fp16")):
+        dtype = "float32" if precision == "fp16" else "bfloat16"  # fp16 AMP keeps fp32 master weights
+        body = {"method": method, "student": {"model": str(student_dir), "dtype": dtype},
+                "mixed_precision": precision, "dataset": {"path": str(data)},
+                "output_dir": str(tmp_path / f"{method}-{precision}"), "max_length": 512,
                 "max_steps": 20, "batch_size": 8, "grad_accum": 1, "logging_steps": 5}
-        path = tmp_path / f"{method}.yaml"
+        path = tmp_path / f"{method}-{precision}.yaml"
         path.write_text(yaml.safe_dump(body))
         summary = json.loads((run_train(path) / "train_summary.json").read_text())
-        print(f"{method} bf16 on {torch.cuda.get_device_name()}: {summary['tokens_per_second']:.0f} tokens/s")
+        print(f"{method} {precision} ({dtype} weights) on {torch.cuda.get_device_name()}: {summary['tokens_per_second']:.0f} tokens/s")
         assert summary["global_steps"] == 20 and summary["last_logged_loss"] < summary["first_logged_loss"]
