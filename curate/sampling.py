@@ -654,7 +654,9 @@ class _Run:
         self._queue.put(("ok", req, payload))
 
     def failed(self, req: Request, error: str) -> None:
-        error = " ".join(str(error).split())[:500]
+        from .yamlio import mask_secrets  # error texts become row data: nothing key-shaped rides along
+
+        error = mask_secrets(" ".join(str(error).split()))[:500]
         with self._lock:
             self._release(req)
             self.failures[req.key] = error
