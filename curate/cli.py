@@ -20,6 +20,23 @@ from rich.table import Table
 from .errors import CurateError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Curate reasoning-distillation datasets.")
+cache_app = typer.Typer(no_args_is_help=True, help="The per-recipe stage cache and request logs (CURATE_HOME/<name>/).")
+app.add_typer(cache_app, name="cache")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"curate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Curate reasoning-distillation datasets."""
 def _console(stderr: bool = False) -> Console:
     """A rich console; without a terminal (CI log, pipe, nohup) it does not wrap at 80 columns."""
     import os
@@ -154,7 +171,7 @@ def schema(out_dir: Path = typer.Option(Path("schemas"), "--out", help="Folder f
 @_handle
 def audit(
     dataset: str = typer.Argument(..., help="A version folder, a parquet/jsonl file, or a hub dataset id."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Where audit/report.html goes."),
+    out_dir: Optional[Path] = typer.Option(None, "--output", "-o", "--out", help="Where audit/report.html goes (as `run --output`; --out is the old spelling)."),
     mapping: Optional[List[str]] = typer.Option(None, "--map", help="column mapping target=column (repeatable)."),
 ) -> None:
     """Audit reasoning-trace quality and write a self-contained HTML report."""
@@ -209,7 +226,7 @@ def train(
     set_: Optional[List[str]] = SetOpt,
     merge: bool = typer.Option(False, "--merge", help="Merge the LoRA adapter into the base after training (= merge: true; writes OUTPUT_DIR/merged)."),
 ) -> None:
-    """Train a student (SFT or KD) on a curated dataset. Needs: pip install 'curate[train]'."""
+    """Train a student (SFT or KD) on a curated dataset. Needs: pip install 'curate\\[train]'."""
     from .errors import require
 
     require("torch", "train", "curate train")
@@ -259,6 +276,40 @@ def eval_(
     if md.exists():
         typer.echo(md.read_text())
     out.print(f"wrote {run_dir}")
+
+
+@cache_app.command("ls")
+@_handle
+def cache_ls(recipe: Optional[str] = typer.Argument(None, help="A recipe file or name (default: every recipe).")) -> None:
+    """List stage-cache entries with their size and age (newest first)."""
+    from .cache import list_cache, human_age, human_size
+
+    rows = list_cache(recipe)
+    if not rows:
+        out.print(f"no cache entries{' for ' + recipe if recipe else ''}")
+        return
+    t = Table(title="stage cache", show_lines=False)
+    for h in ("recipe", "stage", "key", "rows", "size", "age"):
+        t.add_column(h, justify="right" if h in ("rows", "size", "age") else "left")
+    for r in rows:
+        t.add_row(r["recipe"], r["stage"], r["key"], str(r["rows"]), human_size(r["bytes"]), human_age(r["age_s"]))
+    out.print(t)
+    total = sum(r["bytes"] for r in rows)
+    out.print(f"{len(rows)} entries, {human_size(total)}")
+
+
+@cache_app.command("clear")
+@_handle
+def cache_clear(
+    recipe: str = typer.Argument(..., help="A recipe file or name."),
+    logs: bool = typer.Option(False, "--logs", help="Also delete the request logs (paid teacher replies)."),
+) -> None:
+    """Delete a recipe's stage cache (its request logs too with --logs). Published versions are kept."""
+    from .cache import clear_cache, human_size
+
+    n, freed, where = clear_cache(recipe, logs=logs)
+    out.print(f"removed {n} entries ({human_size(freed)}) from {where}"
+              + ("" if logs else "; request logs kept (--logs to delete them)"))
 
 
 def main() -> None:

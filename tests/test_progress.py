@@ -3,6 +3,7 @@ terminal, and a funnel table that does not wrap at 80 columns in a log file."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -54,3 +55,31 @@ def test_progress_without_a_terminal_logs_plain_lines(tmp_path, monkeypatch, cap
                 bar.advance(1000)
     msgs = [r.getMessage() for r in caplog.records]
     assert "  dedup: 3,000/3,000 rows" in " ".join(msgs) and all("rows/s" in m for m in msgs)
+
+
+def test_cli_version_train_help_audit_output_and_cache(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from curate import __version__
+    from curate.cli import app
+
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / ".curate"))
+    monkeypatch.setenv("COLUMNS", "200")
+    r = CliRunner()
+    assert r.invoke(app, ["--version"]).output.strip() == f"curate {__version__}"
+    assert "pip install 'curate[train]'" in r.invoke(app, ["train", "--help"]).output
+    # audit takes --output like run (and still --out)
+    traces = tmp_path / "t.jsonl"
+    traces.write_text(json.dumps({"problem": "p", "reasoning": "We add 1 and 1 to get 2.", "answer_text": "\\boxed{2}"}) + "\n")
+    res = r.invoke(app, ["audit", str(traces), "--output", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "rep" / "audit" / "report.html").is_file()
+    # cache ls / clear after a run
+    res = r.invoke(app, ["run", str(ROOT / "recipes" / "quickstart.yaml"), "--output", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(app, ["cache", "ls", "quickstart"])
+    assert res.exit_code == 0 and "6 entries" in res.output and "verify" in res.output and "KB" in res.output
+    res = r.invoke(app, ["cache", "clear", str(ROOT / "recipes" / "quickstart.yaml")])
+    assert res.exit_code == 0 and "removed" in res.output
+    assert "no cache entries" in r.invoke(app, ["cache", "ls", "quickstart"]).output
+    assert r.invoke(app, ["cache", "clear", "nope"]).exit_code == 2
