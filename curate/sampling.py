@@ -608,19 +608,22 @@ class _Run:
             per_sample = max(self._largest, 1024)
         return prompt, per_sample * req.n
 
-    def admit(self, req: Request) -> bool:
-        """Called by a backend before it sends ``req``: False = do not send (stopped). With a budget, a
-        request is sent only while spent + reserved (``max_tokens x n`` of every request in flight) is
-        below the budget, and then reserves its own maximum: the final spend exceeds the budget by at
-        most one request's reservation, whatever the concurrency."""
+    def admit(self, req: Request) -> bool | None:
+        """Called by a backend before it sends ``req``: True = send, False = do not (stopped), None = not
+        yet (ask again shortly). With a budget, a request is sent only while spent + reserved
+        (``max_tokens x n`` of every request in flight) is below the budget, and then reserves its own
+        maximum: the final spend exceeds the budget by at most one request's reservation, whatever the
+        concurrency. While reservations alone reach the budget the answer is None: requests in flight
+        usually spend less than they reserved, and their release may make room."""
         with self._lock:
             if self.stop_reason:
                 return False
             if self.budget is None:
                 return True
             if self._reached(self.prompt_tokens + self.reserved_prompt, self.completion_tokens + self.reserved_completion):
-                if not self._reservations:  # nothing in flight that could still come in under it
-                    self.stop_reason = "budget"
+                if self._reservations:
+                    return None  # wait for the requests in flight
+                self.stop_reason = "budget"  # spent alone reaches the budget
                 return False
             r = self._reservation(req)
             self._reservations[req.key] = r

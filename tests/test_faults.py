@@ -149,3 +149,13 @@ def test_dollar_budget_reserves_too(ctx):
         with pytest.raises(BudgetExceeded, match=r"max_usd=20"):
             sample_rows(problems(100), cfg, ctx)
     assert ctx.stats["sample"]["usd"] <= 20 + 5 + 1  # one reservation (prompt estimate included)
+
+
+def test_reservations_wait_instead_of_dropping_requests(ctx):
+    # replies far below max_tokens: reservations block new requests for a moment, but the actual
+    # spend stays under the budget, so every request must still be sent (never a silent "not sampled")
+    with OpenAIServer(script=lambda m, p, i: "one two three four five", latency=0.02) as srv:
+        cfg = cfg_for(srv, max_tokens=100, budget={"max_completion_tokens": 150}, teacher={"concurrency": 8})
+        df = sample_rows(problems(20), cfg, ctx)
+        assert srv.count() == 20 and (df["finish_reason"] == "stop").all()
+        assert _spent(ctx) == 100

@@ -345,7 +345,11 @@ class OpenAIBackend:
 
         async def worker() -> None:
             for req in it:
-                if sink.stop_reason or (admit is not None and not admit(req)):
+                ok = True if admit is None else admit(req)
+                while ok is None:  # budget: reservations of requests in flight fill it for now
+                    await asyncio.sleep(0.01)
+                    ok = admit(req)
+                if sink.stop_reason or not ok:
                     return
                 if rpm is not None:
                     await rpm.acquire()
