@@ -131,6 +131,27 @@ def test_table_filters_sorts_and_pages_match_the_data(server, frames) -> None:
     assert [lens[i] for i in order] == sorted(lens.to_list())
 
 
+def test_rejected_split_gets_recomputed_flags(server, frames) -> None:
+    """The audit stage runs after the drops, so the rejected split has no flags column: the view
+    computes them with curate.audit.flags (the version's config, the train split's length reference)."""
+    from curate.audit.flags import audit_frame
+    from curate.view.measures import audit_config
+
+    base, store = server
+    rej = frames["rejected"]
+    assert "flags" not in rej.columns
+    want = audit_frame(rej, audit_config(store.manifest), length_ref=store.length_ref())["flags"]
+    counts: dict[str, int] = {}
+    for fl in want.to_list():
+        for f in fl:
+            counts[f] = counts.get(f, 0) + 1
+    assert counts, "the quickstart's rejected rows should carry some flags (planted faults)"
+    for f, n in counts.items():
+        assert total_of(get(f"{base}/?split=rejected&flag={f}")) == n, f
+    assert 'id="flags-recomputed"' in get(f"{base}/fragment/panel?split=rejected")
+    assert 'id="flags-recomputed"' not in get(f"{base}/fragment/panel?split=train")
+
+
 def test_search_over_problem_reasoning_and_answer(server, frames) -> None:
     base, store = server
     train = frames["train"]

@@ -69,7 +69,7 @@ SORTABLE = ("problem_id", "sample_index", "verdict", "difficulty", "difficulty_b
             "teacher", "source", "drop_reason", "dropped_by", "pred_answer", "n_flags")
 SEARCH_COLUMNS = ("problem", "reasoning", "answer_text")
 PREVIEW_CHARS = 120
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 _SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_.]+?)-\d{5}-of-\d{5}\.parquet$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -113,6 +113,7 @@ class Split:
     search_progress: float = 0.0
     search_db: Path | None = None
     index_cols: set[str] = field(default_factory=set)
+    flags_recomputed: bool = False  # the split has no flags column: curate view computed them
 
     def has(self, col: str) -> bool:
         return col in self.columns
@@ -317,23 +318,32 @@ class Store:
             sp.search_ready.set()
 
     def _build_search(self, sp: Split) -> None:
-        """FTS5 over the text columns and the reasoning length per row (reused when complete)."""
+        """FTS5 over the text columns, the reasoning length per row and, for a split without a
+        ``flags`` column (``rejected``: the audit stage runs after the drops), the audit flags
+        recomputed by ``curate.audit.flags`` with the version's audit config. Reused when complete."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         d = self.index_dir
         d.mkdir(parents=True, exist_ok=True)
-        db_path, lengths, done = d / f"search-{sp.name}.sqlite", d / f"lengths-{sp.name}.parquet", d / f"done-{sp.name}"
-        if not (done.is_file() and db_path.is_file() and lengths.is_file()):
-            tmp_db, tmp_len = d / f".search-{sp.name}.tmp", d / f".lengths-{sp.name}.tmp.parquet"
+        db_path, side, done = d / f"search-{sp.name}.sqlite", d / f"rows-{sp.name}.parquet", d / f"done-{sp.name}"
+        want_flags = not sp.has("flags")
+        if not (done.is_file() and db_path.is_file() and side.is_file()):
+            tmp_db, tmp_side = d / f".search-{sp.name}.tmp", d / f".rows-{sp.name}.tmp.parquet"
             tmp_db.unlink(missing_ok=True)
+            flagger = self._flagger() if want_flags else None
             db = sqlite3.connect(str(tmp_db))
+            parts: list[Any] = []
             try:
                 db.execute("PRAGMA journal_mode=OFF")
                 db.execute("PRAGMA synchronous=OFF")
                 db.execute("CREATE VIRTUAL TABLE fts USING fts5(problem, reasoning, answer, content='', "
                            "tokenize='unicode61 remove_diacritics 2')")
-                db.execute("CREATE TABLE lengths (rid INTEGER PRIMARY KEY, chars INTEGER)")
-                text = [f"coalesce(CAST({_q(c)} AS VARCHAR), '')" if sp.has(c) else "''" for c in SEARCH_COLUMNS]
+                text = [f"coalesce(CAST({_q(c)} AS VARCHAR), '') AS {_q(c)}" if sp.has(c) else f"'' AS {_q(c)}"
+                        for c in SEARCH_COLUMNS]
+                more = [_q(c) for c in ("finish_reason", "verdict", "pred_answer", "correct") if flagger and sp.has(c)]
                 cur = self.con.cursor()
-                reader = cur.sql(f"SELECT rid, {', '.join(text)} FROM {_q('src_' + sp.name)}").to_arrow_reader(4096)
+                reader = cur.sql(f"SELECT rid, {', '.join(text + more)} FROM {_q('src_' + sp.name)}").to_arrow_reader(4096)
                 done_rows = 0
                 for batch in reader:
                     if self._stop.is_set():
@@ -342,37 +352,63 @@ class Store:
                     db.execute("BEGIN")
                     db.executemany("INSERT INTO fts(rowid, problem, reasoning, answer) VALUES (?, ?, ?, ?)",
                                    zip(rid, prob, reas, ans))
-                    db.executemany("INSERT INTO lengths VALUES (?, ?)", zip(rid, (len(r) for r in reas)))
                     db.execute("COMMIT")
+                    cols = {"rid": batch.column(0), "chars": pa.array([len(r) for r in reas], pa.int64())}
+                    if flagger is not None:
+                        cols["flags"] = flagger(batch)
+                    parts.append(pa.table(cols))
                     done_rows += batch.num_rows
                     sp.search_progress = done_rows / max(1, sp.rows)
                 cur.close()
                 db.execute("INSERT INTO fts(fts) VALUES ('optimize')")
                 db.commit()
-                rows = db.execute("SELECT rid, chars FROM lengths ORDER BY rid").fetchall()
             finally:
                 db.close()
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.table({"rid": pa.array([r[0] for r in rows], pa.int64()),
-                                     "chars": pa.array([r[1] for r in rows], pa.int64())}), tmp_len)
-            del rows
+            table = pa.concat_tables(parts) if parts else pa.table({"rid": pa.array([], pa.int64()),
+                                                                     "chars": pa.array([], pa.int64())})
+            pq.write_table(table, tmp_side)
+            del parts, table
             tmp_db.replace(db_path)
-            tmp_len.replace(lengths)
-            done.write_text(json.dumps({"rows": sp.rows, "format": INDEX_FORMAT}))
-        # the reasoning length joins the in-memory index
+            tmp_side.replace(side)
+            done.write_text(json.dumps({"rows": sp.rows, "format": INDEX_FORMAT, "flags": want_flags}))
+        # the reasoning length (and recomputed flags) join the in-memory index
         if sp.index_error is None:
+            has_flags = "flags" in pq.read_schema(side).names
+            extra = ", l.flags AS flags, coalesce(len(l.flags), 0) AS n_flags" if has_flags else ""
             cur = self.con.cursor()
             idx = _q("idx_" + sp.name)
-            cur.execute(f"CREATE TABLE {_q('idx2_' + sp.name)} AS SELECT i.*, l.chars AS reasoning_chars FROM {idx} i "
-                        f"LEFT JOIN read_parquet({_lit(str(lengths))}) l USING (rid) ORDER BY rid")
+            cur.execute(f"CREATE TABLE {_q('idx2_' + sp.name)} AS SELECT i.*, l.chars AS reasoning_chars{extra} "
+                        f"FROM {idx} i LEFT JOIN read_parquet({_lit(str(side))}) l USING (rid) ORDER BY rid")
             cur.execute(f"DROP TABLE {idx}")
             cur.execute(f"ALTER TABLE {_q('idx2_' + sp.name)} RENAME TO {idx}")
             cur.close()
-            sp.index_cols = sp.index_cols | {"reasoning_chars"}
+            if has_flags:
+                sp.flags_recomputed = True
+                sp.columns = {**sp.columns, "flags": "VARCHAR[]", "n_flags": "BIGINT"}
+            sp.index_cols = sp.index_cols | {"reasoning_chars"} | ({"flags", "n_flags"} if has_flags else set())
+            with self._cache_lock:
+                self._cache.clear()
         sp.search_db = db_path
         sp.search_progress = 1.0
+
+    def _flagger(self) -> Any:
+        """batch -> flags (arrow list<string>) by ``curate.audit.flags.audit_frame`` with the version's
+        audit config and the train split's length reference."""
+        import polars as pl
+        import pyarrow as pa
+
+        from ..audit.flags import audit_frame
+        from .measures import audit_config
+
+        cfg = audit_config(self.manifest)
+        ref = self.length_ref()
+
+        def flags(batch: Any) -> Any:
+            df = pl.from_arrow(batch)
+            out = audit_frame(df, cfg, length_ref=ref)["flags"]  # type: ignore[arg-type]
+            return pa.array(out.to_list(), pa.list_(pa.string()))
+
+        return flags
 
     def wait_index(self, timeout: float | None = None, search: bool = False) -> bool:
         ok = all(sp.index_ready.wait(timeout) for sp in self.splits.values())
