@@ -365,7 +365,7 @@ def test_cli_binds_loopback_and_bad_input_is_one_line(tmp_path: Path, version: P
     (tmp_path / "x.csv").write_text("a\n1\n")
     r = subprocess.run([CURATE, "view", str(tmp_path / "x.csv")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "x.csv" in r.stderr
-    import psutil
+    psutil = pytest.importorskip("psutil")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
