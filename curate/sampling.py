@@ -749,6 +749,7 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
     requests = plan_requests(messages, cfg, seed)
     log_path = Path(ctx.work_dir) / "sampling" / f"{log_name}.sqlite"
     log = RequestLog(log_path)
+    busy = _lock_log(log_path, label)  # two processes on one log would both pay for what is missing
     t0 = time.perf_counter()
     try:
         # ``ctx.resume`` False (``curate run --no-resume``) re-sends everything (new responses replace old)
@@ -777,6 +778,7 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
         results = {**have, **run.payloads}
     finally:
         log.close()
+        busy.release()
     seconds = time.perf_counter() - t0
     stats = {
         "teacher": cfg.teacher.model,
@@ -819,6 +821,22 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
 
         tokenizer = tokenizer_column(cfg.teacher)
     return _assemble(problems, rows, requests, results, run.failures, cfg, teacher, tokenizer)
+
+
+def _lock_log(log_path: Path, label: str) -> Any:
+    """An OS lock on ``<log>.lock`` (released by the OS even on SIGKILL): a second process sampling into
+    the same log (two runs, two evals of one folder) is refused with one line instead of paying twice."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(log_path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise BackendError(
+            f"{label}: another process is sampling into {log_path}; wait for it to finish (its responses are "
+            "kept and reused), then run again"
+        ) from None
+    return lock
 
 
 def _token_counter(cfg: SampleConfig) -> tuple[Any, str]:

@@ -165,3 +165,28 @@ def test_stale_temporary_folders_are_cleaned_by_the_next_run(tmp_path, monkeypat
         assert r.exit_code == 0, r.stderr
     assert not any(p.exists() for p in stale) and alive.exists()
     assert (vroot / "0.1.0" / "manifest.json").exists()
+
+
+def test_two_processes_sampling_into_one_log_never_pay_twice(tmp_path):
+    from curate.errors import BackendError
+    from curate.sampling import SampleConfig, sample_rows
+    from curate.stages.base import Context
+
+    script = tmp_path / "run.py"
+    script.write_text(RUNNER)
+    work = tmp_path / "w"
+    with OpenAIServer(latency=0.1) as srv:
+        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+        proc = subprocess.Popen([sys.executable, str(script), srv.base_url, str(work), "40"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 60
+        while srv.count() == 0 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        probs = pl.DataFrame({"problem_id": [f"p{i}" for i in range(40)], "problem": [f"problem {i}" for i in range(40)]})
+        cfg = SampleConfig(teacher={"backend": "openai", "model": "m", "base_url": srv.base_url, "concurrency": 8}, n=1, seed=3)
+        with pytest.raises(BackendError, match="another process is sampling"):
+            sample_rows(probs, cfg, Context.for_test(work))
+        assert proc.wait(60) == 0, proc.stderr.read().decode()[-2000:]
+        assert srv.count() == 40
+        again = sample_rows(probs, cfg, Context.for_test(work))  # afterwards: all from the log
+        assert srv.count() == 40 and again.height == 40
