@@ -220,7 +220,8 @@ def test_real_qwen_math_traces(tmp_path: Path) -> None:
     flagged, and few others are."""
     s = audit_dataset(str(TRACES), tmp_path, mapping={"reasoning": "trace", "correct": "is_correct"})
     assert s["rows"] == 800
-    soup = {r["row"] for r in json.loads((tmp_path / "audit" / "summary.json").read_text())["examples"]["language_mix"]}
+    # each row is shown once, under its first flag
+    soup = {r["row"] for ex in json.loads((tmp_path / "audit" / "summary.json").read_text())["examples"].values() for r in ex}
     assert {201, 365, 387} <= soup
     assert s["flag_counts"]["language_mix"] == 3
     assert s["rows_flagged"] / s["rows"] < 0.03
@@ -323,3 +324,31 @@ def test_audit_dataset_plain_cot_completions(tmp_path: Path) -> None:
     p.write_text("".join(json.dumps({"problem": "What is 6*7?", "out": t}) + "\n" for t in [ok] * 20 + [ok + SOUP]))
     s = audit_dataset(str(p), tmp_path / "rep", mapping={"completion": "out"})
     assert s["flag_counts"].get("empty_reasoning", 0) == 0 and s["flag_counts"]["after_answer"] == 1
+
+
+def test_report_charts_buckets_examples_once_and_rejected_flags(tmp_path: Path) -> None:
+    """Issue 17: correct/incorrect lengths as densities (rarer incorrect rows are not a flat line),
+    pass rate and difficulty in separate charts, buckets easy -> hard, a row listed under one flag
+    only, and the rejected split audited too."""
+    rows = [_clean(i) for i in range(30)]
+    for i, r in enumerate(rows):
+        r["difficulty_bucket"] = ["hard", "easy", "medium"][i % 3]
+        r["difficulty"] = {"easy": 0.1, "medium": 0.5, "hard": 0.9}[r["difficulty_bucket"]]
+        r["pass_rate"] = 1 - r["difficulty"]
+        r["correct"] = i % 10 != 0  # 3 incorrect of 30
+    # one row with three flags
+    rows.append({**_clean(200), "finish_reason": "length", "answer_text": "",
+                 "reasoning": _body(4) + " and then we add two again so" * 20 + " 所以我们需要计算这个数的平方根然后再加上二"})
+    df = pl.DataFrame(rows)
+    rejected = pl.DataFrame([{**_clean(300), "reasoning": "  ", "dropped_by": "difficulty", "drop_reason": "incorrect_trace"},
+                             {**_clean(301), "dropped_by": "dedup", "drop_reason": "near_duplicate"}])
+    s = write_report(tmp_path, df, rejected, None, AuditConfig())
+    dens = s["length_histogram"]["density"]
+    assert abs(sum(dens["correct"]) - 1) < 1e-9 and abs(sum(dens["incorrect"]) - 1) < 1e-9
+    assert [g["difficulty_bucket"] for g in s["by_difficulty"]][:3] == ["easy", "medium", "hard"]
+    shown = [e["row"] for ex in s["examples"].values() for e in ex]
+    assert len(shown) == len(set(shown)) and 30 in shown
+    assert s["rejected"]["flag_counts"] == {"empty_reasoning": 1}
+    html = (tmp_path / "audit" / "report.html").read_text()
+    assert "Pass rate per problem" in html and "Difficulty per problem" in html and "share of rows" in html
+    assert "Flags in rejected rows" in html

@@ -72,14 +72,19 @@ def length_chart(hist: dict[str, Any]) -> str | None:
     width = edges[1] - edges[0]
     lefts = edges[:-1]
     if "correct" in hist and (sum(hist["correct"]) or sum(hist["incorrect"])):
-        ax.bar(lefts, hist["correct"], width=width, align="edge", alpha=0.65, color=_PALETTE["correct"], label="correct")
-        ax.bar(lefts, hist["incorrect"], width=width, align="edge", alpha=0.65, color=_PALETTE["incorrect"],
-               label="incorrect")
+        # densities (share of each group per bin): the groups differ in size, counts would make the
+        # smaller one (usually the incorrect traces) a flat line
+        dens = hist.get("density") or {k: [x / max(1, sum(hist[k])) for x in hist[k]] for k in ("correct", "incorrect")}
+        for k in ("correct", "incorrect"):
+            if sum(hist[k]):
+                ax.bar(lefts, dens[k], width=width, align="edge", alpha=0.55, color=_PALETTE[k],
+                       label=f"{k} ({sum(hist[k]):,} rows)")
         ax.legend(fontsize=8, frameon=False)
+        ax.set_ylabel("share of rows")
     else:
         ax.bar(lefts, hist["all"], width=width, align="edge", color=_PALETTE["all"], label="all")
+        ax.set_ylabel("rows")
     ax.set_xlabel("reasoning tokens (last bin includes the tail above p99.5)")
-    ax.set_ylabel("rows")
     ax.set_title("Reasoning length: correct vs incorrect")
     return render(fig)
 
@@ -90,16 +95,20 @@ def difficulty_chart(hist: dict[str, Any] | None) -> str | None:
     series = [k for k in ("pass_rate", "difficulty") if k in hist]
     if not series:
         return None
-    fig, ax = _fig()
+    plt = _plt()
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "curate-audit"}):
+        fig, axes = plt.subplots(1, len(series), figsize=(3.6 * len(series), 3.0), squeeze=False)
     edges = hist["edges"]
-    width = (edges[1] - edges[0]) / len(series)
-    for i, k in enumerate(series):
-        ax.bar([e + i * width for e in edges[:-1]], hist[k], width=width, align="edge",
-               color=_PALETTE["bar"] if k == "pass_rate" else _PALETTE["drop"], label=k.replace("_", " "))
-    ax.set_xlabel("per-problem value")
-    ax.set_ylabel("problems")
-    ax.set_title("Pass rate / difficulty per problem")
-    ax.legend(fontsize=8, frameon=False)
+    width = edges[1] - edges[0]
+    titles = {"pass_rate": ("Pass rate per problem", "pass rate (share of correct samples)"),
+              "difficulty": ("Difficulty per problem", "difficulty (0 easy - 1 hard)")}
+    for ax, k in zip(axes[0], series):  # separate panels: two scales, not one shared histogram
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.bar(edges[:-1], hist[k], width=width, align="edge",
+               color=_PALETTE["bar"] if k == "pass_rate" else _PALETTE["drop"])
+        ax.set_title(titles[k][0], fontsize=10)
+        ax.set_xlabel(titles[k][1], fontsize=8)
+        ax.set_ylabel("problems")
     return render(fig)
 
 

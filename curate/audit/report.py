@@ -92,11 +92,13 @@ def worst_examples(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int]) -
         cand = cand.with_columns(pl.Series("audit_length_z", np.round(length_z(cand["reasoning_tokens"].to_numpy(),
                                                                                  stats), 3)))
     out: dict[str, list[dict]] = {}
+    shown: set[int] = set()  # a row with several flags is shown once (under its first flag); its flags are listed
     for flag, n in counts.items():
         if not n:
             continue
-        sub = cand.filter(pl.col("flags").list.contains(flag))
+        sub = cand.filter(pl.col("flags").list.contains(flag) & ~pl.col("__row").is_in(sorted(shown)))
         top = sub.with_columns(severity(sub, flag).alias("__sev")).sort("__sev", descending=True).head(k)
+        shown.update(top["__row"].to_list())
         rows = []
         for r in top.iter_rows(named=True):
             reasoning, cut = _clip(r.get("reasoning"), cfg.example_chars)
@@ -199,9 +201,16 @@ details{margin:.3em 0 .8em}summary{cursor:pointer}.flag{display:inline-block;bac
 
 {% if s.rejected.rows %}
 <h2 id="rejected">Rejected rows</h2>
-<table><tr><th class="l">stage / reason</th><th>rows</th></tr>
-{% for k, v in s.rejected.by_reason.items() %}<tr><td class="l">{{ k }}</td><td>{{ "{:,}".format(v) }}</td></tr>{% endfor %}
+<table><tr><th class="l">stage / reason</th><th>rows</th>{% if s.rejected.get("flags_by_reason") %}<th class="l">flags</th>{% endif %}</tr>
+{% for k, v in s.rejected.by_reason.items() %}<tr><td class="l">{{ k }}</td><td>{{ "{:,}".format(v) }}</td>{% if s.rejected.get("flags_by_reason") %}<td class="l">{% for f, n in (s.rejected.get("flags_by_reason", {}).get(k) or {}).items() %}{{ f }}: {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</td>{% endif %}</tr>{% endfor %}
 </table>
+{% if s.rejected.get("audited_rows") %}
+<h3 id="rejected-flags">Flags in rejected rows</h3>
+<p class="muted">{{ "{:,}".format(s.rejected.audited_rows) }} rejected traces audited with the same thresholds; {{ "{:,}".format(s.rejected.rows_flagged) }} flagged.</p>
+<table><tr><th class="l">flag</th><th>rows</th></tr>
+{% for f, n in s.rejected.flag_counts.items() %}<tr><td class="l">{{ f }}</td><td>{{ "{:,}".format(n) }}</td></tr>{% endfor %}
+</table>
+{% endif %}
 {% endif %}
 
 <h2 id="examples">Worst examples per flag</h2>

@@ -46,6 +46,9 @@ def flag_counts(df: pl.DataFrame, flags: tuple[str, ...]) -> dict[str, int]:
     return {f: int(got.get(f, 0)) for f in names}
 
 
+_BUCKET_ORDER = ("very_easy", "easy", "medium", "hard", "very_hard", "all") + tuple(f"level_{i}" for i in range(1, 101))
+
+
 def group_table(df: pl.DataFrame, key: str, flags: tuple[str, ...]) -> list[dict[str, Any]]:
     """Rows, correct rate, token and reflection statistics and per-flag rates for each value of key."""
     if key not in df.columns or df.height == 0:
@@ -61,7 +64,15 @@ def group_table(df: pl.DataFrame, key: str, flags: tuple[str, ...]) -> list[dict
     if ce is not None:
         aggs.append(ce.cast(pl.Float64).mean().alias("correct_rate"))
     aggs += [pl.col("flags").list.contains(f).sum().alias(f"flag:{f}") for f in flags]
-    g = df.group_by(pl.col(key).cast(pl.Utf8).fill_null("(none)").alias(key)).agg(aggs).sort(key)
+    if key == "difficulty_bucket" and "difficulty" in df.columns:
+        aggs.append(pl.col("difficulty").cast(pl.Float64, strict=False).mean().alias("_order"))
+    g = df.group_by(pl.col(key).cast(pl.Utf8).fill_null("(none)").alias(key)).agg(aggs)
+    if key == "difficulty_bucket":  # easy -> hard: by mean difficulty, else by the known label order
+        rank = {b: i for i, b in enumerate(_BUCKET_ORDER)}
+        g = g.with_columns(pl.col(key).replace_strict(rank, default=len(rank), return_dtype=pl.Int64).alias("_rank"))
+        g = g.sort([c for c in ("_order", "_rank") if c in g.columns] + [key], nulls_last=True)
+    else:
+        g = g.sort(key)
     out = []
     for r in g.iter_rows(named=True):
         row = {key: r[key], "rows": int(r["rows"]), "correct_rate": _f(r.get("correct_rate")),
@@ -89,6 +100,9 @@ def length_histogram(df: pl.DataFrame, bins: int = 40) -> dict[str, Any]:
         c = df.select(ce.alias("c"))["c"]
         out["correct"] = _hist(tok[(c == True).fill_null(False).to_numpy()], edges)  # noqa: E712
         out["incorrect"] = _hist(tok[(c == False).fill_null(False).to_numpy()], edges)  # noqa: E712
+        # shares of each group per bin: the (usually few) incorrect rows are not a flat line next to
+        # the correct ones
+        out["density"] = {k: [x / max(1, sum(out[k])) for x in out[k]] for k in ("correct", "incorrect")}
     return out
 
 
@@ -142,7 +156,9 @@ def manifest_tables(manifest: dict | None) -> tuple[list[dict], dict[str, Any]]:
     return funnel, contam
 
 
-def rejected_table(rejected: pl.DataFrame | None) -> dict[str, Any]:
+def rejected_table(rejected: pl.DataFrame | None, cfg: AuditConfig | None = None) -> dict[str, Any]:
+    """Rows of the rejected split by stage / reason; with traces in it, their flags too (what the
+    curation threw away is audited as well: a filter that drops good traces shows here)."""
     if rejected is None or rejected.height == 0:
         return {"rows": 0, "by_reason": {}}
     out: dict[str, Any] = {"rows": rejected.height, "by_reason": {}}
@@ -152,6 +168,22 @@ def rejected_table(rejected: pl.DataFrame | None) -> dict[str, Any]:
         for r in vc.iter_rows(named=True):
             label = " / ".join(str(r[c]) for c in cols)
             out["by_reason"][label] = int(r["len"])
+    traces = rejected.filter(pl.col("reasoning").is_not_null() | pl.col("answer_text").is_not_null()) if (
+        "reasoning" in rejected.columns and "answer_text" in rejected.columns) else rejected.clear()
+    if cfg is not None and traces.height:
+        from .flags import audit_frame
+
+        a = audit_frame(traces, cfg)
+        counts = flag_counts(a, cfg.enabled())
+        out["audited_rows"] = a.height
+        out["rows_flagged"] = int((a["flags"].list.len() > 0).sum())
+        out["flag_counts"] = {f: c for f, c in counts.items() if c}
+        if cols:
+            by = a.with_columns(pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("") for c in cols], separator=" / ").alias("_k"))
+            out["flags_by_reason"] = {
+                k: {f: int(n) for f in cfg.enabled() if (n := g["flags"].list.contains(f).sum())}
+                for (k,), g in by.group_by("_k", maintain_order=True)
+            }
     return out
 
 
@@ -186,7 +218,7 @@ def summarize(df: pl.DataFrame, cfg: AuditConfig, *, rejected: pl.DataFrame | No
         "by_difficulty": group_table(df, "difficulty_bucket", flags),
         "length_histogram": length_histogram(df),
         "difficulty_histogram": problem_difficulty(df),
-        "rejected": rejected_table(rejected),
+        "rejected": rejected_table(rejected, cfg),
         "funnel": funnel,
         "contamination": contam,
         "thresholds": cfg.model_dump(exclude={"label", "type", "reflection_markers"}),
