@@ -306,7 +306,8 @@ def _strip_local_paths(obj: Any, prefixes: list[tuple[str, str]]) -> Any:
 
 def local_prefixes(base_dir: Path) -> list[tuple[str, str]]:
     out = []
-    for d, repl in ((base_dir, ""), (Path.cwd(), ""), (Path.home(), "~/")):
+    home = Path(os.environ.get("CURATE_HOME", ".curate")).absolute()
+    for d, repl in ((home, "$CURATE_HOME/"), (base_dir, ""), (Path.cwd(), ""), (Path.home(), "~/")):
         for form in {str(d), os.path.realpath(d)}:
             if form and form != os.sep:
                 out.append((form.rstrip(os.sep) + os.sep, repl))
