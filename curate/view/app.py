@@ -151,7 +151,7 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
     def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
         return templates.TemplateResponse(request, name, {"title": title, "store": store, **ctx}, status_code=status)
 
-    async def index(request: Request) -> Response:
+    def index(request: Request) -> Response:  # sync: Starlette runs it on its thread pool (DuckDB blocks)
         qy = parse_query(store, request.query_params)
         res = store.page(qy)
         store.start_index()  # the first page is out: the background index may start
@@ -169,7 +169,7 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
             "index_state": _state(store),
         })
 
-    async def panel(request: Request) -> Response:
+    def panel(request: Request) -> Response:
         qy = parse_query(store, request.query_params)
 
         def link(**change: Any) -> str:
@@ -191,7 +191,7 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
                                                "labels": FACET_LABELS, "hist_pending": hist is None and
                                                any(sp.has("reasoning_chars") for sp in store.splits.values())})
 
-    async def trace(request: Request) -> Response:
+    def trace(request: Request) -> Response:
         split = request.path_params["split"]
         if split not in store.splits:
             raise HTTPException(404, "no such split")
@@ -243,7 +243,7 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
             "work_dir": store.work_dir, "url": url, "self_url": request.url.path,
         })
 
-    async def health(request: Request) -> Response:
+    def health(request: Request) -> Response:
         return JSONResponse(_state(store))
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
