@@ -365,6 +365,12 @@ def test_cli_binds_loopback_and_bad_input_is_one_line(tmp_path: Path, version: P
     (tmp_path / "x.csv").write_text("a\n1\n")
     r = subprocess.run([CURATE, "view", str(tmp_path / "x.csv")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "x.csv" in r.stderr
+    with socket.socket() as busy:  # a port in use: one clear line, exit 2
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        r = subprocess.run([CURATE, "view", str(version), "--port", str(busy.getsockname()[1])],
+                           capture_output=True, text=True, timeout=60, env={**os.environ, "CURATE_HOME": str(tmp_path)})
+        assert r.returncode == 2 and "error: --port" in r.stderr
     psutil = pytest.importorskip("psutil")
 
     with socket.socket() as s:

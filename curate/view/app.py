@@ -297,6 +297,12 @@ def serve(path: Path, *, host: str = "127.0.0.1", port: int = 8765, work_dir: Pa
     print(f"curate view: http://{'[' + host + ']' if ':' in host else host}:{port}/  ({', '.join(f'{s}: {sp.rows:,} rows' for s, sp in store.splits.items())}; Ctrl-C stops)", flush=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    except SystemExit as e:  # uvicorn exits when it cannot bind
+        if e.code:
+            from ..errors import CurateError
+
+            raise CurateError(f"--port {port}: cannot serve on {host}:{port} (address in use or not available)") from None
+        raise
     finally:
         store.close()
 
