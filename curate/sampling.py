@@ -16,10 +16,13 @@ How a run works
      first sample index, count, seed) - never a key, a URL or a header.
   3. A durable log (SQLite, WAL: ``<work_dir>/sampling/<log_name>.sqlite``) holds every finished
      response under its hash *before* it counts as done (a writer thread group-commits what arrived). Re-running sends only what is not
-     in the log; a SIGKILL or Ctrl-C at any moment loses nothing that was logged.
+     in the log: a committed response is never requested again; a SIGKILL re-sends only what had been
+     delivered but not yet committed (at most the requests in flight). One process per log (a file lock).
   4. A request that still fails after its retries becomes rows with ``finish_reason == "error"``
-     and the text in ``error`` (and is retried by the next run). ``max_failures`` stops a run against
-     a broken endpoint with a ``BackendError``; the ``budget`` stops cleanly with ``BudgetExceeded``.
+     and the text in ``error`` (and is retried by the next run); so does a reply that is not a usable
+     completion (a per-row failure, never a run failure). ``max_failures`` (a count, or a fraction of the
+     stage's requests) stops a run against a broken endpoint with a ``BackendError``; the ``budget``
+     reserves ``max_tokens x n`` per request in flight and stops cleanly with ``BudgetExceeded``.
   5. Rows: DESIGN.md's sample columns, problem columns carried over, ordered by problem then sample.
 
 The reasoning comes from the server's ``reasoning_content`` (or ``reasoning``) when it sends one,
