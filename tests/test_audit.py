@@ -352,3 +352,14 @@ def test_report_charts_buckets_examples_once_and_rejected_flags(tmp_path: Path) 
     html = (tmp_path / "audit" / "report.html").read_text()
     assert "Pass rate per problem" in html and "Difficulty per problem" in html and "share of rows" in html
     assert "Flags in rejected rows" in html
+
+
+def test_audit_stage_in_chunks_equals_one_pass(tmp_path: Path, monkeypatch) -> None:
+    from curate.stages.audit import AuditStage
+
+    df = _frame()
+    whole = AuditStage(AuditConfig()).run(df, Context.for_test(tmp_path))
+    monkeypatch.setattr(AuditStage, "CHUNK", 7)  # the progress bar's chunks: same flags
+    chunked = AuditStage(AuditConfig()).run(df, Context.for_test(tmp_path))
+    assert chunked["flags"].to_list() == whole["flags"].to_list()
+    assert chunked["reasoning_tokens"].to_list() == whole["reasoning_tokens"].to_list()

@@ -31,6 +31,7 @@ def test_run_without_a_terminal_prints_stage_lines_and_an_unwrapped_funnel(tmp_p
         assert re.search(r"\d+ -> \d+ rows.*\d\.\d\d s", lines[1]), lines[1]
     assert any(re.match(r"\[5/7\] difficulty: 156 -> \d+ rows, dropped \d+ \(max_correct_per_problem", ln) for ln in err)
     assert any(re.match(r"  verify: \d+/168 rows \(", ln) for ln in err)  # a plain progress line
+    assert any(re.match(r"  dedup: MinHash: \d+/41 rows \(", ln) for ln in err)
     table = [ln for ln in proc.stdout.splitlines() if ln.startswith("│")]
     assert len(table) == len(stages)  # one line per stage: nothing wrapped
     assert any("max_correct_per_problem" in ln and "unsolved" in ln for ln in table)

@@ -4,7 +4,7 @@ connected components (scipy) and the keep policy inside a cluster."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -36,6 +36,7 @@ def find_duplicates(
     lsh_threshold: float | None = None,
     lsh_weights: tuple[float, float] = (0.1, 0.9),
     num_proc: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> DedupResult:
     """Group ``texts`` into duplicate clusters.
 
@@ -44,6 +45,7 @@ def find_duplicates(
     MinHashLSH, built for recall at ``lsh_threshold`` (default ``threshold - 0.1``); candidate pairs
     are then kept if their exact shingle-set Jaccard (``verify="exact"``) or the signature estimate
     (``verify="minhash"``) is >= ``threshold``. Clusters are connected components (scipy).
+    ``progress(k)`` is called as each chunk of k texts is signed and indexed.
     """
     n = len(texts)
     sigs = np.empty((n, params.num_perm), dtype=np.uint32 if params.scheme == "affine32" else np.uint64)
@@ -60,6 +62,8 @@ def find_duplicates(
             r = rep[k] = first_of.setdefault(key, k)
             if r == k and acc is not None:
                 acc.add(k, sigs[k])
+        if progress is not None:
+            progress(len(ky))
     pi = pj = np.empty(0, dtype=np.int64)
     sim = np.empty(0)
     n_cand, lsh_params = 0, None

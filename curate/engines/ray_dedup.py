@@ -16,7 +16,7 @@ similarities, hence the same components; the ``dedup`` stage's own code then app
 from __future__ import annotations
 
 from functools import partial
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import polars as pl
@@ -111,6 +111,7 @@ def ray_find_duplicates(
     lsh_threshold: float | None = None,
     lsh_weights: tuple[float, float] = (0.1, 0.9),
     num_proc: int = 1,  # noqa: ARG001 - the cluster's CPUs replace local worker processes
+    progress: Any = None,
     engine: RayEngine,
 ) -> DedupResult:
     """Same contract and result as :func:`curate.dedup.find_duplicates`, computed on the Ray cluster."""
@@ -119,6 +120,8 @@ def ray_find_duplicates(
     text_col = pa.array(list(texts), type=pa.large_string())
     signed = engine.map_arrow(pa.table({"text": text_col}), _sign_batch, params)
     keys = signed.column("key").to_numpy()
+    if progress is not None:
+        progress(n)
     sigs = _sig_matrix(signed.column("sig"), params.num_perm) if n else np.empty((0, params.num_perm), dtype=np.uint32)
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     rep = first[inverse.reshape(-1)] if n else np.empty(0, dtype=np.int64)

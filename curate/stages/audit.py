@@ -15,8 +15,17 @@ from ..errors import RecipeError, require
 from .base import Context, Stage
 
 
+def _length_ref(df: pl.DataFrame, cfg: AuditConfig):
+    from ..audit.flags import count_tokens, length_stats
+
+    if df.height < cfg.length_min_rows:
+        return None
+    return length_stats(count_tokens(df["reasoning"].cast(pl.Utf8), cfg.tokenizer))
+
+
 class AuditStage(Stage):
     name = "audit"
+    CHUNK = 50_000
     Config = AuditConfig
     version = "1"
     requires = ("reasoning",)
@@ -33,7 +42,17 @@ class AuditStage(Stage):
                 f"stages.{ctx.stage_label or 'audit'}: the audit needs a 'reasoning' column "
                 "(put it after a sample stage or use a traces source)"
             )
-        out = audit_frame(df, cfg)
+        if df.height <= self.CHUNK:
+            out = audit_frame(df, cfg)
+        else:  # in chunks, for a progress bar with rows/s; the length reference is the whole frame's
+            ref = _length_ref(df, cfg)
+            parts = []
+            with ctx.progress(df.height, f"{ctx.stage_label or self.name}: flags") as bar:
+                for start in range(0, df.height, self.CHUNK):
+                    part = df.slice(start, self.CHUNK)
+                    parts.append(audit_frame(part, cfg, length_ref=ref))
+                    bar.advance(part.height)
+            out = pl.concat(parts, how="vertical_relaxed")
         counts = flag_counts(out, cfg.enabled())
         ctx.stats["flag_counts"] = counts
         ctx.stats["rows_flagged"] = int((out["flags"].list.len() > 0).sum()) if out.height else 0

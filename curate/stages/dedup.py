@@ -179,16 +179,18 @@ class DedupStage(Stage):
         params = MinHashParams(
             num_perm=cfg.num_perm, seed=cfg.seed, scheme=cfg.scheme, ngram=cfg.ngram, shingle=cfg.shingle
         )
-        res = find_duplicates(
-            texts,
-            params,
-            cfg.threshold,
-            near=cfg.method == "minhash",
-            verify=cfg.verify,
-            lsh_threshold=cfg.lsh_threshold,
-            lsh_weights=cfg.lsh_weights,
-            num_proc=cfg.num_proc or ctx.num_proc,
-        )
+        with ctx.progress(len(texts), f"{ctx.stage_label or self.name}: MinHash") as bar:
+            res = find_duplicates(
+                texts,
+                params,
+                cfg.threshold,
+                near=cfg.method == "minhash",
+                verify=cfg.verify,
+                lsh_threshold=cfg.lsh_threshold,
+                lsh_weights=cfg.lsh_weights,
+                num_proc=cfg.num_proc or ctx.num_proc,
+                progress=bar.advance,
+            )
         n = len(texts)
         kept_apart = {"different_answers": 0, "different_numbers": 0}
         if cfg.field == "problem" and len(res.pairs_i) and not (cfg.merge_different_answers and cfg.merge_different_numbers):
