@@ -4,7 +4,8 @@
     python benchmarks/audit.py --rows 5000     # a quick run
 
 Each planted row carries exactly one defect (truncated, unclosed_think, empty_reasoning, no_answer,
-no_boxed, repetition_loop, language_mix, length_outlier, answer_mismatch); flag recall is the share
+no_boxed, repetition_loop, language_mix, length_outlier, answer_mismatch, after_answer: token soup in
+mixed scripts written after the boxed answer, as 3 of the 800 Qwen2.5-Math traces do); flag recall is the share
 of planted (row, flag) pairs the audit flags. Clean rows that get any flag are reported as the
 false-positive rate. The timed part is the whole audit: ``audit_frame`` (flags on every row, as the audit stage)
 and ``write_report`` (aggregates, charts, worst examples, report.html + summary.json). Generation is not timed.
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from curate.audit import AuditConfig, audit_frame, write_report  # noqa: E402
 
 PLANTS = ("truncated", "unclosed_think", "empty_reasoning", "no_answer", "no_boxed", "repetition_loop",
-          "language_mix", "length_outlier", "answer_mismatch")
+          "language_mix", "length_outlier", "answer_mismatch", "after_answer")
 
 _SUBJ = ["the triangle", "the sum", "the product", "the remainder", "the function f", "the sequence", "the area",
          "the polynomial", "the integer n", "the probability", "the circle", "the angle ABC", "the expression",
@@ -113,6 +114,9 @@ def generate(rows: int, chars: int, seed: int, plant_rate: float) -> tuple[pl.Da
             r = (body * 12 if i % 2 else body[: max(40, len(body) // 40)]) + f" $\\boxed{{{ans}}}$."
         elif flag == "answer_mismatch":
             a = f"The final answer is $\\boxed{{{ans + 1}}}$."
+        elif flag == "after_answer":  # token soup after the answer (the reasoning itself is fine)
+            soup = "".join((_HAN + _CYRILLIC + _HANGUL)[j] for j in rng.integers(0, 60, int(rng.integers(40, 400))))
+            a = a + " " + " ".join(pool[j] for j in rng.integers(0, len(pool), 3)) + soup
         reasoning.append(r)
         answer_text.append(a)
         finish.append(fr)
