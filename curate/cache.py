@@ -61,6 +61,23 @@ def clear_cache(recipe: str, logs: bool = False) -> tuple[int, int, Path]:
     work = curate_home() / name
     if not work.is_dir():
         raise RecipeError(f"{work}: no cache for recipe '{name}' (CURATE_HOME={curate_home()})")
+    lock = work / ".lock"
+    if lock.exists():  # a run of this recipe holds the work folder: do not pull its cache away
+        from filelock import FileLock, Timeout
+
+        fl = FileLock(str(lock))
+        try:
+            fl.acquire(timeout=0)
+        except Timeout:
+            raise RecipeError(f"{work}: a curate run of '{name}' is using this work folder; clear the cache after it ends") from None
+        try:
+            return _clear(work, logs)
+        finally:
+            fl.release()
+    return _clear(work, logs)
+
+
+def _clear(work: Path, logs: bool) -> tuple[int, int, Path]:
     n, freed = 0, 0
     targets = [work / "cache", work / "decontam_index", work / "stages"] + ([work / "sampling"] if logs else [])
     for t in targets:
