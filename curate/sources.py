@@ -483,7 +483,11 @@ def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where:
         warnings.append(f"trace_format: column, but {100 * share:.0f}% of the '{cfg.trace_field}' values carry <think> tags")
     rows: list[dict] = []
     counters: dict[str, int] = {}
+    from .progress import Ticker
+
+    tick = Ticker(raw.height, f"{where}: traces")  # plain progress lines on long reads
     for prob, tr, teacher, fin, rsn in zip(problems.to_dicts(), traces, teachers, finishes, reasonings):
+        tick.advance(1)
         items = tr if isinstance(tr, list) else [tr]
         rsn_items = rsn if isinstance(rsn, list) else [rsn] * len(items)
         for j, text in enumerate(items):
@@ -515,6 +519,7 @@ def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where:
                     "request_hash": None,
                 }
             )
+    tick.close()
     from .sampling import SAMPLE_SCHEMA
 
     schema = {**dict(problems.schema), **{k: v for k, v in SAMPLE_SCHEMA.items() if k not in problems.schema}}
