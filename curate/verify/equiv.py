@@ -317,6 +317,8 @@ def _clearly_differ(a: Any, b: Any, strict: bool = True) -> bool:
                 map(math.isinf, (va.real, va.imag, vb.real, vb.imag))
             ):
                 return False
+            if syms and (abs(va.imag) > 1e-12 or abs(vb.imag) > 1e-12):
+                continue  # outside the real domain (log of a negative): branches decide nothing here
             if abs(va - vb) > 1e-4 * max(1.0, abs(va), abs(vb)):
                 return True
         return False
@@ -339,20 +341,24 @@ def _probe_equal(a: Any, b: Any) -> bool:
                 return False
             if x.has(sympy.UnevaluatedExpr) or x.atoms(sympy.core.function.AppliedUndef) or x.is_Matrix:
                 return False
-        syms = a.free_symbols
-        if not syms or syms != b.free_symbols or len(syms) > 4:
+        syms = a.free_symbols | b.free_symbols  # symbols that cancel ("sqrt(k/m)*sqrt(m/k)" = 1) may differ
+        if not syms or len(syms) > 4:
             return False
+        compared = 0
         for i, v in enumerate(_POS + _NEG):
             pt = {s: v * (1 + 0.1 * k) for k, s in enumerate(sorted(syms, key=str))}
             va, vb = complex(a.evalf(20, subs=pt)), complex(b.evalf(20, subs=pt))
             finite = all(math.isfinite(t) for t in (va.real, va.imag, vb.real, vb.imag))
-            if i < len(_POS):
-                if not finite or abs(va - vb) > 1e-9 * max(1.0, abs(va), abs(vb)):
-                    return False
-            elif finite and abs(va.imag) < 1e-12 and abs(vb.imag) < 1e-12:
+            real = finite and abs(va.imag) < 1e-12 and abs(vb.imag) < 1e-12
+            if i < len(_POS) and not finite:
+                return False
+            if real or (i < len(_POS) and abs(va.imag) < 1e-12 < abs(vb.imag)) or (
+                    i < len(_POS) and abs(vb.imag) < 1e-12 < abs(va.imag)):
+                # real values must agree (a point outside both real domains, log of a negative, is skipped)
                 if abs(va - vb) > 1e-9 * max(1.0, abs(va), abs(vb)):
                     return False
-        return True
+                compared += 1
+        return compared >= 2
     except Exception:
         return False
 
@@ -416,11 +422,20 @@ def _sympy_equal(gold: Any, pp: Any, opts: Options) -> bool:
     def _i(x):
         return next((v for v in getattr(x, "free_symbols", ()) if v.name == "i"), None)
 
-    if isinstance(pp, sympy.Expr) and _i(pp) is not None and all(isinstance(g, sympy.Expr) and _i(g) is not None for g in golds):
-        try:
-            golds, pp = [g.subs(_i(g), sympy.I) for g in golds], pp.subs(_i(pp), sympy.I)
-        except Exception:
-            pass
+    def _unit(x):  # the letter i read as the imaginary unit
+        return x.subs(_i(x), sympy.I) if isinstance(x, sympy.Expr) and _i(x) is not None else x
+
+    def _complexish(x):
+        return isinstance(x, sympy.Expr) and (_i(x) is not None or x.has(sympy.I))
+
+    if isinstance(pp, sympy.Expr) and (_i(pp) is not None or any(_i(g) is not None for g in golds)):
+        if _complexish(pp) and all(_complexish(g) for g in golds) or all(
+            isinstance(x, sympy.Expr) and not (_unit(x).free_symbols) for x in [pp, *golds]
+        ):
+            try:
+                golds, pp = [_unit(g) for g in golds], _unit(pp)
+            except Exception:
+                pass
     if all(_clearly_differ(g, pp, opts.strict) for g in golds):
         return False
     if mv_verify(golds, pp, float_rounding=opts.float_rounding, numeric_precision=opts.numeric_precision,
@@ -544,6 +559,9 @@ def _judge_answer(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_t
         t = _clock(p)
         if t is not None:
             return ("correct" if t % 86400 == gold.time % 86400 else "incorrect"), p
+    # one-letter answers: the case is the variable ("X" is not "x"; the LaTeX parser lowercases)
+    if len(p) == 1 and len(gold.ans) == 1 and p.isalpha() and gold.ans.isalpha():
+        return ("correct" if p == gold.ans else "incorrect"), p
     # unit conversion (a convention, off by default): 5 m = 500 cm
     if "unit_conversion" in opts.rules:
         qg, qp = quantity(gold.src), quantity(pred)

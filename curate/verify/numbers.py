@@ -332,11 +332,20 @@ def _render(toks: list[str]) -> Optional[str]:
                 sign = ""
                 if toks[k] in ("-", "+") and k + 1 < len(toks):
                     sign, k = toks[k], k + 1
-                inner = _render([toks[k]])
+                end = k + 1  # one atom: a number, a name, or a function call "log(x)"
+                if k + 1 < len(toks) and toks[k + 1] == "(" and toks[k].lower() in _FUNCS:
+                    end = _match_paren(toks, k + 1) + 1
+                    if end <= 0:
+                        return None
+                elif toks[k] == "(":
+                    end = _match_paren(toks, k) + 1
+                    if end <= 0:
+                        return None
+                inner = _render(toks[k:end])
                 if inner is None:
                     return None
                 out.append("^{" + sign + inner.strip() + "}")
-                i = k + 1
+                i = end
                 continue
             return None
         elif t == "*":
