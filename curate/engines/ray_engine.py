@@ -157,6 +157,8 @@ class RayEngine:
         # and would otherwise pass without the package (and fail later, on the first changed stage)
         require("ray", "ray", "engine: ray")
         require("ray.data", "ray", "engine: ray")
+        if address:  # an unreachable cluster fails before any stage runs, not at the first Ray stage
+            _check_reachable(address)
         self.address, self.num_cpus, self.batch_size = address, num_cpus, int(batch_size)
         self.sample_replicas = sample_replicas
         """Teacher backend replicas for ``sample`` (default: GPUs // tensor_parallel_size for vLLM,

@@ -52,20 +52,25 @@ def write_traces(path: str | Path, rows: int = 10_000, seed: int = 0, per_proble
     rng = np.random.default_rng(seed)
     n_prob = max(1, rows // per_problem)
     problems: list[str] = []
+    answers: list[tuple[int, int]] = []
     out = []
     for i in range(n_prob):
         kind = rng.random()
+        a, b = int(rng.integers(1, 500)), (1 if rng.random() < 0.8 else int(rng.integers(2, 9)))
         if problems and kind < 0.05:  # exact duplicate for dedup (same tokens), another problem_id
-            text = problems[int(rng.integers(len(problems)))].upper().replace("?", " ?").replace(".", " .")
-        elif problems and kind < 0.15:  # near duplicate: two words swapped for others
-            words = problems[int(rng.integers(len(problems)))].split()
+            src = int(rng.integers(len(problems)))
+            text = problems[src].upper().replace("?", " ?").replace(".", " .")
+        elif problems and kind < 0.15:  # near duplicate: two words swapped for others, same question
+            src = int(rng.integers(len(problems)))
+            words = problems[src].split()
             for _ in range(2):
                 words[int(rng.integers(len(words)))] = str(rng.choice(_WORDS))
             text = " ".join(words)
+            a, b = answers[src]  # a rephrasing asks for the same answer (dedup keeps different answers apart)
         else:
             text = f"{_sentence(rng, 18, 40)}. How many {rng.choice(_WORDS)}s are there in case {i}?"
         problems.append(text)
-        a, b = int(rng.integers(1, 500)), (1 if rng.random() < 0.8 else int(rng.integers(2, 9)))
+        answers.append((a, b))
         gold = str(a) if b == 1 else f"\\frac{{{a}}}{{{b}}}"
         skill = rng.random()
         gens = []
