@@ -180,6 +180,14 @@ PLAIN = [
     ("2.5\\times10^{-3}", "The answer is 2.5E-3", "correct"),
     ("\\sqrt{2}/2", "The answer is sqrt(2)/2", "correct"),
     ("\\pi^{2}", "The answer is π^2", "correct"),
+    ("y^{\\ln x}", "Answer: x^log(y)", "correct"),
+    ("x^{\\sin x}", "Answer: x^sin(x)", "correct"),
+    ("-1", "The answer is exp(i*pi)", "correct"),
+    ("i", "The answer is sqrt(-1)", "correct"),
+    ("1+2i", "The answer is i*(2-i)", "correct"),
+    ("1", "The answer is sqrt(k/m)*sqrt(m/k)", "correct"),
+    ("\\ln\\frac{1+x}{1-x}", "Answer: -log((1-x)/(x+1))", "correct"),
+    ("x", "The answer is X", "incorrect"),
 ]
 
 
