@@ -147,10 +147,14 @@ def contamination_tables(manifest: dict) -> str:
             continue
         rows = [
             [b, t.get("checked", "-"), t.get("contaminated", "-"),
+             max(0, t["matched"] - t.get("contaminated", 0)) if isinstance(t.get("matched"), int) else "-",
              "; ".join(f"`{str(ex.get('matched', ''))[:80]}`" for ex in (t.get("examples") or [])[:3]) or "-"]
             for b, t in table.items()
         ]  # fmt: skip
-        parts.append(_md_table(["benchmark", "rows checked", "rows contaminated", "examples (matched text)"], rows))
+        # "rows dropped" is what the funnel counts for the benchmark; a row matching several
+        # benchmarks is dropped for the first one listed and counted as "also matched" by the others
+        parts.append(_md_table(["benchmark", "rows checked", "rows dropped", "also matched (dropped for an earlier benchmark)",
+                                "examples (matched text)"], rows))
     return "\n\n".join(parts)
 
 
@@ -230,6 +234,10 @@ def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -
         _md_table(FUNNEL_HEADERS, funnel_rows(manifest["funnel"])),
         "",
     ]
+    warnings = [f"- {st.get('stage')}: {w}" for st in manifest.get("stages", [])
+                for w in ((st.get("stats") or {}).get("warnings") or [])]
+    if warnings:  # what the run printed under the funnel (declared trace format that did not fit, empty buckets, ...)
+        body += ["## Warnings", "", *warnings, ""]
     cont = contamination_tables(manifest)
     body += ["## Decontamination", "", cont if cont else "No decontamination stage ran.", ""]
     if audit_summary:

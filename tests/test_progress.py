@@ -38,6 +38,8 @@ def test_run_without_a_terminal_prints_stage_lines_and_an_unwrapped_funnel(tmp_p
     # four traces per problem (one problem has 8: an exact copy merged at load): pass@k for k <= 4 only
     assert "pass@4=" in proc.stdout and "pass@8" not in proc.stdout
 
+    card = (tmp_path / "o" / "quickstart" / "0.1.0" / "README.md").read_text()
+    assert "| gsm8k_test | 160 | 4 | 0 |" in card  # rows dropped for the benchmark = the funnel's 4
     # served from the cache: the end lines say so
     proc = subprocess.run(
         [sys.executable, "-m", "curate.cli", "run", str(ROOT / "recipes" / "quickstart.yaml"), "--output", str(tmp_path / "o2")],
@@ -84,3 +86,26 @@ def test_cli_version_train_help_audit_output_and_cache(tmp_path, monkeypatch):
     assert res.exit_code == 0 and "removed" in res.output
     assert "no cache entries" in r.invoke(app, ["cache", "ls", "quickstart"]).output
     assert r.invoke(app, ["cache", "clear", "nope"]).exit_code == 2
+
+
+def test_warnings_reach_the_terminal_and_the_card(tmp_path, monkeypatch):
+    """A declared trace format that does not fit (plain CoT declared as think) warns under the funnel
+    and in the dataset card, instead of a dataset where every reasoning is silently empty."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / ".curate"))
+    monkeypatch.setenv("COLUMNS", "250")
+    plain = "We add 2 and 2.\n\nTwo plus two is four.\n\nSo the answer is $\\boxed{4}$."
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"problem": f"What is 2+2? ({i})", "gold": "4", "trace": plain}) + "\n"
+                                              for i in range(4)))
+    (tmp_path / "r.yaml").write_text(
+        "name: w\nversion: 0.1.0\nlicense: mit\nsources:\n  - kind: traces\n    path: t.jsonl\n"
+        "    fields: {gold_answer: gold}\n    trace_field: trace\n    trace_format: think\n"
+        "stages:\n  - type: verify\noutput:\n  dir: out\n")
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "r.yaml"), "--output", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert "warning source: t: trace_format: think, but 100% of the traces have no <think> tags" in res.output
+    card = (tmp_path / "o" / "w" / "0.1.0" / "README.md").read_text()
+    assert "## Warnings" in card and "trace_format: plain" in card
