@@ -54,7 +54,7 @@ def _folder_problem(path: Path) -> str | None:
 
 def check_folders(lr: LoadedRecipe, output_dir: str | os.PathLike | None = None) -> None:
     """``output.dir`` / ``--output`` and ``CURATE_HOME`` can take the version folder and the work folder."""
-    from .runner import curate_home
+    from .home import curate_home
 
     root = Path(output_dir) if output_dir else Path(lr.recipe.output.dir)
     what = "--output" if output_dir else "output.dir"
@@ -86,7 +86,7 @@ def read_sources(lr: LoadedRecipe) -> tuple[list[str], list[str]]:
     notes: list[str] = []
     for i, src in enumerate(lr.recipe.sources):
         if isinstance(src, (FileSource, TracesSource)) and not getattr(src, "hub", False):
-            df, bad, info = load_one(src, lr.base_dir)
+            df, bad, _ = load_one(src, lr.base_dir)
             cols = list(df.columns)
             notes.append(f"source {i} ({src.kind}): {df.height} rows" + (f", {bad.height} rejected" if bad.height else ""))
         else:

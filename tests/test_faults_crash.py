@@ -138,8 +138,8 @@ def test_a_second_run_of_the_same_recipe_is_refused_and_nothing_is_paid_twice(tm
             time.sleep(0.02)
         r = CliRunner().invoke(app, ["run", "recipe.yaml"])
         assert r.exit_code == 2, r.stderr
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert len(lines) == 1 and "another curate run" in lines[0] and "Traceback" not in r.stderr
+        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "another curate run" in errors[0] and "Traceback" not in r.stderr
         assert first.wait(120) == 0, first.stderr.read().decode()[-2000:]
         assert srv.count() == 24  # every request paid once
         again = CliRunner().invoke(app, ["run", "recipe.yaml"])  # afterwards: the version exists, nothing sent
