@@ -30,7 +30,7 @@ def _size(p: Path) -> int:
 
 def list_cache(recipe: str | None = None) -> list[dict[str, Any]]:
     """One dict per cache entry: recipe, stage, key, rows (kept), bytes, age_s; newest first."""
-    from .runner import curate_home
+    from .home import curate_home
 
     home = curate_home()
     names = [_recipe_name(recipe)] if recipe else sorted(p.name for p in home.iterdir() if p.is_dir()) if home.is_dir() else []
@@ -55,7 +55,7 @@ def list_cache(recipe: str | None = None) -> list[dict[str, Any]]:
 
 def clear_cache(recipe: str, logs: bool = False) -> tuple[int, int, Path]:
     """Delete ``CURATE_HOME/<name>/cache`` (and the request logs with ``logs``): (entries, bytes, folder)."""
-    from .runner import curate_home
+    from .home import curate_home
 
     name = _recipe_name(recipe)
     work = curate_home() / name

@@ -27,6 +27,7 @@ from .atomic import atomic_dir
 from .engines import get_engine
 from .errors import RecipeError, VersionExistsError
 from .fingerprint import frame_fingerprint
+from .home import curate_home, work_dir_for  # noqa: F401  (re-exported: curate.runner.work_dir_for)
 from .recipe import LoadedRecipe
 from .registry import get_stage
 from .sources import load_sources
@@ -58,14 +59,6 @@ class RunResult:
     version_dir: Path | None = None
     executed: list[str] = field(default_factory=list)
     """Labels of the stages that actually ran (not served from the cache)."""
-
-
-def curate_home() -> Path:
-    return Path(os.environ.get("CURATE_HOME", ".curate"))
-
-
-def work_dir_for(name: str) -> Path:
-    return curate_home() / name
 
 
 def _key(*parts: Any) -> str:

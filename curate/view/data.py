@@ -74,10 +74,7 @@ _SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_.]+?)-\d{5}-of-\d{5}\.parquet$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def curate_home() -> Path:
-    """``curate.runner.curate_home()`` (not imported from there: that module loads polars, and the
-    server's start-up time is the time to its first page)."""
-    return Path(os.environ.get("CURATE_HOME", ".curate"))
+from ..home import curate_home  # noqa: E402,F401  (a leaf: no polars before the first page)
 
 
 def _q(name: str) -> str:
