@@ -130,6 +130,8 @@ CASES = {
     "missing_field": _recipe_with("nope", needle_file="data.jsonl", source="  - {kind: file, path: data.jsonl, fields: {problem: nope}}\n"),
     "missing_meta_field": _recipe_with("subject", needle_file="data.jsonl", source="  - {kind: file, path: data.jsonl, fields: {problem: question}, meta_fields: [subject]}\n"),
     "missing_file": _recipe_with("missing.jsonl", needle_file="missing.jsonl", source="  - {kind: file, path: missing.jsonl}\n"),
+    "trace_field": _recipe_with("trace_field", needle_file="data.jsonl", stages="  []\n",
+                                source="  - {kind: traces, path: data.jsonl, fields: {problem: question}, trace_field: nope}\n"),
     "template_column": _recipe_with("{level}", stage_extra="    user_template: '{problem} at level {level}'\n"),
     "system_column": _recipe_with("{persona}", stage_extra="    system_prompt: 'You are {persona}'\n"),
     "dedup_field": _recipe_with("nope", stages="  - type: dedup\n    field: nope\n    scope: sample\n"),
