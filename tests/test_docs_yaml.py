@@ -2,8 +2,8 @@
 
 A block is classified by its shape: a whole curation recipe (``name`` + ``sources``), an eval recipe
 (``benchmark``), a train recipe (``method`` or ``student``), or a fragment of a curation recipe (a list
-of stages, ``stages:``, ``engine``/``ray``, ``output``, or a sample stage's ``teacher``), which is
-wrapped into a minimal recipe and validated against the same pydantic models the runner uses. A block
+of stages, ``stages:``, ``engine``/``ray``, ``output``, or a sample stage's ``teacher``) or of a train
+recipe (only train-recipe keys), which is wrapped into a minimal recipe and validated against the same pydantic models the runner uses. A block
 that is intentionally not a recipe is preceded by the line ``<!-- yaml: not a recipe -->``.
 """
 
@@ -54,6 +54,10 @@ def _classify(data):
         return "recipe", _wrap({"stages": [{"type": "sample", **data}]})
     if data and set(data) <= FRAGMENT_KEYS:
         return "recipe", _wrap(data)
+    from curate.train.config import TrainRecipe
+
+    if data and set(data) <= set(TrainRecipe.model_fields):  # a fragment of a train recipe
+        return "train", {"student": {"model": "student"}, "dataset": {"path": "data"}, "output_dir": "out", **data}
     return None, data
 
 
@@ -83,6 +87,7 @@ def test_yaml_example_validates(doc, line, body, tmp_path, monkeypatch):
     "stages:\n  - type: no_such_stage\n",
     "teacher: {backend: openai, model: m}\nn: 0\n",             # n must be >= 1
     "name: x\nversion: one\nsources: [{kind: file, path: a.jsonl}]\n",
+    "eval: {fraction: 2.0}\nsave_total_limit: 2\n",              # a train-recipe fragment out of range
 ])
 def test_a_wrong_example_fails(body, tmp_path):
     from curate.errors import RecipeError
