@@ -121,6 +121,7 @@ def _check_events(text: str, path: Path) -> None:
 def _check_graph(root: Any, path: Path) -> None:
     """Recursive aliases, alias expansion past ``MAX_NODES`` and duplicate keys (naming both lines)."""
     sizes: dict[int, int] = {}
+    heights: dict[int, int] = {}
     active: set[int] = set()
 
     def size(node: Any) -> int:
@@ -153,6 +154,13 @@ def _check_graph(root: Any, path: Path) -> None:
             raise RecipeError(
                 f"{path}:{node.start_mark.line + 1}: YAML aliases expand to more than {MAX_NODES:,} values "
                 "(an alias bomb?); write the values out"
+            )
+        kids = [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+        heights[nid] = 1 + max((heights.get(id(k), 0) for k in kids), default=0)
+        if heights[nid] > MAX_DEPTH:  # anchors nested in anchors: too deep once the aliases are expanded
+            raise RecipeError(
+                f"{path}:{node.start_mark.line + 1}: nesting deeper than {MAX_DEPTH} levels once aliases are expanded"
             )
         active.discard(nid)
         sizes[nid] = total
@@ -253,10 +261,14 @@ def parse_override(item: str) -> tuple[list[str | int], Any]:
     if "=" not in item:
         raise RecipeError(f"--set {_shown(item)!r}: expected dotted.key=value")
     key, _, raw = item.partition("=")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except (yaml.YAMLError, RecursionError):
-        value = raw
+    value: Any = ""
+    if raw != "":
+        try:  # the same guards as a recipe file (alias bombs, depth); plain text that is not YAML stays text
+            value, _ = parse_yaml(raw, Path(f"--set {mask_secrets(key)}"))
+        except RecipeError as e:
+            if "invalid YAML" not in str(e):
+                raise
+            value = raw
     parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
     if any(p == "" for p in parts):
         raise RecipeError(f"--set {_shown(item)!r}: empty key segment")

@@ -117,6 +117,8 @@ LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{c}: &{c} [{', '.join('*' + p for _ in range(9))}]\n" for p, c in zip("abcdefgh", "bcdefghi")
 ) + "name: t\n"
 
+CHAIN = "name: t\nversion: 0.1.0\na0: &a0 [x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 300))
+
 CASES = {
     # data files
     "empty_data": _bad_data("empty.jsonl", ""),
@@ -146,6 +148,7 @@ CASES = {
     "recipe_python_name": _recipe_text("name: t\nversion: 0.1.0\nseed: !!python/name:os.system\n", "recipe.yaml:3"),
     "recipe_recursive_alias": _recipe_text("name: t\nversion: 0.1.0\nx: &a [*a]\n", "recipe.yaml:3"),
     "recipe_alias_bomb": _recipe_text(LAUGHS),
+    "recipe_alias_chain": _recipe_text(CHAIN, "recipe.yaml"),
     "recipe_deep_nesting": _recipe_text(_nested(5000), "recipe.yaml:3"),
     "recipe_duplicate_key": _recipe_text("name: t\nversion: 0.1.0\nname: u\n", "recipe.yaml:3"),
     "recipe_top_level_list": _recipe_text("- a\n- b\n", "recipe.yaml:1"),
@@ -207,6 +210,8 @@ def test_bom_recipe_and_bom_jsonl_and_gzip_jsonl_are_read(proj, srv):
     (("--set", "stages.0.n.x=1"), "stages.0.n"),
     (("--set", "stages.5.n=1"), "stages.5"),
     (("--set", "novalue"), "--set"),
+    (("--set", "description=" + LAUGHS.replace("\n", "\n")), "alias"),
+    (("--set", "description=" + "[" * 3000 + "]" * 3000), "nesting"),
 ])
 def test_bad_set_is_one_line(proj, srv, args, needle):
     (proj / "recipe.yaml").write_text(recipe(srv))
