@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-WORDS = ("we need the value of x so let me compute carefully then check each step again the sum of "
-         "terms equals a product modulo prime factor triangle area radius circle integer root "
-         "polynomial sequence probability expected number ways choose fraction simplify").split()
+WORDS = ["we", "need", "the", "value", "of", "x", "so", "let", "me", "compute", "carefully", "then", "check",
+         "each", "step", "again", "the", "sum", "of", "terms", "equals", "a", "product", "modulo", "prime",
+         "factor", "triangle", "area", "radius", "circle", "integer", "root", "polynomial", "sequence",
+         "probability", "expected", "number", "ways", "choose", "fraction", "simplify"]
 FLAGS = ["truncated", "unclosed_think", "empty_reasoning", "no_answer", "no_boxed", "repetition_loop",
          "language_mix", "length_outlier", "answer_mismatch"]
 TEACHERS = ["deepseek-r1", "qwq-32b", "qwen3-235b"]
@@ -171,7 +172,6 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=40, help="requests per kind")
     ap.add_argument("--scan-searches", type=int, default=2, help="searches also run without the index (side by side)")
     args = ap.parse_args()
-    import psutil
 
     t = time.perf_counter()
     version = generate(args.data, args.rows)

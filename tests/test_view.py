@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,9 +25,9 @@ pytest.importorskip("duckdb", reason="needs the view extra: pip install 'curate[
 pytest.importorskip("starlette", reason="needs the view extra: pip install 'curate[view]'")
 pytest.importorskip("uvicorn", reason="needs the view extra: pip install 'curate[view]'")
 
-from curate.sampling import RequestLog  # noqa: E402
-from curate.view.app import Server, highlight  # noqa: E402
-from curate.view.data import Query, Store  # noqa: E402
+from curate.sampling import RequestLog
+from curate.view.app import Server, highlight
+from curate.view.data import Query, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 CURATE = str(Path(sys.executable).with_name("curate"))
@@ -189,13 +188,13 @@ def test_trace_page_shows_answer_flags_difficulty_lineage(server, frames) -> Non
     i = train.with_row_index("i").filter(pl.col("flags").list.contains("no_boxed"))["i"][0]
     row = train.row(i, named=True)
     page = get(f"{base}/trace/train/0/{i}")
-    m = re.search(r'<pre class="text" id="answer">(.*?)</pre>', page, re.S)
+    m = re.search(r'<pre class="text" id="answer">(.*?)</pre>', page, re.DOTALL)
     assert m and f'<mark id="pred" title="extracted prediction">{row["pred_answer"]}</mark>' in m.group(1)
     assert html.unescape(re.sub(r"<[^>]+>", "", m.group(1))) == row["answer_text"]
     assert f'<code id="gold">{row["gold_answer"]}</code>' in page
     # each stored flag with its measure (recomputed by curate.audit.flags)
     measures = re.findall(r'<tr class="(hit)?" data-flag="([a-z_]+)">.*?<td>(yes|no|-)</td><td>(yes|no)</td>'
-                          r'<td class="measure">(.*?)</td>', page, re.S)
+                          r'<td class="measure">(.*?)</td>', page, re.DOTALL)
     table = {f: (stored, now, meas) for _, f, stored, now, meas in measures}
     for f in row["flags"]:
         assert table[f][0] == "yes" and table[f][1] == "yes", (f, table[f])
@@ -220,7 +219,7 @@ def test_rejected_trace_shows_drop_and_duplicate_cluster(server, frames) -> None
     page = get(f"{base}/trace/rejected/0/{i}")
     assert 'id="drop-reason"' in page and ">near_duplicate</a>" in page and ">dedup</a>" in page
     # the cluster side by side: the dropped problem and the kept one it duplicates
-    dup = re.search(r'<section id="dups-sec">(.*?)</section>', page, re.S)
+    dup = re.search(r'<section id="dups-sec">(.*?)</section>', page, re.DOTALL)
     assert dup, "no near-duplicate section"
     kept = near["duplicate_of"][0]
     texts = text_of(dup.group(1))
@@ -245,7 +244,7 @@ def test_long_reasoning_is_paginated(tmp_path: Path) -> None:
             p0 = get(f"{base}/trace/train/0/0")
             assert "part 1 of 4" in p0 and 'id="rnext"' in p0
             parts = [text_of(re.search(r'<pre class="text trace" id="reasoning">(.*?)</pre>',
-                                       get(f"{base}/trace/train/0/0?rpage={k}"), re.S).group(1)) for k in range(4)]
+                                       get(f"{base}/trace/train/0/0?rpage={k}"), re.DOTALL).group(1)) for k in range(4)]
             assert "".join(parts) == long
             get(f"{base}/trace/train/0/0?rpage=4", expect=400)
             get(f"{base}/trace/train/0/0?rpage=-1", expect=400)
@@ -360,16 +359,17 @@ def test_highlight_prediction() -> None:
 
 
 def test_cli_binds_loopback_and_bad_input_is_one_line(tmp_path: Path, version: Path) -> None:
-    r = subprocess.run([CURATE, "view", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([CURATE, "view", str(tmp_path / "missing")], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing" in r.stderr
     (tmp_path / "x.csv").write_text("a\n1\n")
-    r = subprocess.run([CURATE, "view", str(tmp_path / "x.csv")], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([CURATE, "view", str(tmp_path / "x.csv")], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 2 and "x.csv" in r.stderr
     with socket.socket() as busy:  # a port in use: one clear line, exit 2
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         r = subprocess.run([CURATE, "view", str(version), "--port", str(busy.getsockname()[1])],
-                           capture_output=True, text=True, timeout=60, env={**os.environ, "CURATE_HOME": str(tmp_path)})
+                           capture_output=True, text=True, timeout=60, check=False,
+                           env={**os.environ, "CURATE_HOME": str(tmp_path)})
         assert r.returncode == 2 and "error: --port" in r.stderr
     psutil = pytest.importorskip("psutil")
 

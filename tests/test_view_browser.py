@@ -27,14 +27,14 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install 'curate[dev]')")
 pytest.importorskip("duckdb", reason="needs the view extra")
 
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+from test_view import PAYLOAD, build_quickstart
 
-from curate.view.app import Server  # noqa: E402
-from curate.view.data import Store  # noqa: E402
-from test_view import PAYLOAD, build_quickstart  # noqa: E402
+from curate.view.app import Server
+from curate.view.data import Store
 
 
 @pytest.fixture()
@@ -53,7 +53,7 @@ def driver(tmp_path: Path):
 
 def _plant_payload(version: Path) -> int:
     """The payload in the problem, reasoning and answer of the train split's row 5; its index."""
-    f = sorted(glob.glob(str(version / "data" / "train-*.parquet")))[0]
+    f = min(glob.glob(str(version / "data" / "train-*.parquet")))
     df = pl.read_parquet(f)
     mark = pl.int_range(pl.len()) == 5
     df = df.with_columns(pl.when(mark).then(pl.lit(PAYLOAD) + pl.col(c)).otherwise(pl.col(c)).alias(c)

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -230,7 +230,10 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
             samples_ = raw[1].get("samples") or []
             si = row.get("sample_index") or 0
             raw_sample = samples_[si] if si < len(samples_) else (samples_[0] if len(samples_) == 1 else None)
-        from .measures import audit_config, flag_measures  # polars + the audit code: loaded on first use
+        from .measures import (  # polars + the audit code: loaded on first use
+            audit_config,
+            flag_measures,
+        )
 
         if not cfg:
             cfg.append(audit_config(store.manifest))
@@ -331,10 +334,10 @@ class Server:
         host, port = self.server.servers[0].sockets[0].getsockname()[:2]
         return f"http://{host}:{port}"
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         if self.thread is not None:
             self.thread.join(timeout=10)
 
 
-__all__ = ["create_app", "serve", "parse_query", "highlight", "Server"]
+__all__ = ["Server", "create_app", "highlight", "parse_query", "serve"]

@@ -4,7 +4,8 @@ Every label and link goes through ``markupsafe.escape``; numbers are formatted b
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from markupsafe import Markup, escape
 

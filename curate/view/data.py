@@ -20,10 +20,10 @@ A JSONL input is copied once to a temporary parquet file by DuckDB (streamed, no
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
-import os
 import re
 import sqlite3
 import tempfile
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError, first_line
+from ..home import curate_home  # a leaf module: no polars before the first page
 
 try:  # the [view] extra
     import duckdb
@@ -72,9 +73,6 @@ PREVIEW_CHARS = 120
 INDEX_FORMAT = 2
 _SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_.]+?)-\d{5}-of-\d{5}\.parquet$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-from ..home import curate_home  # noqa: E402,F401  (a leaf: no polars before the first page)
 
 
 def _q(name: str) -> str:
@@ -415,10 +413,8 @@ class Store:
 
     def close(self) -> None:
         self._stop.set()
-        try:
+        with contextlib.suppress(Exception):  # stop a running index query; nothing to do if none runs
             self.con.interrupt()
-        except Exception:  # noqa: BLE001
-            pass
         if self._thread is not None:
             self._thread.join(timeout=60)
         self.con.close()
@@ -675,7 +671,7 @@ class Store:
             llo, step = math.log(lo), (math.log(hi) - math.log(lo)) / bins
             got = self._rows(f"SELECT least({bins - 1}, greatest(0, floor((ln(reasoning_chars) - ?) / ?)))::INT AS b, "
                              f"coalesce(correct, false) AS c, count(*) AS n FROM ({union}) GROUP BY b, c", [llo, step])
-            edges = [int(round(math.exp(llo + i * step))) for i in range(bins + 1)]
+            edges = [round(math.exp(llo + i * step)) for i in range(bins + 1)]
             edges[0], edges[-1] = lo, hi
             correct, other = [0] * bins, [0] * bins
             for d in got:
