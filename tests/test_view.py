@@ -394,3 +394,60 @@ def test_cli_binds_loopback_and_bad_input_is_one_line(tmp_path: Path, version: P
         proc.terminate()
         proc.wait(timeout=20)
 
+
+
+SAMPLED = """
+name: sampled
+version: 0.1.0
+license: cc0-1.0
+sources:
+  - kind: file
+    path: problems.jsonl
+    fields: {problem: question, gold_answer: answer}
+stages:
+  - type: sample
+    teacher: {backend: openai, model: loop-teacher, api_key_env: LOOP_KEY, concurrency: 4}
+    n: 2
+  - type: verify
+    mode: filter
+output:
+  dir: out
+"""
+
+
+def test_sampled_version_links_rows_to_their_logged_responses(tmp_path: Path, monkeypatch) -> None:
+    """End to end: ``curate run`` with a sample stage against the loopback teacher writes the
+    request log under CURATE_HOME/<name>; the view finds each row's raw response by request hash."""
+    from curate.testing.openai_server import OpenAIServer, Reply
+
+    rows = [{"question": f"What is {i} plus 4?", "answer": str(i + 4)} for i in range(4)]
+    (tmp_path / "problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "recipe.yaml").write_text(SAMPLED)
+
+    def script(messages, params, index):
+        i = int(messages[-1]["content"].split("What is ")[1].split(" ")[0])
+        return Reply(content=f"The answer is \\boxed{{{i + 4 + index}}}.", reasoning_content=f"<b>{i}</b> plus 4, sample {index}")
+
+    with OpenAIServer(script=script) as srv:
+        env = {**os.environ, "OPENAI_BASE_URL": srv.base_url, "LOOP_KEY": "sk-test", "CURATE_HOME": str(tmp_path / ".curate")}
+        r = subprocess.run([CURATE, "run", "recipe.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=240, check=False)
+        assert r.returncode == 0, r.stderr[-2000:]
+    version = tmp_path / "out" / "sampled" / "0.1.0"
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / ".curate"))
+    store = Store(version, index_dir=tmp_path / "idx")  # work folder from the manifest's name
+    try:
+        assert store.work_dir == tmp_path / ".curate" / "sampled"
+        with Server(store) as base:
+            for split in ("train", "rejected"):
+                df = pl.read_parquet(sorted(glob.glob(str(version / "data" / f"{split}-*.parquet"))))
+                assert df["request_hash"].null_count() == 0
+                for k in range(df.height):
+                    page = get(f"{base}/trace/{split}/0/{k}")
+                    assert 'id="raw"' in page, (split, k)
+                    # this sample's own logged text, escaped
+                    raw = re.search(r'<h3>this sample</h3><pre class="text">(.*?)</pre>', page, re.DOTALL)
+                    assert raw and f"&lt;b&gt;{df['problem'][k].split()[2]}&lt;/b&gt; plus 4, sample {df['sample_index'][k]}" \
+                        in raw.group(1), (split, k)
+    finally:
+        store.close()
