@@ -13,7 +13,7 @@ from curate.sampling import SampleConfig, sample_rows
 from curate.stages.base import Context
 from curate.tokenizer import tokenizer_tag
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]  # the first test also starts vLLM (~1 min)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -10,7 +10,7 @@ from curate.sampling import SampleConfig, sample_rows
 from curate.stages.base import Context
 from curate.tokenizer import tokenizer_tag
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]  # the first test also starts vLLM (~1 min)
 
 
 def problems(k: int = 3) -> pl.DataFrame:
