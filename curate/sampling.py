@@ -43,12 +43,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from . import columns, traces
+from .backends.base import Backend, Request, Sink, as_count, as_text  # noqa: F401
+from .backends.base import Strict as _Strict
+from .backends.openai_compat import OpenAITeacher
+from .backends.transformers_local import TransformersTeacher
+from .backends.vllm_offline import VLLMTeacher
 from .errors import BackendError, BudgetExceeded, RecipeError
 
 if TYPE_CHECKING:
@@ -77,82 +82,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- configuration
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class OpenAITeacher(_Strict):
-    """Any OpenAI-compatible chat endpoint (OpenAI, DeepSeek, ``vllm serve``, SGLang, ...)."""
-
-    backend: Literal["openai"] = "openai"
-    model: str
-    base_url: str | None = None
-    """Default: ``$<base_url_env>`` (``OPENAI_BASE_URL``), else the OpenAI API."""
-    base_url_env: str = "OPENAI_BASE_URL"
-    api_key_env: str = "OPENAI_API_KEY"
-    """Name of the environment variable holding the key (keys never go in a recipe). Unset with a
-    ``base_url`` (a local server): the key ``EMPTY`` is sent."""
-    concurrency: int = Field(64, ge=1, le=8192)
-    client: Literal["openai", "aiohttp"] = "openai"
-    """``openai``: the official AsyncOpenAI client; ``aiohttp``: a bare aiohttp session (less CPU per
-    request, for loopback/LAN servers at high concurrency)."""
-    rpm: float | None = Field(None, gt=0)
-    """Requests-per-minute limit (aiolimiter)."""
-    tpm: float | None = Field(None, gt=0)
-    """Tokens-per-minute limit; each request reserves its estimated prompt + ``max_tokens * n``."""
-    timeout: float = Field(600.0, gt=0)
-    """Per-request timeout in seconds."""
-    max_retries: int = Field(6, ge=0)
-    """Retries on 429 / 5xx / 408 / timeouts / connection errors / malformed bodies."""
-    backoff_initial: float = Field(1.0, ge=0)
-    backoff_max: float = Field(60.0, ge=0)
-    native_n: bool = True
-    """Ask for ``n`` choices in one request; false = fan out ``n`` requests with ``n=1``."""
-    token_ids: bool = False
-    """Send ``return_tokens_as_token_ids`` (vLLM servers) so logprob tokens carry exact ids."""
-    @field_validator("api_key_env", "base_url_env")
-    @classmethod
-    def _env_name(cls, v: str, info: Any) -> str:
-        from .yamlio import check_env_name
-
-        return check_env_name(v, info.field_name)
-
-    tokenizer: str | None = None
-    """The teacher's tokenizer (a local path or hub id, loaded with ``transformers.AutoTokenizer``) when
-    logprobs are kept: the ``tokenizer`` column then reads ``<model>@<vocabulary hash>``, which offline KD
-    checks against the student. Unset: ``<model>@`` (no hash; training then needs ``kd.check_tokenizer: false``)."""
-
-
-class VLLMTeacher(_Strict):
-    """In-process ``vllm.LLM`` (needs ``pip install 'curate[vllm]'`` and a GPU)."""
-
-    backend: Literal["vllm"] = "vllm"
-    model: str
-    tensor_parallel_size: int = Field(1, ge=1)
-    dtype: str = "auto"
-    max_model_len: int | None = None
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    trust_remote_code: bool = False
-    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
-    chunk_size: int = Field(1024, ge=1)
-    """Requests per ``LLM.chat`` call; each finished chunk is logged durably."""
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Passed to ``vllm.LLM`` as is (e.g. ``enable_prefix_caching``)."""
-
-
-class TransformersTeacher(_Strict):
-    """A local Hugging Face model (path or hub id) with ``generate``, batched, CPU or GPU."""
-
-    backend: Literal["transformers"] = "transformers"
-    model: str
-    device: str = "auto"
-    """``auto`` = cuda when available, else cpu."""
-    dtype: str = "auto"
-    batch_size: int = Field(8, ge=1)
-    trust_remote_code: bool = False
-    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-
 TeacherConfig = Annotated[Union[OpenAITeacher, VLLMTeacher, TransformersTeacher], Field(discriminator="backend")]
 
 
@@ -238,19 +167,6 @@ def split_reasoning(content: str | None, reasoning_content: str | None = None) -
 
 
 # --------------------------------------------------------------------------- requests
-@dataclass
-class Request:
-    key: str
-    """The request hash (the durable log's key)."""
-    pos: int
-    """Row position of the problem in the input frame."""
-    sample_index: int
-    """Index of the first sample this request produces."""
-    n: int
-    messages: list[dict]
-    seed: int | None
-
-
 def sampling_params(cfg: SampleConfig) -> dict:
     """The backend-independent sampling parameters that enter the request hash."""
     return {
@@ -396,28 +312,6 @@ class RequestLog:
 
 
 # --------------------------------------------------------------------------- backends
-class Sink(Protocol):
-    stop_reason: str | None
-
-    def done(self, req: Request, payload: dict) -> None: ...
-    def failed(self, req: Request, error: str) -> None: ...
-
-
-class Backend(Protocol):
-    teacher: str
-    tokenizer: str | None
-
-    def run(self, requests: list[Request], sink: Sink) -> None:
-        """Send ``requests``; call ``sink.done(req, payload)`` / ``sink.failed(req, text)`` for each one,
-        and stop starting new work once ``sink.stop_reason`` is set.
-
-        ``payload = {"samples": [{content, reasoning_content, finish_reason, completion_tokens,
-        token_ids?, topk_ids?, topk_logprobs?, topk_tokens?}, ...] (req.n of them),
-        "prompt_tokens": int | None, "completion_tokens": int | None}``.
-        """
-        ...
-
-
 def make_backend(cfg: SampleConfig) -> Backend:
     t = cfg.teacher
     if isinstance(t, OpenAITeacher):
@@ -431,40 +325,6 @@ def make_backend(cfg: SampleConfig) -> Backend:
     from .backends.transformers_local import TransformersBackend
 
     return TransformersBackend(t, cfg)
-
-
-def as_text(v: Any, what: str) -> str | None:
-    """A message's ``content`` / ``reasoning_content`` as text. Some OpenAI-compatible providers send a
-    list of parts (``[{"type": "text", "text": ...}, ...]``): the text parts are joined, other parts
-    (images, refusals) are skipped. Anything else is not text: ``ValueError`` (a per-row failure)."""
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, list):
-        out = []
-        for part in v:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                out.append(part["text"])
-            elif isinstance(part, dict) and part.get("text") is None:
-                continue  # a non-text part
-            else:
-                raise ValueError(f"{what}: a part of type {type(part).__name__} is not text")
-        return "".join(out)
-    raise ValueError(f"{what} is a {type(v).__name__}, not text")
-
-
-def as_count(v: Any) -> int | None:
-    """A token count from a server's ``usage`` (``None`` when absent or not a count, e.g. ``"n/a"``)."""
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, int):
-        return v if v >= 0 else None
-    if isinstance(v, float):
-        return int(v) if math.isfinite(v) and v >= 0 else None
-    if isinstance(v, str) and v.strip().isdigit():
-        return int(v.strip())
-    return None
 
 
 def normalize_payload(payload: Any, n: int) -> dict | None:
@@ -660,7 +520,9 @@ class _Run:
         self._queue.put(("ok", req, payload))
 
     def failed(self, req: Request, error: str) -> None:
-        from .yamlio import mask_secrets  # error texts become row data: nothing key-shaped rides along
+        from .yamlio import (
+            mask_secrets,  # error texts become row data: nothing key-shaped rides along
+        )
 
         error = mask_secrets(" ".join(str(error).split()))[:500]
         with self._lock:
@@ -820,7 +682,9 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
             "raise the budget and re-run to resume"
         )
     if cfg.teacher.backend == "openai" and tokenizer is None and cfg.logprobs is not None:
-        from .backends.openai_compat import tokenizer_column  # everything came from the log
+        from .backends.openai_compat import (
+            tokenizer_column,  # everything came from the log
+        )
 
         tokenizer = tokenizer_column(cfg.teacher)
     return _assemble(problems, rows, requests, results, run.failures, cfg, teacher, tokenizer)

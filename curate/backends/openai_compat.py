@@ -29,20 +29,65 @@ import os
 import random
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field, field_validator
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from ..errors import BackendError
-from ..sampling import OpenAITeacher, Request, SampleConfig, Sink, as_count, as_text
+from .base import Request, Sink, Strict, as_count, as_text
 
 if TYPE_CHECKING:
     import openai
+
+    from ..sampling import SampleConfig
 
 try:
     import aiohttp as _aiohttp
 except ImportError:  # pragma: no cover - depends on the environment
     _aiohttp = None
+
+class OpenAITeacher(Strict):
+    """Any OpenAI-compatible chat endpoint (OpenAI, DeepSeek, ``vllm serve``, SGLang, ...)."""
+
+    backend: Literal["openai"] = "openai"
+    model: str
+    base_url: str | None = None
+    """Default: ``$<base_url_env>`` (``OPENAI_BASE_URL``), else the OpenAI API."""
+    base_url_env: str = "OPENAI_BASE_URL"
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable holding the key (keys never go in a recipe). Unset with a
+    ``base_url`` (a local server): the key ``EMPTY`` is sent."""
+    concurrency: int = Field(64, ge=1, le=8192)
+    client: Literal["openai", "aiohttp"] = "openai"
+    """``openai``: the official AsyncOpenAI client; ``aiohttp``: a bare aiohttp session (less CPU per
+    request, for loopback/LAN servers at high concurrency)."""
+    rpm: float | None = Field(None, gt=0)
+    """Requests-per-minute limit (aiolimiter)."""
+    tpm: float | None = Field(None, gt=0)
+    """Tokens-per-minute limit; each request reserves its estimated prompt + ``max_tokens * n``."""
+    timeout: float = Field(600.0, gt=0)
+    """Per-request timeout in seconds."""
+    max_retries: int = Field(6, ge=0)
+    """Retries on 429 / 5xx / 408 / timeouts / connection errors / malformed bodies."""
+    backoff_initial: float = Field(1.0, ge=0)
+    backoff_max: float = Field(60.0, ge=0)
+    native_n: bool = True
+    """Ask for ``n`` choices in one request; false = fan out ``n`` requests with ``n=1``."""
+    token_ids: bool = False
+    """Send ``return_tokens_as_token_ids`` (vLLM servers) so logprob tokens carry exact ids."""
+    @field_validator("api_key_env", "base_url_env")
+    @classmethod
+    def _env_name(cls, v: str, info: Any) -> str:
+        from ..yamlio import check_env_name
+
+        return check_env_name(v, info.field_name)
+
+    tokenizer: str | None = None
+    """The teacher's tokenizer (a local path or hub id, loaded with ``transformers.AutoTokenizer``) when
+    logprobs are kept: the ``tokenizer`` column then reads ``<model>@<vocabulary hash>``, which offline KD
+    checks against the student. Unset: ``<model>@`` (no hash; training then needs ``kd.check_tokenizer: false``)."""
+
 
 _MAX_RETRY_AFTER = 300.0
 

@@ -13,10 +13,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from ..errors import BackendError, require
-from ..sampling import Request, SampleConfig, Sink, TransformersTeacher, with_prefill
+from ..traces import with_prefill
+from .base import Request, Sink, Strict
+
+if TYPE_CHECKING:
+    from ..sampling import SampleConfig
+
+
+class TransformersTeacher(Strict):
+    """A local Hugging Face model (path or hub id) with ``generate``, batched, CPU or GPU."""
+
+    backend: Literal["transformers"] = "transformers"
+    model: str
+    device: str = "auto"
+    """``auto`` = cuda when available, else cpu."""
+    dtype: str = "auto"
+    batch_size: int = Field(8, ge=1)
+    trust_remote_code: bool = False
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
 def _dtype(torch: Any, name: str, device: str) -> Any:

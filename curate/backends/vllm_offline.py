@@ -23,10 +23,33 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from ..errors import BackendError, MissingExtraError
-from ..sampling import Request, SampleConfig, Sink, VLLMTeacher, with_prefill
+from ..traces import with_prefill
+from .base import Request, Sink, Strict
+
+if TYPE_CHECKING:
+    from ..sampling import SampleConfig
+
+
+class VLLMTeacher(Strict):
+    """In-process ``vllm.LLM`` (needs ``pip install 'curate[vllm]'`` and a GPU)."""
+
+    backend: Literal["vllm"] = "vllm"
+    model: str
+    tensor_parallel_size: int = Field(1, ge=1)
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    trust_remote_code: bool = False
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    chunk_size: int = Field(1024, ge=1)
+    """Requests per ``LLM.chat`` call; each finished chunk is logged durably."""
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Passed to ``vllm.LLM`` as is (e.g. ``enable_prefix_caching``)."""
 
 
 def import_vllm() -> Any:
