@@ -540,9 +540,12 @@ class Store:
                 n = self._fts(sp, "SELECT count(*) FROM fts WHERE fts MATCH ?", qy.q) or [(0,)]
                 rows = self._at_rids(sp, [r[0] for r in got])
                 return {"rows": rows[: qy.per], "more": len(got) > qy.per, "total": int(n[0][0]), "search_mode": mode}
+            import numpy as np
             import pyarrow as pa
 
-            rids = [r[0] for r in self._fts(sp, "SELECT rowid FROM fts WHERE fts MATCH ?", qy.q) or []]
+            # every match, as one comma-joined string built inside SQLite (much faster than a row per match)
+            got = self._fts(sp, "SELECT group_concat(rowid) FROM fts WHERE fts MATCH ?", qy.q) or [(None,)]
+            rids = np.fromstring(got[0][0], dtype=np.int64, sep=",") if got[0][0] else np.zeros(0, np.int64)
             register["_hits"] = pa.table({"rid": pa.array(rids, pa.int64())})
             join = "SEMI JOIN _hits h ON h.rid = t.rid"
         elif qy.q:  # no search index yet: a substring scan of the shards
@@ -560,6 +563,17 @@ class Store:
             order = f"ORDER BY {_q(qy.sort)} {'DESC' if qy.desc else 'ASC'} NULLS LAST, rid"
         rel = self._rel(sp, needs | set(self._shown(sp)))
         sel = ", ".join(["t.rid", "t._file", "t._row", *(f"t.{_q(c)}" for c in self._shown(sp))])
+        if join:  # the search matches joined once: the page and the count from one materialised result
+            key = f", t.{_q(qy.sort)} AS _key" if sorted_ else ""
+            order_m = f"ORDER BY _key {'DESC' if qy.desc else 'ASC'} NULLS LAST, rid" if sorted_ else "ORDER BY rid"
+            keys = self._rows(f"WITH m AS MATERIALIZED (SELECT t.rid{key} FROM {self._rel(sp, needs)} t {join} "
+                              f"WHERE {cond}) SELECT rid, (SELECT count(*) FROM m) AS _total FROM m {order_m} "
+                              "LIMIT ? OFFSET ?", params + [qy.per + 1, qy.page * qy.per], register)
+            if keys or qy.page == 0:
+                total = int(keys[0]["_total"]) if keys else 0
+                pos = {k["rid"]: i for i, k in enumerate(keys[: qy.per])}
+                rows = sorted(self._at_rids(sp, list(pos)), key=lambda r: pos[r["rid"]])
+                return {"rows": rows, "more": len(keys) > qy.per, "total": total, "search_mode": mode}
         rows = self._rows(f"SELECT {sel} FROM {rel} t {join} WHERE {cond} {order} LIMIT ? OFFSET ?",
                           params + [qy.per + 1, qy.page * qy.per], register)
         more = len(rows) > qy.per
