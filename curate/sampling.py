@@ -57,7 +57,7 @@ from .backends.vllm_offline import VLLMTeacher
 from .errors import BackendError, BudgetExceeded, RecipeError
 
 if TYPE_CHECKING:
-    from .stages.base import Context
+    from .context import Context
 
 DEFAULT_USER_TEMPLATE = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}."
 
@@ -743,7 +743,7 @@ def finish_stage_sampling(out: pl.DataFrame, ctx: "Context", key: str, *, flatte
     * failed rows get ``drop_reason: teacher_error`` (a caller that aggregates rows, like the
       difficulty probe, also skips them by ``finish_reason``).
     """
-    from .stages.base import mark_drop
+    from .context import mark_drop
 
     stats = ctx.stats.pop(key, None)
     if isinstance(stats, dict):

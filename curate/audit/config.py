@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ..stages.base import StageConfig
+from ..context import StageConfig
 
 #: Every flag the audit can set, in report order.
 ALL_FLAGS: tuple[str, ...] = (

@@ -6,6 +6,7 @@ code on the driver."""
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
@@ -13,7 +14,10 @@ import pyarrow as pa
 from ..audit.config import AuditConfig
 from ..audit.flags import audit_frame, measure
 from ..stages.base import Context, Stage
-from .ray_engine import ROW, RayEngine, distributed, rebind
+
+if TYPE_CHECKING:
+    from .ray_engine import RayEngine
+from .ray_common import ROW, distributed, rebind
 
 INPUTS = ("reasoning", "answer_text", "problem")
 

@@ -7,14 +7,17 @@ the stats and the drop reasons on the driver."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import polars as pl
 import pyarrow as pa
 
 from ..dedup.contamination import BenchmarkIndex, Match
 from ..stages.base import Context, Stage
-from .ray_engine import ROW, RayEngine, distributed, rebind
+
+if TYPE_CHECKING:
+    from .ray_engine import RayEngine
+from .ray_common import ROW, distributed, rebind
 
 _ARRAYS = ("ng_hash", "ng_row", "ng_df", "sigs", "set_offsets", "set_values")
 

@@ -16,17 +16,26 @@ similarities, hence the same components; the ``dedup`` stage's own code then app
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from ..dedup.cluster import DedupResult, cluster_labels
-from ..dedup.minhash import MinHashParams, estimated_jaccard, make_lsh, shingle_sets, signatures
+from ..dedup.minhash import (
+    MinHashParams,
+    estimated_jaccard,
+    make_lsh,
+    shingle_sets,
+    signatures,
+)
 from ..dedup.text import jaccard
 from ..stages.base import Context, Stage
-from .ray_engine import ROW, RayEngine, distributed, rebind
+
+if TYPE_CHECKING:
+    from .ray_engine import RayEngine
+from .ray_common import ROW, distributed, rebind
 
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], dtype=np.uint64)
 

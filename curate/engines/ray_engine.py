@@ -26,7 +26,6 @@ import logging
 import os
 import socket
 import threading
-import types
 from typing import Any, Callable
 
 import polars as pl
@@ -35,64 +34,15 @@ import pyarrow as pa
 from .. import errors
 from ..errors import BackendError, CurateError, require
 from ..stages.base import Context, Stage
-
-ROW = "_ray_row"
-"""Row index carried through every distributed map, so results line up with the input rows."""
-ERROR = "_ray_curate_error"
-
-DISTRIBUTED: dict[str, Callable[["RayEngine", Stage, pl.DataFrame, Context], pl.DataFrame]] = {}
-"""Stage type -> distributed implementation ``fn(engine, stage, df, ctx) -> df``."""
-
-
-def distributed(stage_type: str):
-    """Register a distributed implementation for a stage type."""
-
-    def deco(fn):
-        DISTRIBUTED[stage_type] = fn
-        return fn
-
-    return deco
-
-
-def rebind(func: Callable, **kernels: Callable) -> Callable:
-    """``func`` with some of the global names it calls bound to other functions (no global state is
-    touched: the copy gets its own globals). Raises if ``func`` no longer uses one of the names, so a
-    refactor of the stage cannot silently turn the distributed path into a local one."""
-    code = func.__code__
-    missing = [k for k in kernels if k not in code.co_names]
-    if missing:
-        raise CurateError(
-            f"engine ray: {func.__qualname__} no longer calls {', '.join(missing)}; "
-            "update curate/engines/ray_*.py"
-        )
-    glb = dict(func.__globals__)
-    glb.update(kernels)
-    out = types.FunctionType(code, glb, func.__name__, func.__defaults__, func.__closure__)
-    out.__kwdefaults__ = dict(func.__kwdefaults__) if func.__kwdefaults__ else None
-    return out
-
-
-class _ArrowMap:
-    """The picklable callable handed to ``map_batches``: pyarrow batch -> ``fn(batch, *args)``."""
-
-    def __init__(self, fn: Callable[..., pa.Table], args: tuple):
-        self.fn, self.args = fn, args
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        try:
-            return self.fn(batch, *self.args)
-        except CurateError as e:  # Ray Data drops the cause of a UDF's exception: send it back as data
-            return pa.table({ERROR: [type(e).__name__], "message": [str(e)]})
-
-
-def _polars_batch(batch: pa.Table, fn: Callable, *args: Any) -> pa.Table:
-    """Adapter: a polars batch function (the stage-side view) over a pyarrow batch (Ray's view)."""
-    df = pl.from_arrow(batch)
-    assert isinstance(df, pl.DataFrame)
-    out = fn(df, *args)
-    if ROW not in out.columns:
-        raise CurateError(f"engine ray: the batch function {getattr(fn, '__qualname__', fn)} dropped the row index")
-    return out.to_arrow()
+from .ray_common import (  # noqa: F401
+    DISTRIBUTED,
+    ERROR,
+    ROW,
+    _ArrowMap,
+    _polars_batch,
+    distributed,
+    rebind,
+)
 
 
 def _stage_map_batch(df: pl.DataFrame, stage: Stage, ctx: Context) -> pl.DataFrame:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -36,7 +36,10 @@ from ..sampling import (
     sample_rows,
 )
 from ..stages.base import Context, Stage
-from .ray_engine import RayEngine, distributed, rebind
+
+if TYPE_CHECKING:
+    from .ray_engine import RayEngine
+from .ray_common import distributed, rebind
 
 
 class _Collect:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
 
 from ..stages.base import Context, Stage
 from ..verify import VERDICTS, VerifyConfig, verify_frame
-from .ray_engine import ROW, RayEngine, distributed, rebind
+
+if TYPE_CHECKING:
+    from .ray_engine import RayEngine
+from .ray_common import ROW, distributed, rebind
 
 INPUTS = ("gold_answer", "problem", "answer_text", "reasoning", "finish_reason", "problem_id")
 OUTPUTS = ("pred_answer", "verdict", "correct")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..stages.base import StageConfig
+from ..context import StageConfig
 
 Extractor = Literal[
     "choice", "final_answer", "boxed", "answer_tag", "answer", "hash", "whole", "math_verify", "last_number"
