@@ -519,8 +519,10 @@ class Store:
             return []
         shown = self._shown(sp)
         rel = self._rel(sp, set(shown))
-        sel = ", ".join(["rid", "_file", "_row", *map(_q, shown)])
-        return self._rows(f"SELECT {sel} FROM {rel} WHERE rid IN ({', '.join('?' for _ in rids)}) ORDER BY rid", list(rids))
+        sel = ", ".join(["t.rid", "t._file", "t._row", *(f"t.{_q(c)}" for c in shown)])
+        # a semi join on the list (a hash probe) is several times faster than ``rid IN (...)`` here
+        return self._rows(f"SELECT {sel} FROM {rel} t SEMI JOIN (SELECT unnest(?::BIGINT[]) AS rid) k ON k.rid = t.rid "
+                          "ORDER BY t.rid", [list(rids)])
 
     def page(self, qy: Query) -> dict[str, Any]:
         """One table page: ``rows``, ``more`` (a next page exists), ``total`` (None when a text search
@@ -574,8 +576,15 @@ class Store:
                 pos = {k["rid"]: i for i, k in enumerate(keys[: qy.per])}
                 rows = sorted(self._at_rids(sp, list(pos)), key=lambda r: pos[r["rid"]])
                 return {"rows": rows, "more": len(keys) > qy.per, "total": total, "search_mode": mode}
-        rows = self._rows(f"SELECT {sel} FROM {rel} t {join} WHERE {cond} {order} LIMIT ? OFFSET ?",
-                          params + [qy.per + 1, qy.page * qy.per], register)
+        if sorted_ and rel.startswith('"idx_'):
+            # top-N over the sort key and rid only, then the page's columns (a wide top-N costs 10x more)
+            keys = self._rows(f"SELECT t.rid FROM {rel} t {join} WHERE {cond} {order} LIMIT ? OFFSET ?",
+                              params + [qy.per + 1, qy.page * qy.per], register)
+            pos = {k["rid"]: i for i, k in enumerate(keys)}
+            rows = sorted(self._at_rids(sp, list(pos)), key=lambda r: pos[r["rid"]])
+        else:
+            rows = self._rows(f"SELECT {sel} FROM {rel} t {join} WHERE {cond} {order} LIMIT ? OFFSET ?",
+                              params + [qy.per + 1, qy.page * qy.per], register)
         more = len(rows) > qy.per
         rows = rows[: qy.per]
         if mode == "scan":
