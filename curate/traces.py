@@ -85,6 +85,12 @@ def reasoning_of(content: str | None) -> str:
     return s.reasoning if s.status == "ok" else ""
 
 
+def ends_inside_think(text: str | None) -> bool:
+    """The text ends inside an unclosed think block (e.g. a generation prompt that prefills ``<think>\\n``)."""
+    t = text or ""
+    return t.rfind(OPEN) > t.rfind(CLOSE)
+
+
 def prompt_prefills_think(prompt_text: str | None) -> bool:
     """Whether a rendered generation prompt already opened the think block (R1-distill / QwQ templates)."""
     return bool(prompt_text) and prompt_text.rstrip().endswith(OPEN)

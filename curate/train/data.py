@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .. import traces
 from ..errors import SourceError
 from .config import CurriculumConfig, DatasetConfig
 from ..tokenizer import split_tag, tokenizer_hash
@@ -110,11 +111,6 @@ def apply_curriculum(ds, cfg: CurriculumConfig, seed: int, where: str = "dataset
 # ---------------------------------------------------------------------------------------------- row shapes
 
 
-def _think(reasoning: str | None, answer: str | None) -> str:
-    reasoning, answer = (reasoning or "").strip(), (answer or "").strip()
-    return f"<think>\n{reasoning}\n</think>\n\n{answer}" if reasoning else answer
-
-
 def _as_messages(value: Any) -> list[dict] | None:
     if isinstance(value, str):
         try:
@@ -144,7 +140,7 @@ def to_prompt_completion(row: dict, where: str = "dataset") -> dict:
     if cmsgs is None and isinstance(completion, str):
         cmsgs = [{"role": "assistant", "content": completion}]
     if cmsgs is None and (row.get("reasoning") or row.get("answer_text")):
-        cmsgs = [{"role": "assistant", "content": _think(row.get("reasoning"), row.get("answer_text"))}]
+        cmsgs = [{"role": "assistant", "content": traces.join(row.get("reasoning"), row.get("answer_text"))}]
     if cmsgs is None:
         raise SourceError(f"{where}: a row has a prompt but no completion (fields completion or reasoning/answer_text)")
     return {"prompt": pmsgs, "completion": cmsgs}
@@ -166,16 +162,10 @@ def prompt_messages(row: dict, where: str = "dataset") -> list[dict]:
     return pmsgs
 
 
-def _reasoning_of(content: str) -> str:
-    if "</think>" not in content:
-        return ""
-    return content.split("</think>")[0].split("<think>")[-1].strip()
-
-
 def template_keeps_reasoning(tokenizer, example: dict) -> bool:
     """Whether the chat template renders the assistant's <think> reasoning of the final turn of ``example``
     (some templates strip it from assistant turns). A row without reasoning tells nothing: True."""
-    reasoning = _reasoning_of(example["completion"][-1]["content"])
+    reasoning = traces.reasoning_of(example["completion"][-1]["content"])
     if not reasoning:
         return True
     text = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
@@ -201,11 +191,6 @@ def end_of_turn(tokenizer) -> str:
     return tokenizer.eos_token or ""
 
 
-def _open_think(text: str) -> bool:
-    """The text ends inside an unclosed <think> block (a generation prompt that prefills ``<think>\\n``)."""
-    return text.rfind("<think>") > text.rfind("</think>")
-
-
 def _prefilled(prompt_text: str, content: str) -> int:
     """How many leading characters of ``content`` the generation prompt already holds (a prefilled <think>)."""
     for k in range(min(len(content), 32), 0, -1):
@@ -229,7 +214,7 @@ def encode_chat(pc: dict, tokenizer, eot: str) -> dict:
     what the prompt already prefills, followed by the template's end of turn ``eot``.
     """
     prompt, content = pc["prompt"], pc["completion"][-1]["content"]
-    reasoning = _reasoning_of(content)
+    reasoning = traces.reasoning_of(content)
     p_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(prompt + pc["completion"], tokenize=False)
     fallback = not (full.startswith(p_text) and (not reasoning or reasoning[:200] in full[len(p_text):]))
@@ -238,7 +223,7 @@ def encode_chat(pc: dict, tokenizer, eot: str) -> dict:
     else:
         k = _prefilled(p_text, content)
         body = content[k:]
-        if not k and _open_think(p_text) and "<think>" not in content:
+        if not k and traces.ends_inside_think(p_text) and "<think>" not in content:
             body = ("" if p_text.endswith("\n") else "\n") + "\n</think>\n\n" + content.lstrip()
         c_text = body + eot
     return {
