@@ -175,6 +175,10 @@ def test_search_over_problem_reasoning_and_answer(server, frames) -> None:
     try:
         got = plain.page(Query("train", q="Vertex at", per=200))
         assert got["search_mode"] == "scan" and len(got["rows"]) == want("Vertex at")
+        with Server(plain) as base2:  # the page says the search scanned, and shows no count it does not have
+            page = get(f"{base2}/?q=muffins&per=200")
+            assert "substring scan" in page and 'id="total"' not in page
+            assert len(trace_links(page)) == want("muffins")
     finally:
         plain.close()
     # text that is not a word, or SQL/FTS syntax, is just text
