@@ -176,7 +176,7 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
     df, bad, infos = load_sources(recipe.sources, lr.base_dir, limit)
     from .validate import check_plan
 
-    check_plan(lr, df.columns, work)  # every `curate validate` check, before the first stage runs
+    check_plan(lr, df.columns, work, rows=df)  # every `curate validate` check, before the first stage runs
     src_key = _key(CACHE_FORMAT, lr.public.get("sources"), [i["inputs"] for i in infos], limit, recipe.seed)
     bad_rows = bad.with_columns(pl.lit("source").alias("dropped_by")) if bad.height else bad
     records = [

@@ -80,20 +80,28 @@ def probe_writable(folder: Path, what: str) -> None:
         raise RecipeError(f"{what}: cannot write in {folder} ({e.strerror or type(e).__name__})") from None
 
 
-def read_sources(lr: LoadedRecipe) -> tuple[list[str], list[str]]:
-    """(columns the sources give, notes). Local files are read as ``run`` reads them."""
+def read_sources(lr: LoadedRecipe) -> tuple[list[str], list[str], Any]:
+    """(columns the sources give, notes, the local sources' rows or None when a source is remote).
+    Local files are read as ``run`` reads them."""
+    import polars as pl
+
     columns: list[str] = []
     notes: list[str] = []
+    frames: list[Any] | None = []
     for i, src in enumerate(lr.recipe.sources):
         if isinstance(src, (FileSource, TracesSource)) and not getattr(src, "hub", False):
             df, bad, _ = load_one(src, lr.base_dir)
+            if frames is not None:
+                frames.append(df)
             cols = list(df.columns)
             notes.append(f"source {i} ({src.kind}): {df.height} rows" + (f", {bad.height} rejected" if bad.height else ""))
         else:
+            frames = None
             cols = list(PROBLEM_COLUMNS) + (list(SAMPLE_COLUMNS) if isinstance(src, TracesSource) else [])
             notes.append(f"source {i} ({src.kind}): loaded from the hub at run time (standard columns assumed)")
         columns += [c for c in cols if c not in columns]
-    return columns, notes
+    rows = pl.concat(frames, how="diagonal_relaxed") if frames else None
+    return columns, notes, rows
 
 
 def _sample_configs(cfg: Any, loc: tuple) -> Iterable[tuple[tuple, SampleConfig]]:
@@ -116,8 +124,10 @@ def _column_refs(cfg: Any, loc: tuple) -> Iterable[tuple[tuple, str, str]]:
             yield (*loc, "field"), f"'{col}'", col
 
 
-def check_plan(lr: LoadedRecipe, columns: Iterable[str], work_dir: Path | None = None) -> list[str]:
-    """Walk the stages over ``columns``; raise RecipeError (one line, file:line) on the first problem."""
+def check_plan(lr: LoadedRecipe, columns: Iterable[str], work_dir: Path | None = None, rows: Any = None) -> list[str]:
+    """Walk the stages over ``columns``; raise RecipeError (one line, file:line) on the first problem.
+    With the sources' ``rows``, a verify stage whose input would mostly lack a gold answer is refused
+    here, before any stage (a teacher in front of it) does paid work."""
     have = set(columns)
     labels = lr.stage_labels()
     work = work_dir or Path(".curate") / lr.recipe.name
@@ -138,6 +148,10 @@ def check_plan(lr: LoadedRecipe, columns: Iterable[str], work_dir: Path | None =
                     f"(columns: {', '.join(sorted(have))})"
                 )
         cls(cfg).check(Context(work_dir=work, base_dir=lr.base_dir, stage_label=label, show_progress=False))
+        if rows is not None and cfg.type == "verify":
+            from .stages.verify import check_gold
+
+            check_gold(rows, bool(getattr(cfg, "allow_missing_gold", False)), label)
         have |= set(cls.produces)
     return labels
 
@@ -146,7 +160,7 @@ def validate_recipe(path: Path, overrides: list[str] | None = None) -> list[str]
     """Raise RecipeError/SourceError on the first problem; return notes for the user."""
     lr = load_recipe(path, overrides)
     check_folders(lr)
-    columns, notes = read_sources(lr)
-    labels = check_plan(lr, columns)
+    columns, notes, rows = read_sources(lr)
+    labels = check_plan(lr, columns, rows=rows)
     notes.append(f"stages: {' -> '.join(labels) or '(none)'}")
     return notes
