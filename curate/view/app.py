@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -148,13 +149,13 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
     cfg: list[Any] = []  # the version's AuditConfig, made on the first trace page (imports polars)
     title = " ".join(str(store.manifest.get(k)) for k in ("name", "version") if store.manifest.get(k)) or store.path.name
 
-    def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200) -> Response:
-        return templates.TemplateResponse(request, name, {"title": title, "store": store, **ctx}, status_code=status)
+    def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200, background: Any = None) -> Response:
+        return templates.TemplateResponse(request, name, {"title": title, "store": store, **ctx}, status_code=status,
+                                          background=background)
 
     def index(request: Request) -> Response:  # sync: Starlette runs it on its thread pool (DuckDB blocks)
         qy = parse_query(store, request.query_params)
         res = store.page(qy)
-        store.start_index()  # the first page is out: the background index may start
         sp = store.split(qy.split)
         cols = [c for c in TABLE_COLUMNS if sp.has(c)]
 
@@ -167,7 +168,7 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
             "panel_url": url("/fragment/panel", qy.params(page=None)),
             "split_links": [(s, url("/", {"split": s}), store.splits[s].rows) for s in store.splits],
             "index_state": _state(store),
-        })
+        }, background=BackgroundTask(store.start_index))  # once the first page is sent, the index may start
 
     def panel(request: Request) -> Response:
         qy = parse_query(store, request.query_params)
