@@ -1,12 +1,15 @@
 """Benchmark: answer verification -- agreement with labeled pairs, then throughput on long traces.
 
-    python benchmarks/verify.py                       # pairs from ../shared/bench, 5,000 traces
-    python benchmarks/verify.py --pairs FILE --traces 5000 --num-proc 2
+    python benchmarks/verify.py                       # pairs from ../shared/bench + benchmarks/data, 5,000 traces
+    python benchmarks/verify.py --pairs FILE --new-pairs FILE --traces 5000 --num-proc 2
 
 Part 1 (agreement). ``--pairs`` is a JSONL of labeled (gold, pred, equivalent) rows (rows with
 ``label_flags`` are skipped: their label is a library's policy, not a fact). For each source it
 prints the share of rows where ``curate.verify`` agrees with the label, next to plain Math-Verify
-(``verify(parse(gold), parse(pred))`` with its defaults) measured in the same run.
+(``verify(parse(gold), parse(pred))`` with its defaults) measured in the same run. ``--new-pairs``
+(default: every ``benchmarks/data/*_pairs.jsonl``) are sets built from grader test suites that were
+never used to build or tune the checker (``benchmarks/data/README.md`` names each repo and commit);
+they are reported separately, the same way.
 
 Part 2 (throughput). ``--traces`` sample rows (8 samples per problem, ~10k characters of reasoning
 with inline math, then a boxed answer: 60% the gold as written, 15% an equivalent form, 25% a wrong
@@ -15,7 +18,8 @@ answer) are judged by the ``verify`` stage (worker processes, per-item timeout) 
 plain seconds / stage seconds (pool start-up included). Golds come from MATH-500 when
 ``../shared/bench`` is present, otherwise from a built-in generator.
 
-Last line: ``RESULT agreement=<ours> baseline=<plain math-verify> speedup=<plain/ours>``.
+Last line: ``RESULT agreement=<ours> baseline=<plain math-verify> agreement_new=<ours on the new sets>
+baseline_new=<plain math-verify on them> speedup=<plain/ours>``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from curate.verify import VerifyConfig, verify_frame  # noqa: E402
 logging.getLogger("math_verify").setLevel(logging.CRITICAL)
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
 DEFAULT_PAIRS = BENCH / "answers" / "answer_pairs.jsonl"
+NEW_PAIRS = sorted((Path(__file__).resolve().parent / "data").glob("*_pairs.jsonl"))
 
 
 def _cpu() -> float:
@@ -63,8 +68,9 @@ def plain_math_verify(gold: str, pred: str) -> bool:
 # ----------------------------------------------------------------------------- part 1
 
 
-def agreement(pairs_path: Path, num_proc: int) -> tuple[float, float, list[tuple[str, int, float, float]]]:
-    rows = [json.loads(line) for line in pairs_path.read_text().splitlines() if line.strip()]
+def agreement(pairs_paths: list[Path] | Path, num_proc: int) -> tuple[float, float, list[tuple[str, int, float, float]]]:
+    paths = [pairs_paths] if isinstance(pairs_paths, Path) else pairs_paths
+    rows = [json.loads(line) for p in paths for line in p.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if not r.get("label_flags")]
     df = pl.DataFrame(
         {
@@ -163,22 +169,32 @@ def make_traces(n: int, seed: int = 0, chars: int = 10_000) -> pl.DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
+    ap.add_argument("--new-pairs", type=Path, nargs="*", default=NEW_PAIRS)
     ap.add_argument("--traces", type=int, default=5000)
     ap.add_argument("--chars", type=int, default=10_000)
     ap.add_argument("--num-proc", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
     print(f"load: {os.getloadavg()[0]:.2f} (1-min average) on {os.cpu_count()} cores")
 
-    if args.pairs.exists():
-        ours_all, base_all, table = agreement(args.pairs, args.num_proc)
-        print(f"\n{'source':40s} {'rows':>5s} {'curate':>8s} {'plain-mv':>9s}")
+    def report(title: str, paths: list[Path]) -> tuple[float, float]:
+        ours, base, table = agreement(paths, args.num_proc)
+        print(f"\n{title}\n{'source':40s} {'rows':>5s} {'curate':>8s} {'plain-mv':>9s}")
         for src, n, a, b in table:
             flag = "" if a >= b else "   <-- worse than plain Math-Verify"
             print(f"{src:40s} {n:5d} {a:8.3f} {b:9.3f}{flag}")
-        print(f"{'overall':40s} {sum(t[1] for t in table):5d} {ours_all:8.3f} {base_all:9.3f}")
+        print(f"{'overall':40s} {sum(t[1] for t in table):5d} {ours:8.3f} {base:9.3f}")
+        return ours, base
+
+    if args.pairs.exists():
+        ours_all, base_all = report(f"shared labeled pairs ({args.pairs.name})", [args.pairs])
     else:
         print(f"pairs file {args.pairs} not found: agreement skipped")
         ours_all = base_all = float("nan")
+    new_paths = [p for p in args.new_pairs if p.exists()]
+    if new_paths:
+        ours_new, base_new = report("new labeled sets (never used to build the checker)", new_paths)
+    else:
+        ours_new = base_new = float("nan")
 
     df = make_traces(args.traces, chars=args.chars)
     print(f"\n{df.height} traces, mean {df['reasoning'].str.len_chars().mean():.0f} chars of reasoning, "
@@ -213,7 +229,8 @@ def main() -> None:
             print("  differs:", repr(df["gold_answer"][i]), repr(df["answer_text"][i][-80:]), out["verdict"][i])
     print(f"load after: {os.getloadavg()[0]:.2f}")
     speed = t_plain / t_ours
-    print(f"RESULT agreement={ours_all:.3f} baseline={base_all:.3f} speedup={speed:.2f}"
+    print(f"RESULT agreement={ours_all:.3f} baseline={base_all:.3f} agreement_new={ours_new:.3f} "
+          f"baseline_new={base_new:.3f} speedup={speed:.2f}"
           + ("" if diff == 0 else f" (verdicts differ on {diff} rows)"))
 
 

@@ -58,3 +58,23 @@ def test_agreement_with_qwen_grader_on_real_traces():
     # the few disagreements are grader misses (gold "10{,}000" vs "10000", "4:30 p.m." vs "4:30p..")
     assert agree >= 0.98
     assert set(out["verdict"]) <= {"correct", "incorrect", "no_answer", "unparseable"}
+
+
+NEW_SETS = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "data").glob("*_pairs.jsonl"))
+
+
+@pytest.mark.parametrize("path", NEW_SETS, ids=[p.stem for p in NEW_SETS])
+def test_agreement_with_a_grader_suite_never_used_to_build_the_checker(path):
+    """benchmarks/data: labelled sets from other graders' test suites (README names repo and commit)."""
+    rows = [r for r in _read(path) if not r.get("label_flags")]
+    assert len(rows) >= 50 and all("@" in r["source"] for r in rows)
+    df = pl.DataFrame(
+        {
+            "problem_id": [str(r["id"]) for r in rows],
+            "gold_answer": [r["gold"] for r in rows],
+            "answer_text": [r["pred"] for r in rows],
+        }
+    )
+    ours = verify_frame(df, VerifyConfig(num_proc=2, timeout_s=1), None)["correct"].to_list()
+    agree = sum(o == r["equivalent"] for o, r in zip(ours, rows)) / len(rows)
+    assert agree >= 0.9, agree

@@ -310,16 +310,20 @@ def _clearly_differ(a: Any, b: Any, strict: bool = True) -> bool:
         syms = a.free_symbols | b.free_symbols
         if (not strict and a.free_symbols != b.free_symbols) or len(syms) > 4:
             return False  # non-strict Math-Verify matches variables by position
-        points = [dict.fromkeys(syms, v) for v in _PROBES] if syms else [{}]
+        order = sorted(syms, key=str)  # distinct values per symbol: x - a must not vanish at every point
+        # (offsets > 1 apart, so a power of a difference, (x-a)^6000, is not tiny at every point)
+        points = [{x: v + 1.618 * k for k, x in enumerate(order)} for v in _PROBES] if syms else [{}]
         for pt in points:
-            va, vb = complex(a.evalf(15, subs=pt)), complex(b.evalf(15, subs=pt))
-            if any(map(math.isnan, (va.real, va.imag, vb.real, vb.imag))) or any(
-                map(math.isinf, (va.real, va.imag, vb.real, vb.imag))
+            # sympy Floats, not Python floats: 1.99^6000 has an exponent no double holds
+            va, vb = a.evalf(15, subs=pt), b.evalf(15, subs=pt)
+            if not (va.is_number and vb.is_number) or any(
+                v.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo) for v in (va, vb)
             ):
                 return False
-            if syms and (abs(va.imag) > 1e-12 or abs(vb.imag) > 1e-12):
+            ia, ib = sympy.im(va), sympy.im(vb)
+            if syms and (abs(ia) > 1e-12 * max(1, abs(va)) or abs(ib) > 1e-12 * max(1, abs(vb))):
                 continue  # outside the real domain (log of a negative): branches decide nothing here
-            if abs(va - vb) > 1e-4 * max(1.0, abs(va), abs(vb)):
+            if bool(abs(va - vb) > sympy.Float(1e-4) * sympy.Max(1, abs(va), abs(vb))):
                 return True
         return False
     except Exception:
