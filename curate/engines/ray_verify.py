@@ -1,7 +1,8 @@
 """``verify`` on Ray: :func:`curate.verify.verify_frame` over Ray Data ``map_batches``.
 
 Only the columns verification reads travel to the workers; each Ray task judges its batch in its own
-process (``num_proc: 0``: one Ray task = one CPU, per-item signal timeouts on the worker's main thread).
+process (``num_proc: 0``: one Ray task = one CPU, per-item CPU-time signal timeouts on the worker's main
+thread and the same one retry at twice the budget, so verdicts match the local engine at any load).
 The per-problem aggregates, stats and drop marking stay the ``verify`` stage's own code, on the driver.
 """
 

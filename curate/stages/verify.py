@@ -2,7 +2,7 @@
 
     - type: verify
       mode: annotate          # or filter: non-correct rows go to `rejected` (reason = verdict)
-      timeout_s: 5
+      timeout_s: 5            # CPU seconds per item (one retry at 2x); wall clock only as a backstop
       num_proc: 2             # default: the run's num_proc
       extract: [choice, final_answer, boxed, answer_tag, answer, hash, whole, math_verify, last_number]
       rules: {units: true, unordered: auto}   # every normalisation can be switched off
