@@ -133,7 +133,7 @@ def _clean_tail(ans: str) -> str:
     ans = ans.strip().strip("*").strip()
     # stop at the end of the sentence (a period followed by a space/end, not a decimal point), or at
     # a Chinese comma before more text
-    m = re.search(r"(?<!\d)\.(?:\s|$)|(?<=\d)\.(?:\s|$)|。|[，；](?=\s*[^\s\d])|\?\s|!\s", ans)
+    m = re.search(r"(?<!\d)\.(?:\s|$)|(?<=\d)\.(?:\s|$)|。|[，；](?=\s*[^\s\d])|\?\s|(?<=[A-Za-z])!\s", ans)
     if m:
         ans = ans[: m.start()]
     return ans.strip()
