@@ -67,7 +67,7 @@ NEW_SETS = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "data").
 def test_agreement_with_a_grader_suite_never_used_to_build_the_checker(path):
     """benchmarks/data: labelled sets from other graders' test suites (README names repo and commit)."""
     rows = [r for r in _read(path) if not r.get("label_flags")]
-    assert len(rows) >= 50 and all("@" in r["source"] for r in rows)
+    assert len(rows) >= 40 and all("@" in r["source"] for r in rows)
     df = pl.DataFrame(
         {
             "problem_id": [str(r["id"]) for r in rows],
