@@ -63,3 +63,16 @@ def test_vllm_server_top_logprobs_shape_keeps_the_true_topk():
     assert out["token_ids"] == [7, 343]
     assert out["topk_ids"] == [[72, 343, 199], [72, 343, 199]]
     assert out["topk_logprobs"] == [[-1.9, -2.1, -2.6], [-1.9, -2.1, -2.6]]
+
+
+def test_shipped_vllm_serve_recipe_validates():
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "vllm-serve.yaml"
+    res = CliRunner().invoke(app, ["validate", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "sample -> verify" in res.output
