@@ -230,6 +230,8 @@ FORMS = {
         ("3", "\\boxed{3\\,\\mathrm{N}}", "correct"),
         ("5", "\\boxed{5 \\text{ km/h}}", "correct"),
         ("5", "\\boxed{6\\text{ m/s}}", "incorrect"),
+        ("3", "\\boxed{3 x/y}", "incorrect"),  # algebra, not a unit
+        ("4", "\\boxed{4 m/s}", "correct"),
     ],
 }
 

@@ -201,8 +201,9 @@ _TEXT_UNIT = re.compile(
     r"(?P<u>[^\W\d_][^{}\d]*(?:\^\s*\{?\s*-?\d\s*\}?[^{}\d]*)*)\}\s*(?:\^\s*\{?\s*-?\d\s*\}?)?\s*$"
 )
 # compound SI units after a number: "4 m/s", "9.8 m/s^2", "5 km/h", "3 N\cdot m"
+_SI = r"(?:km|cm|mm|nm|µm|μm|m|kg|mg|g|s|ms|min|h|hr|N|J|kJ|W|kW|Pa|kPa|Hz|mol|K|V|A|C|L|mL|rad|Ω|°C|kWh|ft|lb|mi|mph|yd|in)"
 _COMPOUND_UNIT = re.compile(
-    r"^(?P<v>.*?\d)\s*(?:[a-zA-Zµμ°Ω]{1,4}(?:\^\{?-?\d\}?)?)(?:\s*(?:/|\\cdot|·|\*)\s*[a-zA-Zµμ°Ω]{1,4}(?:\^\{?-?\d\}?)?)+\s*$"
+    r"^(?P<v>.*?\d)\s*" + _SI + r"(?:\^\{?-?\d\}?)?(?:\s*(?:/|\\cdot|·|\*)\s*" + _SI + r"(?:\^\{?-?\d\}?)?)+\s*$"
 )
 # one-letter SI symbols, only after a space (never "5x": that is algebra)
 _SI_LETTER = re.compile(r"^(?P<v>.*?\d)\s+(?:m|s|g|N|J|W|V|K|L|A|Pa|Hz|h|C|T|F|Ω)(?:\^\{?-?\d\}?)?\s*$")
