@@ -10,8 +10,10 @@ Every finished request comes back to the driver's sink (and its log) as soon as 
   ``tpm / R`` and ``ceil(concurrency / R)``, so together they never exceed them. Default R: one per
   Ray node (the driver's single async client already saturates an API from one machine).
 * ``vllm``: one replica per tensor-parallel group: R = cluster GPUs // ``tensor_parallel_size`` (data
-  parallel), each actor reserving ``tensor_parallel_size`` GPUs. UNTESTED here (no GPU, no vllm on
-  the development machine): the code path is the same pool as for ``openai``, which the tests run.
+  parallel), each actor reserving ``tensor_parallel_size`` GPUs. A cluster without GPUs (vLLM's CPU
+  build) gets one replica reserving one CPU by default (each engine holds its own model and KV cache;
+  ``sample_replicas`` asks for more). Tested with the CPU build (tests/vllm/test_vllm_ray.py): the
+  replica's rows equal the local run's for a fixed seed.
 * ``transformers``: runs on the driver (a single local model), as with the local engine.
 """
 
@@ -108,10 +110,18 @@ class RayBackendPool:
         ray = engine.ray()
         t = cfg.teacher
         opts: dict[str, Any] = {"num_cpus": 1}
-        if isinstance(t, VLLMTeacher):  # UNTESTED (needs GPUs): one actor per tensor-parallel group
-            opts = {"num_gpus": t.tensor_parallel_size, "num_cpus": 1}
+        if isinstance(t, VLLMTeacher):  # one actor per tensor-parallel group
             gpus = int(ray.cluster_resources().get("GPU", 0))
-            auto = max(1, gpus // t.tensor_parallel_size)
+            if gpus:
+                opts = {"num_gpus": t.tensor_parallel_size, "num_cpus": 1}
+                auto = gpus // t.tensor_parallel_size
+                if auto < 1:
+                    raise errors.RecipeError(
+                        f"teacher.tensor_parallel_size: {t.tensor_parallel_size} GPUs per replica, "
+                        f"but the Ray cluster has {gpus}"
+                    )
+            else:  # vLLM's CPU build: one engine (model + KV cache) per replica, one unless asked
+                auto = 1
             self.chunk = t.chunk_size
         else:
             auto = max(1, len([n for n in ray.nodes() if n.get("Alive")]))
