@@ -9,10 +9,8 @@ columns for ``traces``.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
-import os
 import re
 import unicodedata
 from pathlib import Path
@@ -22,7 +20,9 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import columns
-from .errors import SourceError, first_line
+from .errors import SourceError
+from .readers import expand_paths as _expand  # noqa: F401
+from .readers import fingerprint_files, read_file, read_hub
 
 PROBLEM_COLUMNS = list(columns.PROBLEM_COLUMNS)  # the data contract: curate.columns
 
@@ -225,104 +225,6 @@ def split_think(text: str) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------- readers
-
-
-def _expand(paths: str | list[str], base_dir: Path, what: str) -> list[Path]:
-    items = [paths] if isinstance(paths, str) else list(paths)
-    out: list[Path] = []
-    for item in items:
-        p = Path(os.path.expanduser(item))
-        p = p if p.is_absolute() else base_dir / p
-        matches = sorted(glob.glob(str(p))) if any(c in item for c in "*?[") else [str(p)]
-        if not matches or not Path(matches[0]).exists():
-            raise SourceError(f"{p}: no such file ({what}.path)")
-        out.extend(Path(m) for m in matches)
-    return out
-
-
-def _fmt(path: Path, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    mapping = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
-    for k, v in mapping.items():
-        if suffix.startswith(k):
-            return v
-    raise SourceError(f"{path}: cannot tell the format from the extension; set format: jsonl|json|parquet|csv")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    import gzip  # .jsonl.gz is decompressed; utf-8-sig accepts a leading BOM
-
-    with (gzip.open(path, "rt", encoding="utf-8-sig") if path.suffix == ".gz" else open(path, encoding="utf-8-sig")) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise SourceError(f"{path}:{lineno}: expected a JSON object per line")
-            rows.append(obj)
-    return rows
-
-
-def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
-    kind = _fmt(path, fmt)
-    try:
-        if kind == "jsonl":
-            rows = _read_jsonl(path)
-            return pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
-        if kind == "json":
-            import gzip
-
-            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-            data = json.loads(raw.decode("utf-8-sig"))
-            if isinstance(data, dict):
-                # {"data": [...]} or {"rows": [...]} style
-                lists = [v for v in data.values() if isinstance(v, list)]
-                data = lists[0] if len(lists) == 1 else [data]
-            return pl.from_dicts(data, infer_schema_length=None) if data else pl.DataFrame()
-        if kind == "parquet":
-            return pl.read_parquet(path)
-        return pl.read_csv(path, infer_schema_length=10000)
-    except SourceError:
-        raise
-    except json.JSONDecodeError as e:
-        raise SourceError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
-    except Exception as e:  # polars/arrow parse errors
-        raise SourceError(f"{path}: cannot read as {kind}: {first_line(e)}") from None
-
-
-def read_hub(path: str, config: str | None, split: str, revision: str | None) -> tuple[pl.DataFrame, str | None]:
-    """Load a hub (or local) dataset split; also returns datasets' content fingerprint of it, which
-    changes when the data behind an unpinned revision changes (it joins the cache key)."""
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(path, config, split=split, revision=revision)
-    except Exception as e:
-        first = first_line(e)
-        raise SourceError(
-            f"hub dataset {path!r} (config={config}, split={split}): cannot load: {first}; "
-            "for offline use, point a file source at a local copy"
-        ) from None
-    df = pl.from_arrow(ds.data.table) if hasattr(ds, "data") else pl.DataFrame(ds.to_dict())
-    return df, getattr(ds, "_fingerprint", None)
-
-
-def fingerprint_files(paths: list[Path]) -> list[dict]:
-    """Content fingerprints (sha256) of input files, for the manifest and the cache key."""
-    out = []
-    for p in paths:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        out.append({"path": str(p), "bytes": p.stat().st_size, "sha256": h.hexdigest()})
-    return out
 
 
 # ----------------------------------------------------------------------------- loading

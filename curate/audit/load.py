@@ -3,13 +3,12 @@ or a hub dataset id, map its columns onto the sample columns, and write the repo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
-from ..errors import SourceError, first_line
+from ..errors import SourceError
+from ..readers import read_dataset as load_target  # the one reader (re-exported)
 from .config import AuditConfig
 from .report import write_report
 
@@ -32,80 +31,6 @@ MAPPING_TARGETS: dict[str, str] = {
     "difficulty_bucket": "difficulty_bucket",
     "pass_rate": "pass_rate",
 }
-
-
-def _read_parquets(files: list[Path], where: str) -> pl.DataFrame:
-    try:
-        return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-    except Exception as e:  # noqa: BLE001 - arrow/polars parse errors
-        raise SourceError(f"{where}: cannot read parquet: {first_line(e)}") from None
-
-
-def _from_datasets(obj: Any, where: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """(train, rejected) from a datasets Dataset or DatasetDict."""
-    if hasattr(obj, "keys"):  # DatasetDict
-        splits = list(obj.keys())
-        if not splits:
-            raise SourceError(f"{where}: the dataset has no splits")
-        main = "train" if "train" in splits else splits[0]
-        rej = obj["rejected"] if "rejected" in splits and main != "rejected" else None
-        return _arrow(obj[main]), (_arrow(rej) if rej is not None else None)
-    return _arrow(obj), None
-
-
-def _arrow(ds: Any) -> pl.DataFrame:
-    if hasattr(ds, "to_polars"):  # applies any indices mapping (select/shuffle)
-        return ds.to_polars()
-    return pl.from_arrow(ds.with_format("arrow")[:])  # type: ignore[return-value]
-
-
-def load_target(target: str | Path) -> tuple[pl.DataFrame, pl.DataFrame | None, dict | None]:
-    """(train, rejected or None, manifest or None) for a version dir, a file, a folder or a hub id."""
-    p = Path(str(target)).expanduser()
-    where = str(target)
-    if p.is_dir():
-        man = p / "manifest.json"
-        manifest = None
-        if man.is_file():
-            try:
-                manifest = json.loads(man.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{man}:{e.lineno}: malformed JSON ({e.msg})") from None
-        data = p / "data"
-        train_files = sorted(data.glob("train-*.parquet")) if data.is_dir() else []
-        if train_files:
-            rej_files = sorted(data.glob("rejected-*.parquet"))
-            rejected = _read_parquets(rej_files, where) if rej_files else None
-            return _read_parquets(train_files, where), rejected, manifest
-        if (p / "dataset_info.json").is_file() and (p / "state.json").is_file():
-            import datasets
-
-            return (*_from_datasets(datasets.load_from_disk(str(p)), where), manifest)
-        files = sorted(p.glob("*.parquet")) or sorted((p / "data").glob("*.parquet") if data.is_dir() else [])
-        if files:
-            return _read_parquets(files, where), None, manifest
-        return (*_load_hub(str(p), where), manifest)
-    if p.is_file():
-        from ..sources import read_file
-
-        return read_file(p), None, None
-    if p.suffix in (".parquet", ".jsonl", ".json", ".csv") or str(target).startswith((".", "/", "~")):
-        raise SourceError(f"{where}: no such file or folder")
-    return (*_load_hub(str(target), where), None)
-
-
-def _load_hub(name: str, where: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    import datasets
-
-    split = None
-    if ":" in name and not Path(name).exists():
-        name, split = name.rsplit(":", 1)
-    try:
-        obj = datasets.load_dataset(name, split=split)
-    except Exception as e:  # noqa: BLE001 - network, missing repo, bad files
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise SourceError(f"{where}: cannot load dataset: {first}") from None
-    return _from_datasets(obj, where)
 
 
 def split_completions(col: pl.Expr) -> dict[str, pl.Expr]:

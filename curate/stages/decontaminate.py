@@ -113,17 +113,11 @@ class DecontaminateConfig(StageConfig):
 
 
 def _hub_frame(spec: BenchmarkSpec, path: str, config: str | None, split: str, revision: str | None) -> pl.DataFrame:
-    import datasets
+    from ..readers import read_hub
 
-    try:
-        ds = datasets.load_dataset(path, config, split=split, revision=revision)
-    except Exception as e:
-        first = (str(e).splitlines() or [e.__class__.__name__])[0][:160]
-        raise SourceError(
-            f"decontaminate: benchmark '{spec.label}' (hub {path}, config={config}, split={split}) cannot be "
-            f"loaded: {first}; download it and give a local file instead: {{name: {spec.label}, path: FILE, field: ...}}"
-        ) from None
-    return pl.from_arrow(ds.data.table)
+    df, _ = read_hub(path, config, split, revision, what=f"decontaminate: benchmark '{spec.label}' (hub)",
+                     hint=f"download it and give a local file instead: {{name: {spec.label}, path: FILE, field: ...}}")
+    return df
 
 
 def _hub_coords(spec: BenchmarkSpec) -> tuple[str, str | None, str, str | None, str]:
@@ -139,7 +133,7 @@ def load_benchmark(spec: BenchmarkSpec, ctx: Context) -> tuple[list[str], list[i
     """(texts, rows, where) of one benchmark set: the non-empty texts and their row indices in the
     benchmark file/split; raises a one-line SourceError naming file and field."""
     if spec.path:
-        from ..sources import read_file
+        from ..readers import read_file
 
         p = ctx.resolve(spec.path)
         if not p.exists():
