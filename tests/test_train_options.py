@@ -233,3 +233,10 @@ def test_eval_split_for_kd(tiny, tmp_path):
                                    eval={"split": "validation", "steps": 1})))
     assert s["eval"]["rows"] == 3 and s["eval"]["rows_dropped_too_long"] == 1  # row 11 is too long (drop)
     assert len(s["eval"]["history"]) == 2 and s["eval"]["best_metric"] is not None
+
+
+def test_eval_for_online_kd(tiny, tmp_path):
+    root, student, teacher_dir, data = tiny
+    s = _summary(run_train(_recipe(tmp_path / "r.yaml", student, data, method="online_kd", max_steps=2,
+                                   online={"teacher": str(teacher_dir)}, eval={"fraction": 0.25, "steps": 1})))
+    assert s["eval"]["rows"] >= 1 and len(s["eval"]["history"]) == 2 and s["eval"]["best_checkpoint"]
