@@ -162,85 +162,80 @@ def execute(
             engine.close()
 
 
-def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, console: Any) -> RunResult:
+def _load_sources(lr: LoadedRecipe, limit: int | None, work: Path, slog: Any) -> tuple[pl.DataFrame, pl.DataFrame, list[dict], StageRecord]:
+    """Read the sources and run every `curate validate` check on them before the first stage."""
     recipe = lr.recipe
-    work = work_dir_for(recipe.name)
-    cache_root = work / "cache"
-    cache_root.mkdir(parents=True, exist_ok=True)
-
-    from .progress import StageLog
-
-    slog = StageLog(len(recipe.stages) + 1)  # start/end line per stage (the `curate` logger)
     slog.source_start(len(recipe.sources))
     t0 = time.perf_counter()
     df, bad, infos = load_sources(recipe.sources, lr.base_dir, limit)
     from .validate import check_plan
 
-    check_plan(lr, df.columns, work, rows=df)  # every `curate validate` check, before the first stage runs
-    src_key = _key(CACHE_FORMAT, lr.public.get("sources"), [i["inputs"] for i in infos], limit, recipe.seed)
-    bad_rows = bad.with_columns(pl.lit("source").alias("dropped_by")) if bad.height else bad
-    records = [
-        StageRecord(
-            stage="source",
-            type="source",
-            version=__version__,
-            cache_key=src_key,
-            rows_in=df.height + bad.height,
-            rows_out=df.height,
-            dropped=_counts(bad),
-            seconds=round(time.perf_counter() - t0, 3),
-            stats={"sources": [{k: v for k, v in i.items() if k != "inputs"} for i in infos],
-                   **({"warnings": w} if (w := [x for i in infos for x in i.get("warnings", [])]) else {})},
+    check_plan(lr, df.columns, work, rows=df)
+    warnings = [x for i in infos for x in i.get("warnings", [])]
+    rec = StageRecord(
+        stage="source",
+        type="source",
+        version=__version__,
+        cache_key=_key(CACHE_FORMAT, lr.public.get("sources"), [i["inputs"] for i in infos], limit, recipe.seed),
+        rows_in=df.height + bad.height,
+        rows_out=df.height,
+        dropped=_counts(bad),
+        seconds=round(time.perf_counter() - t0, 3),
+        stats={"sources": [{k: v for k, v in i.items() if k != "inputs"} for i in infos],
+               **({"warnings": warnings} if warnings else {})},
+    )
+    slog.end(1, rec)
+    return df, bad, infos, rec
+
+
+def _run_stage(stage: Any, label: str, df: pl.DataFrame, ctx: Context, key: str, engine: Any,
+               lr: LoadedRecipe) -> tuple[pl.DataFrame, pl.DataFrame, StageRecord]:
+    """Run one stage (not served from the cache): (kept rows, rejected rows, its funnel record)."""
+    cls = type(stage)
+    missing = [c for c in cls.requires if c not in df.columns]
+    if missing:
+        raise RecipeError(
+            f"{lr.path}: stage '{label}' needs column(s) {', '.join(missing)} that no earlier "
+            f"source or stage produces"
         )
-    ]
-    slog.end(1, records[0])
-    rejected_parts = [bad_rows] if bad.height else []
+    start = time.perf_counter()
+    out = engine.run_stage(stage, df, ctx)
+    kept, rejected = _split_drops(out, label)
+    rec = StageRecord(stage=label, type=cls.name, version=cls.version, cache_key=key, rows_in=df.height,
+                      rows_out=kept.height, dropped=_counts(rejected), seconds=round(time.perf_counter() - start, 3),
+                      stats=ctx.stats)
+    return kept, rejected, rec
+
+
+def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, console: Any) -> RunResult:
+    from .progress import StageLog
+
+    recipe = lr.recipe
+    work = work_dir_for(recipe.name)
+    cache_root = work / "cache"
+    cache_root.mkdir(parents=True, exist_ok=True)
+    slog = StageLog(len(recipe.stages) + 1)  # start/end line per stage (the `curate` logger)
+    df, bad, infos, src_rec = _load_sources(lr, limit, work, slog)
+    records = [src_rec]
+    rejected_parts = [bad.with_columns(pl.lit("source").alias("dropped_by"))] if bad.height else []
     executed: list[str] = []
     public_stages = lr.public.get("stages") or []
     for idx, (cfg, label) in enumerate(zip(recipe.stages, lr.stage_labels())):
-        cls = get_stage(cfg.type)
-        stage = cls(cfg)
+        stage = get_stage(cfg.type)(cfg)
         pub_cfg = public_stages[idx] if idx < len(public_stages) else cfg.model_dump(mode="json")
-        ctx = Context(
-            work_dir=work,
-            base_dir=lr.base_dir,
-            seed=recipe.seed,
-            limit=limit,
-            stage_label=label,
-            resume=resume,
-            show_progress=bool(console is not None and getattr(console, "is_terminal", False)),
-        )
-        key = _key(CACHE_FORMAT, frame_fingerprint(df), cls.name, cls.version, pub_cfg, stage.fingerprint(ctx), recipe.seed)
-        cache = cache_root / key
-        hit = _load(cache) if resume else None
+        ctx = Context(work_dir=work, base_dir=lr.base_dir, seed=recipe.seed, limit=limit, stage_label=label,
+                      resume=resume, show_progress=bool(console is not None and getattr(console, "is_terminal", False)))
+        # the key is the *content* of what the stage receives, never the upstream key
+        key = _key(CACHE_FORMAT, frame_fingerprint(df), stage.name, stage.version, pub_cfg, stage.fingerprint(ctx), recipe.seed)
+        hit = _load(cache_root / key) if resume else None
         if hit is not None:
             kept, rejected, meta = hit
             rec = StageRecord(**{**meta["record"], "cached": True})
         else:
-            missing = [c for c in cls.requires if c not in df.columns]
-            if missing:
-                raise RecipeError(
-                    f"{lr.path}: stage '{label}' needs column(s) {', '.join(missing)} that no earlier "
-                    f"source or stage produces"
-                )
             slog.start(idx + 2, label, df.height)
-            start = time.perf_counter()
-            out = engine.run_stage(stage, df, ctx)
-            seconds = time.perf_counter() - start
-            kept, rejected = _split_drops(out, label)
-            rec = StageRecord(
-                stage=label,
-                type=cls.name,
-                version=cls.version,
-                cache_key=key,
-                rows_in=df.height,
-                rows_out=kept.height,
-                dropped=_counts(rejected),
-                seconds=round(seconds, 3),
-                stats=ctx.stats,
-            )
+            kept, rejected, rec = _run_stage(stage, label, df, ctx, key, engine, lr)
             if ctx.cacheable:
-                _save(cache, kept, rejected, {"record": asdict(rec)})
+                _save(cache_root / key, kept, rejected, {"record": asdict(rec)})
             executed.append(label)
         records.append(rec)
         slog.end(idx + 2, rec)
