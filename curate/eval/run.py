@@ -172,6 +172,49 @@ def _as_recipe(recipe: EvalRecipe, loaded: Any, sampling: Any) -> Any:
     return LoadedRecipe(model, Loaded(path=loaded.path, resolved=loaded.resolved, public=public, lines=loaded.lines))
 
 
+def _verified(result: Any) -> pl.DataFrame:
+    """Every sample row of the run: the verified ones and the failed requests (counted, not scored)."""
+    failed = result.rejected
+    if failed.height and "dropped_by" in failed.columns:
+        failed = failed.filter(pl.col("dropped_by") == "sample")
+    verified = pl.concat([result.train, failed], how="diagonal_relaxed") if failed.height else result.train
+    if "sample_index" in verified.columns:
+        verified = verified.sort(["problem_id", "sample_index"], maintain_order=True)
+    return verified
+
+
+def _results(recipe: EvalRecipe, loaded: Any, recipe_path: Path, result: Any, verified: pl.DataFrame,
+             summary: dict, load_s: float) -> dict[str, Any]:
+    """The content of results.json."""
+    seconds = {r.stage: r.seconds for r in result.records}
+    verdicts = {}
+    if "verdict" in verified.columns:
+        verdicts = {str(r["verdict"]): int(r["len"]) for r in verified.group_by("verdict").len().to_dicts()
+                    if r["verdict"] is not None}
+    return {
+        "name": recipe.name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": {"id": benchmark_id(recipe),
+                      **({k: v for k, v in result.inputs[0].items() if k != "inputs"} if result.inputs else {})},
+        "model": model_info(recipe),
+        "summary": summary,
+        "verdicts": verdicts,
+        "seconds": {
+            "load": round(load_s + seconds.get("source", 0.0), 3),  # benchmark (+ adapter merge)
+            "sample": seconds.get("sample", 0.0),
+            "verify": seconds.get("verify", 0.0),
+        },
+        "funnel": [
+            {"stage": r.stage, "rows_in": r.rows_in, "rows_out": r.rows_out, "dropped": r.dropped,
+             "seconds": r.seconds, "cached": r.cached}
+            for r in result.records
+        ],
+        "recipe": loaded.public,
+        "recipe_path": str(recipe_path),
+        "versions": _versions(),
+    }
+
+
 def run_eval(recipe_path: Path, overrides: list[str] | None = None, output: Path | None = None, console: Any = None) -> Path:
     """Run an eval recipe; returns the new run folder (results.json, results.md, parquet frames).
 
@@ -189,47 +232,12 @@ def run_eval(recipe_path: Path, overrides: list[str] | None = None, output: Path
                   seed=recipe.seed, stage_label="eval", show_progress=sys.stderr.isatty())
     t0 = time.perf_counter()
     sampling = with_adapter(recipe, ctx, recipe_path)
-    t_load = time.perf_counter()
+    load_s = time.perf_counter() - t0
     result = execute(_as_recipe(recipe, loaded, sampling), console=console)
-    failed = result.rejected
-    if failed.height and "dropped_by" in failed.columns:  # failed requests: counted, not scored
-        failed = failed.filter(pl.col("dropped_by") == "sample")
-    verified = pl.concat([result.train, failed], how="diagonal_relaxed") if failed.height else result.train
-    if "sample_index" in verified.columns:
-        verified = verified.sort(["problem_id", "sample_index"], maintain_order=True)
+    verified = _verified(result)
     per_prob, summary = score(verified, recipe)
-    source_info = {k: v for k, v in result.inputs[0].items() if k != "inputs"} if result.inputs else {}
-    seconds = {r.stage: r.seconds for r in result.records}
-
-    verdicts = {}
-    if "verdict" in verified.columns:
-        verdicts = {str(r["verdict"]): int(r["len"]) for r in verified.group_by("verdict").len().to_dicts() if r["verdict"] is not None}
-    results = {
-        "name": recipe.name,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "benchmark": {"id": benchmark_id(recipe), **source_info},
-        "model": model_info(recipe),
-        "summary": summary,
-        "verdicts": verdicts,
-        "seconds": {
-            "load": round(t_load - t0 + seconds.get("source", 0.0), 3),  # benchmark (+ adapter merge)
-            "sample": seconds.get("sample", 0.0),
-            "verify": seconds.get("verify", 0.0),
-        },
-        "funnel": [
-            {"stage": r.stage, "rows_in": r.rows_in, "rows_out": r.rows_out, "dropped": r.dropped,
-             "seconds": r.seconds, "cached": r.cached}
-            for r in result.records
-        ],
-        "recipe": loaded.public,
-        "recipe_path": str(recipe_path),
-        "versions": _versions(),
-    }
-
-    if output is not None:
-        run_dir = Path(output)
-    else:
-        run_dir = _new_run_dir(Path(os.path.expanduser(recipe.output.dir)), recipe.name)
+    results = _results(recipe, loaded, recipe_path, result, verified, summary, load_s)
+    run_dir = Path(output) if output is not None else _new_run_dir(Path(os.path.expanduser(recipe.output.dir)), recipe.name)
     try:
         with atomic_dir(run_dir, on_exists="error") as tmp:
             verified.write_parquet(tmp / SAMPLES)
