@@ -98,6 +98,28 @@ def _meta_fields(meta: str | None, fields: Iterable[str]) -> dict[str, Any]:
     return {f: (None if m.get(f) is None else str(m.get(f))) for f in fields}
 
 
+def _with_metrics(g: pl.DataFrame, ks: Sequence[int], maj_ks: Sequence[int]) -> pl.DataFrame:
+    """pass@k and maj@k columns from the grouped ``_oks``/``_answers`` lists (curate.verify.metrics)."""
+    n = g["n_samples"].to_numpy()
+    c = g["n_correct"].to_numpy()
+    cols: dict[str, Any] = {"pass@1": c / n}
+    for k in sorted(set(ks)):
+        if k != 1:
+            cols[f"pass@{k}"] = pass_at_k_array(n, c, k)
+    if maj_ks:
+        answers = g["_answers"].to_list()
+        oks = g["_oks"].to_list()
+        for k in sorted(set(maj_ks)):
+            vals = []
+            for ans, ok, ni in zip(answers, oks, n.tolist()):
+                vals.append(majority_score(ans[:k], ok[:k])[0] if ni >= k else math.nan)
+            cols[f"maj@{k}"] = np.asarray(vals, dtype=np.float64)
+        cols["maj_answer"] = [majority_score(a, o)[1] for a, o in zip(answers, oks)]
+    return g.drop([x for x in ("_oks", "_answers") if x in g.columns]).with_columns(
+        [pl.Series(name, vals, dtype=pl.Float64 if name != "maj_answer" else pl.Utf8) for name, vals in cols.items()]
+    )
+
+
 def per_problem(
     samples: pl.DataFrame,
     *,
@@ -143,24 +165,7 @@ def per_problem(
         aggs.append(pl.col("meta").cast(pl.Utf8).first().alias("_meta"))
     g = df.group_by("problem_id", maintain_order=True).agg(aggs)
 
-    n = g["n_samples"].to_numpy()
-    c = g["n_correct"].to_numpy()
-    cols: dict[str, Any] = {"pass@1": c / n}
-    for k in sorted(set(ks)):
-        if k != 1:
-            cols[f"pass@{k}"] = pass_at_k_array(n, c, k)
-    if maj_ks:
-        answers = g["_answers"].to_list()
-        oks = g["_oks"].to_list()
-        for k in sorted(set(maj_ks)):
-            vals = []
-            for ans, ok, ni in zip(answers, oks, n.tolist()):
-                vals.append(majority_score(ans[:k], ok[:k])[0] if ni >= k else math.nan)
-            cols[f"maj@{k}"] = np.asarray(vals, dtype=np.float64)
-        cols["maj_answer"] = [majority_score(a, o)[1] for a, o in zip(answers, oks)]
-    out = g.drop([x for x in ("_oks", "_answers") if x in g.columns]).with_columns(
-        [pl.Series(name, vals, dtype=pl.Float64 if name != "maj_answer" else pl.Utf8) for name, vals in cols.items()]
-    )
+    out = _with_metrics(g, ks, maj_ks)
     if breakdown:
         metas = out["_meta"].to_list() if "_meta" in out.columns else [None] * out.height
         rows = [_meta_fields(m, breakdown) for m in metas]
