@@ -158,11 +158,25 @@ def contamination_tables(manifest: dict) -> str:
     return "\n\n".join(parts)
 
 
-def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -> str:
+REASONING_NOTE = (
+    "The assistant turn of `messages` (and of `completion`) is `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`. "
+    "It keeps the reasoning only with a chat template that keeps it: many reasoning models' templates "
+    "(Qwen3, QwQ, DeepSeek-R1-Distill) drop the `<think>` block of assistant turns, and some prefill "
+    "`<think>\\n` after the generation prompt, so TRL's `SFTTrainer` on `messages` (or on the conversational "
+    "`prompt`/`completion` columns) with such a template trains the answers without their reasoning. "
+    "With a template that keeps it: `messages` with `SFTConfig(assistant_only_loss=True)` (the template needs "
+    "`{% generation %}` markers, e.g. TRL's training templates via `chat_template_path`), or "
+    "`prompt`/`completion` (loss on the completion by default). Otherwise render the prompt with the template "
+    "(`add_generation_prompt=True`) and train the assistant content as a text completion, or use "
+    "`curate train`, which checks every row and counts the rows trained with their reasoning."
+)
+"""The card's note on training the ``messages`` column with a template that strips or prefills <think>."""
+
+
+def _card_header(manifest: dict) -> Any:
     r = manifest["recipe"]
-    has_rejected = manifest["splits"].get("rejected", 0) > 0
     configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}]
-    if has_rejected:
+    if manifest["splits"].get("rejected", 0) > 0:
         configs.append(
             {"config_name": "rejected", "data_files": [{"split": "rejected", "path": "data/rejected-*.parquet"}]}
         )
@@ -181,7 +195,27 @@ def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -
         dataset_info=[{"config_name": c["config_name"], "dataset_name": f"{r['name']}-{r['version']}-{fp}"}
                       for c in configs],
     )
+    return header
+
+
+def _row_order(manifest: dict) -> str:
     order = manifest.get("order")
+    return (
+        "The train split is written in **curriculum order** (`curriculum_rank` ascending, "
+        "`curriculum_stage` marks the stages). Trainers should not shuffle across stages. "
+        + " ".join(
+            str(st["stats"]["description"])
+            for st in manifest.get("stages", [])
+            if st.get("type") == "curriculum" and (st.get("stats") or {}).get("description")
+        )
+        if order == "curriculum_rank"
+        else "The train split has no curriculum order; shuffle it for training."
+    )
+
+
+def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -> str:
+    r = manifest["recipe"]
+    has_rejected = manifest["splits"].get("rejected", 0) > 0
     body = [
         f"# {r['name']} v{r['version']}",
         "",
@@ -204,30 +238,11 @@ def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -
         "",
         "## Row order",
         "",
-        (
-            "The train split is written in **curriculum order** (`curriculum_rank` ascending, "
-            "`curriculum_stage` marks the stages). Trainers should not shuffle across stages. "
-            + " ".join(
-                str(st["stats"]["description"])
-                for st in manifest.get("stages", [])
-                if st.get("type") == "curriculum" and (st.get("stats") or {}).get("description")
-            )
-            if order == "curriculum_rank"
-            else "The train split has no curriculum order; shuffle it for training."
-        ),
+        _row_order(manifest),
         "",
         "## Training on the reasoning",
         "",
-        "The assistant turn of `messages` (and of `completion`) is `<think>\\n{reasoning}\\n</think>\\n\\n{answer}`. "
-        "It keeps the reasoning only with a chat template that keeps it: many reasoning models' templates "
-        "(Qwen3, QwQ, DeepSeek-R1-Distill) drop the `<think>` block of assistant turns, and some prefill "
-        "`<think>\\n` after the generation prompt, so TRL's `SFTTrainer` on `messages` (or on the conversational "
-        "`prompt`/`completion` columns) with such a template trains the answers without their reasoning. "
-        "With a template that keeps it: `messages` with `SFTConfig(assistant_only_loss=True)` (the template needs "
-        "`{% generation %}` markers, e.g. TRL's training templates via `chat_template_path`), or "
-        "`prompt`/`completion` (loss on the completion by default). Otherwise render the prompt with the template "
-        "(`add_generation_prompt=True`) and train the assistant content as a text completion, or use "
-        "`curate train`, which checks every row and counts the rows trained with their reasoning.",
+        REASONING_NOTE,
         "",
         "## Funnel",
         "",
@@ -249,7 +264,9 @@ def dataset_card(manifest: dict, recipe_text: str, audit_summary: dict | None) -
     body += ["## License", "", f"{r.get('license', 'other')}. Check the licenses of the sources and teachers.", ""]
     from huggingface_hub import DatasetCard
 
-    return str(DatasetCard("---\n" + header.to_yaml() + "\n---\n\n" + "\n".join(body)))
+    return str(DatasetCard("---\n" + _card_header(manifest).to_yaml() + "\n---\n\n" + "\n".join(body)))
+
+
 
 
 def _size_category(n: int) -> str:
