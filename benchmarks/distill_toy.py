@@ -39,12 +39,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test support: tests/support/
 
 import torch  # noqa: E402
 
 from curate.train.data import KDCollator, encode_kd  # noqa: E402
 from curate.train.kd import kd_loss_through_model  # noqa: E402
-from curate.train.tiny import make_model, make_tokenizer  # noqa: E402
+from support.tiny import make_model, make_tokenizer  # noqa: E402
 
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 19: 2.093, 29: 2.045}

@@ -5,7 +5,7 @@ measured side by side in the same run on this machine, plus an equality check of
     python benchmarks/ray_engine.py --rows 5000     # quick
     python benchmarks/ray_engine.py --address auto  # an existing cluster (ray start --head ...)
 
-Data: curate.engines.ray_synth (seeded): 4 traces per problem, right/wrong/truncated answers in
+Data: support.ray_synth (seeded): 4 traces per problem, right/wrong/truncated answers in
 several notations, exact and near-duplicate problems and reasoning. Both engines run the same stage
 objects on the same frame: ``verify`` (defaults; locally ``num_proc`` = all CPUs) and ``dedup`` on
 ``reasoning`` (sample scope, MinHash, word 5-grams). Each engine gets one untimed warm-up on 1,000
@@ -27,12 +27,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # test support: tests/support/
 
 import polars as pl  # noqa: E402
 
 from curate.engines import LocalEngine  # noqa: E402
 from curate.engines.ray_engine import RayEngine  # noqa: E402
-from curate.engines.ray_synth import write_traces  # noqa: E402
+from support.ray_synth import write_traces  # noqa: E402
 from curate.recipe import load_recipe  # noqa: E402
 from curate.registry import get_stage  # noqa: E402
 from curate.sources import load_sources  # noqa: E402

@@ -1,5 +1,5 @@
 """The transformers backend on a tiny randomly initialised Llama and a character tokenizer built in
-the test (curate.train.tiny): real generate, real chat template, raw T=1 top-k logprobs checked
+the test (support.tiny): real generate, real chat template, raw T=1 top-k logprobs checked
 against a teacher-forced forward pass."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 from curate.sampling import SampleConfig, sample_rows  # noqa: E402
 from curate.stages.base import Context  # noqa: E402
-from curate.train.tiny import save_tiny  # noqa: E402
+from support.tiny import save_tiny  # noqa: E402
 from curate.tokenizer import tokenizer_hash  # noqa: E402
 
 
@@ -85,7 +85,7 @@ def test_bad_model_path_is_one_line(tmp_path):
 def test_template_that_prefills_think(tmp_path):
     """A chat template ending in <think> (DeepSeek-R1 distills, Qwen3): the output starts inside the
     think block; without a </think> it is all reasoning (a truncated trace), never an answer."""
-    from curate.train.tiny import CHAT_TEMPLATE, make_tokenizer
+    from support.tiny import CHAT_TEMPLATE, make_tokenizer
 
     tok = make_tokenizer(chat_template=CHAT_TEMPLATE.replace("assistant\n", "assistant\n<think>\n"))
     path = str(save_tiny(tmp_path / "prefill", tokenizer=tok, hidden=32, layers=2, heads=2, max_positions=256))

@@ -23,7 +23,7 @@ def base_and_adapter(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from curate.train.tiny import save_tiny
+    from support.tiny import save_tiny
 
     root = tmp_path_factory.mktemp("lora")
     base = save_tiny(root / "base", hidden=32, layers=1, heads=2)

@@ -21,7 +21,7 @@ import yaml  # noqa: E402
 
 def test_retrained_model_in_the_same_folder_is_sampled_again(tmp_path, monkeypatch):
     from curate.eval import run_eval
-    from curate.train.tiny import make_tokenizer, save_tiny
+    from support.tiny import make_tokenizer, save_tiny
 
     monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
     tok = make_tokenizer()
@@ -59,7 +59,7 @@ def test_recipe_sample_stage_recomputes_when_the_local_teacher_changes(tmp_path,
     from typer.testing import CliRunner
 
     from curate.cli import app
-    from curate.train.tiny import make_tokenizer, save_tiny
+    from support.tiny import make_tokenizer, save_tiny
 
     monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)

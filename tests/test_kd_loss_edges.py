@@ -80,7 +80,7 @@ def test_topk_mass_above_one_is_reported():
 
 def test_encode_kd_counts_and_masks_bad_positions():
     from curate.train.data import encode_kd
-    from curate.train.tiny import make_tokenizer
+    from support.tiny import make_tokenizer
 
     tok = make_tokenizer()
     row = {"prompt": [{"role": "user", "content": "hi"}], "token_ids": [10, 11, 12, 13],

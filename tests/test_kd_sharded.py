@@ -18,7 +18,7 @@ import os, sys, torch
 import torch.distributed as dist
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1] if len(sys.argv) > 1 else "29541")
 torch.manual_seed(0); torch.set_num_threads(1)
-from curate.train.tiny import make_tokenizer, make_model
+from support.tiny import make_tokenizer, make_model
 from curate.train.kd import kd_loss_through_model
 tok = make_tokenizer()
 B, T, K = 2, 12, 4

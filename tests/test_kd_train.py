@@ -10,7 +10,7 @@ pytest.importorskip("trl")
 from curate.errors import SourceError  # noqa: E402
 from curate.train import run_train, tokenizer_hash, tokenizer_tag  # noqa: E402
 from curate.train.kd import teacher_topk  # noqa: E402
-from curate.train.tiny import make_model, make_tokenizer, save_tiny  # noqa: E402
+from support.tiny import make_model, make_tokenizer, save_tiny  # noqa: E402
 
 torch.set_num_threads(1)
 K = 32

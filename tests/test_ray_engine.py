@@ -20,7 +20,7 @@ from curate.dedup import MinHashParams, find_duplicates
 from curate.engines import get_engine
 from curate.engines.ray_dedup import ray_find_duplicates
 from curate.engines.ray_engine import RayEngine, rebind
-from curate.engines.ray_synth import write_traces
+from support.ray_synth import write_traces
 from curate.errors import CurateError
 from curate.recipe import load_recipe
 from curate.runner import execute

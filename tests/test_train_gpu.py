@@ -16,7 +16,7 @@ def test_bf16_sft_and_kd_smoke(tmp_path):
 
     from curate.train import run_train, tokenizer_tag
     from curate.train.kd import teacher_topk
-    from curate.train.tiny import make_model, make_tokenizer, save_tiny
+    from support.tiny import make_model, make_tokenizer, save_tiny
 
     tok = make_tokenizer()
     teacher = make_model(tok, hidden=256, layers=4, seed=1).eval()

@@ -19,7 +19,7 @@ from curate.cli import app  # noqa: E402
 from curate.errors import CurateError, RecipeError, SourceError  # noqa: E402
 from curate.train import run_train, tokenizer_tag  # noqa: E402
 from curate.train.kd import teacher_topk  # noqa: E402
-from curate.train.tiny import make_model, make_tokenizer, save_tiny  # noqa: E402
+from support.tiny import make_model, make_tokenizer, save_tiny  # noqa: E402
 
 torch.set_num_threads(1)
 

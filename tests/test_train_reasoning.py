@@ -14,7 +14,7 @@ trl = pytest.importorskip("trl")
 
 from curate.train import run_train  # noqa: E402
 from curate.train.data import chat_dataset, encode_chat, end_of_turn, to_prompt_completion  # noqa: E402
-from curate.train.tiny import CHAT_TEMPLATE, STRIPPING_TEMPLATE, make_model, make_tokenizer, save_tiny  # noqa: E402
+from support.tiny import CHAT_TEMPLATE, STRIPPING_TEMPLATE, make_model, make_tokenizer, save_tiny  # noqa: E402
 
 torch.set_num_threads(1)
 

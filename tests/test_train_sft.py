@@ -13,7 +13,7 @@ from curate.errors import CurateError, RecipeError, SourceError  # noqa: E402
 from curate.train import merge_lora, run_train  # noqa: E402
 from curate.train.config import TrainRecipe  # noqa: E402
 from curate.train.data import apply_curriculum, curriculum_order, load_rows  # noqa: E402
-from curate.train.tiny import STRIPPING_TEMPLATE, make_tokenizer, save_tiny  # noqa: E402
+from support.tiny import STRIPPING_TEMPLATE, make_tokenizer, save_tiny  # noqa: E402
 
 torch.set_num_threads(1)
 
