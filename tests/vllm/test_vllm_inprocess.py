@@ -27,9 +27,9 @@ def problems(k: int = 3) -> pl.DataFrame:
 
 
 def cfg(model, **kw) -> SampleConfig:
-    base = dict(teacher={"backend": "vllm", "model": str(model), "dtype": "float32", "max_model_len": 512,
+    base = {"teacher": {"backend": "vllm", "model": str(model), "dtype": "float32", "max_model_len": 512, "gpu_memory_utilization": 0.25,
                          "engine_kwargs": {"enforce_eager": True}},
-                n=2, temperature=1.0, top_p=0.95, max_tokens=12, seed=7, user_template="{problem}")
+                "n": 2, "temperature": 1.0, "top_p": 0.95, "max_tokens": 12, "seed": 7, "user_template": "{problem}"}
     base.update(kw)
     return SampleConfig(**base)
 

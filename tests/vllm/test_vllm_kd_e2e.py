@@ -11,11 +11,10 @@ import math
 import polars as pl
 import pytest
 import yaml
+from tiny_vllm import make_tokenizer, save_tiny_qwen2
 from typer.testing import CliRunner
 
 from curate.backends import vllm_offline
-
-from conftest import make_tokenizer, save_tiny_qwen2
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]  # the first test also starts vLLM (~1 min)
 
@@ -39,7 +38,7 @@ def recipe(root, name: str, teacher: dict) -> dict:
 
 def kd_recipe(data, student, out) -> dict:
     return {"method": "kd", "student": {"model": str(student)}, "dataset": {"path": str(data)},
-            "output_dir": str(out), "lora": None, "max_length": 64, "gradient_checkpointing": False,
+            "output_dir": str(out), "lora": None, "max_length": 64, "gradient_checkpointing": True,
             "optim": {"lr": 1e-2, "schedule": "constant", "warmup_ratio": 0.0},
             "max_steps": 8, "batch_size": 4, "grad_accum": 1, "logging_steps": 1, "save_steps": 1000,
             "kd": {"ce_weight": 0.0, "temperature": 1.0, "chunk_size": 16}}
@@ -56,7 +55,7 @@ def published(served, tiny_teacher, tmp_path_factory):
     teachers = {
         "served": {"backend": "openai", "model": served.model, "base_url": served.base_url, "token_ids": True,
                    "tokenizer": served.model, "max_retries": 0},
-        "inproc": {"backend": "vllm", "model": str(tiny_teacher), "dtype": "float32", "max_model_len": 512,
+        "inproc": {"backend": "vllm", "model": str(tiny_teacher), "dtype": "float32", "max_model_len": 512, "gpu_memory_utilization": 0.25,
                    "engine_kwargs": {"enforce_eager": True}},
     }
     out = {}

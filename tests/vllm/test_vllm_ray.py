@@ -31,7 +31,7 @@ def test_vllm_replica_on_ray_matches_local(cluster, tiny_teacher, tmp_path):
     conf = stage_cls.Config.model_validate(
         {"type": "sample", "n": 2, "temperature": 1.0, "top_p": 0.95, "max_tokens": 12, "seed": 11, "logprobs": 3,
          "user_template": "{problem}",
-         "teacher": {"backend": "vllm", "model": str(tiny_teacher), "dtype": "float32", "max_model_len": 512,
+         "teacher": {"backend": "vllm", "model": str(tiny_teacher), "dtype": "float32", "max_model_len": 512, "gpu_memory_utilization": 0.25,
                      "chunk_size": 3, "engine_kwargs": {"enforce_eager": True}}}
     )
     problems = pl.DataFrame({"problem_id": [f"p{i}" for i in range(5)], "problem": [f"What is {i} times 3?" for i in range(5)]})

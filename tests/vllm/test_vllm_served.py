@@ -21,7 +21,7 @@ def cfg(served, **kw) -> SampleConfig:
     teacher = {"backend": "openai", "model": served.model, "base_url": served.base_url, "token_ids": True,
                "tokenizer": served.model, "max_retries": 0, "concurrency": 4}
     teacher.update(kw.pop("teacher", {}))
-    base = dict(teacher=teacher, n=2, temperature=1.0, top_p=0.95, max_tokens=12, seed=7, user_template="{problem}")
+    base = {"teacher": teacher, "n": 2, "temperature": 1.0, "top_p": 0.95, "max_tokens": 12, "seed": 7, "user_template": "{problem}"}
     base.update(kw)
     return SampleConfig(**base)
 
