@@ -28,7 +28,7 @@ MAX_FUNCTION_LINES = 60
 MODULE_DEBT = {"curate/testing/openai_server.py", "curate/verify/equiv.py", "curate/view/data.py"}
 FUNCTION_DEBT = {
     "curate/backends/transformers_local.py:_generate", "curate/publish.py:publish",
-    "curate/sampling/rows.py:sample_rows", "curate/sampling/rows.py:_assemble", "curate/sources.py:_traces",
+    "curate/sampling/rows.py:_assemble", "curate/sources.py:_traces",
     "curate/stages/decontaminate.py:run", "curate/stages/dedup.py:run", "curate/stages/difficulty.py:run",
     "curate/stages/select.py:run", "curate/train/run.py:_run", "curate/verify/equiv.py:_judge_answer",
     "curate/verify/numbers.py:_render", "curate/verify/pool.py:_run", "curate/view/app.py:create_app",

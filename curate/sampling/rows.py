@@ -36,9 +36,7 @@ SAMPLE_COLUMNS = tuple(SAMPLE_SCHEMA)
 
 _sample_id = columns.sample_id  # origin = the request hash
 
-def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, log_name: str = "sample") -> pl.DataFrame:
-    """One row per teacher sample (see the module docstring); problem columns are carried over."""
-    label = ctx.stage_label or log_name
+def _check_input(problems: pl.DataFrame, cfg: SampleConfig, label: str, log_name: str) -> None:
     if "problem_id" not in problems.columns:
         raise RecipeError(f"{label}: the input has no 'problem_id' column (sampling needs problem rows)")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", log_name):
@@ -50,48 +48,43 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
                 f"{label}: {where}: {{{missing[0]}}} is not a column of the input "
                 f"(columns: {', '.join(problems.columns)})"
             )
-    seed = ctx.seed if cfg.seed is None else cfg.seed
-    rows = problems.to_dicts()
-    messages = [build_messages(r, cfg) for r in rows]
-    requests = plan_requests(messages, cfg, seed)
-    log_path = Path(ctx.work_dir) / "sampling" / f"{log_name}.sqlite"
-    log = RequestLog(log_path)
-    busy = _lock_log(log_path, label)  # two processes on one log would both pay for what is missing
-    t0 = time.perf_counter()
-    try:
-        # ``ctx.resume`` False (``curate run --no-resume``) re-sends everything (new responses replace old)
-        have = log.get_many([r.key for r in requests]) if getattr(ctx, "resume", True) else {}
-        by_key = {r.key: r for r in requests}
-        # a logged payload that cannot be used (damaged, or logged by an older version) is sent again
-        have = {k: q for k, p in have.items() if (q := normalize_payload(p, by_key[k].n)) is not None}
-        pending = [r for r in requests if r.key not in have]
-        count_tokens, token_method = _token_counter(cfg)
-        with ctx.progress(sum(r.n for r in pending), f"{label}: {cfg.teacher.model}") as bar:
-            run = _Run(log, len(requests), cfg.max_failures, cfg.budget, bar, max_tokens=cfg.max_tokens,
-                       count_tokens=count_tokens, token_method=token_method)
-            for k, p in have.items():
-                run.add_usage(p, new=False, req=by_key[k])
-            run.check_budget()
-            backend = None
-            if pending and run.stop_reason is None:
-                backend = make_backend(cfg)
-                run.start()
-                try:
-                    backend.run(pending, run)
-                finally:
-                    run.close()  # queued responses are committed first, also on Ctrl-C
-            teacher = backend.teacher if backend is not None else cfg.teacher.model
-            tokenizer = getattr(backend, "tokenizer", None) if backend is not None else None
-        results = {**have, **run.payloads}
-    finally:
-        log.close()
-        busy.release()
-    seconds = time.perf_counter() - t0
+
+
+def _send(requests: list, log: RequestLog, cfg: SampleConfig, ctx: "Context", label: str) -> tuple[dict, Any, str, Any]:
+    """Replay what the log holds, send the rest: (finished payloads by key, the run, teacher, tokenizer)."""
+    # ``ctx.resume`` False (``curate run --no-resume``) re-sends everything (new responses replace old)
+    have = log.get_many([r.key for r in requests]) if getattr(ctx, "resume", True) else {}
+    by_key = {r.key: r for r in requests}
+    # a logged payload that cannot be used (damaged, or logged by an older version) is sent again
+    have = {k: q for k, p in have.items() if (q := normalize_payload(p, by_key[k].n)) is not None}
+    pending = [r for r in requests if r.key not in have]
+    count_tokens, token_method = _token_counter(cfg)
+    with ctx.progress(sum(r.n for r in pending), f"{label}: {cfg.teacher.model}") as bar:
+        run = _Run(log, len(requests), cfg.max_failures, cfg.budget, bar, max_tokens=cfg.max_tokens,
+                   count_tokens=count_tokens, token_method=token_method)
+        run.from_log = len(have)
+        for k, p in have.items():
+            run.add_usage(p, new=False, req=by_key[k])
+        run.check_budget()
+        backend = None
+        if pending and run.stop_reason is None:
+            backend = make_backend(cfg)
+            run.start()
+            try:
+                backend.run(pending, run)
+            finally:
+                run.close()  # queued responses are committed first, also on Ctrl-C
+    teacher = backend.teacher if backend is not None else cfg.teacher.model
+    tokenizer = getattr(backend, "tokenizer", None) if backend is not None else None
+    return {**have, **run.payloads}, run, teacher, tokenizer
+
+
+def _stats(cfg: SampleConfig, run: Any, n_requests: int, seconds: float, log_path: Path) -> dict:
     stats = {
         "teacher": cfg.teacher.model,
         "backend": cfg.teacher.backend,
-        "requests": len(requests),
-        "from_log": len(have),
+        "requests": n_requests,
+        "from_log": run.from_log,
         "sent_ok": run.sent_ok,
         "failed": len(run.failures),
         "prompt_tokens": run.prompt_tokens,
@@ -106,10 +99,13 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
     }
     if cfg.budget is not None and cfg.budget.max_usd is not None:
         stats["usd"] = round(run.usd(), 6)
-    ctx.stats[log_name] = stats
+    return stats
+
+
+def _raise_on_stop(run: Any, cfg: SampleConfig, label: str, n_done: int, n_requests: int, log_path: Path) -> None:
     if run.stop_reason == "failures":
         limit = run.failure_limit()
-        why = (f"more than {limit} of {len(requests)} requests (max_failures={cfg.max_failures:g})"
+        why = (f"more than {limit} of {n_requests} requests (max_failures={cfg.max_failures:g})"
                if len(run.failures) > limit else
                f"none of the first {len(run.failures)} succeeded (max_failures={cfg.max_failures:g})")
         raise BackendError(
@@ -117,19 +113,37 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
             f"last error: {run.last_error}. Finished responses are kept in {log_path}; fix the endpoint and "
             "re-run to resume"
         )
-    if run.stop_reason and len(results) < len(requests):  # a budget reached with work left
-        done = len(results)
+    if run.stop_reason and n_done < n_requests:  # a budget reached with work left
         raise BudgetExceeded(
-            f"{label}: {run.budget_message()}; {done}/{len(requests)} requests done and kept in {log_path}; "
+            f"{label}: {run.budget_message()}; {n_done}/{n_requests} requests done and kept in {log_path}; "
             "raise the budget and re-run to resume"
         )
+
+
+def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, log_name: str = "sample") -> pl.DataFrame:
+    """One row per teacher sample (see the package docstring); problem columns are carried over."""
+    label = ctx.stage_label or log_name
+    _check_input(problems, cfg, label, log_name)
+    seed = ctx.seed if cfg.seed is None else cfg.seed
+    rows = problems.to_dicts()
+    requests = plan_requests([build_messages(r, cfg) for r in rows], cfg, seed)
+    log_path = Path(ctx.work_dir) / "sampling" / f"{log_name}.sqlite"
+    log = RequestLog(log_path)
+    busy = _lock_log(log_path, label)  # two processes on one log would both pay for what is missing
+    t0 = time.perf_counter()
+    try:
+        results, run, teacher, tokenizer = _send(requests, log, cfg, ctx, label)
+    finally:
+        log.close()
+        busy.release()
+    ctx.stats[log_name] = _stats(cfg, run, len(requests), time.perf_counter() - t0, log_path)
+    _raise_on_stop(run, cfg, label, len(results), len(requests), log_path)
     if cfg.teacher.backend == "openai" and tokenizer is None and cfg.logprobs is not None:
-        from ..backends.openai_compat import (
-            tokenizer_column,  # everything came from the log
-        )
+        from ..backends.openai_compat import tokenizer_column  # everything came from the log
 
         tokenizer = tokenizer_column(cfg.teacher)
     return _assemble(problems, rows, requests, results, run.failures, cfg, teacher, tokenizer)
+
 
 def finish_stage_sampling(out: pl.DataFrame, ctx: "Context", key: str, *, flatten: bool = False) -> pl.DataFrame:
     """What a *stage* does with a :func:`sample_rows` result (the ``sample`` stage on any engine, the

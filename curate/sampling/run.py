@@ -93,6 +93,8 @@ class _Run:
     usage_missing: int = 0
     """Responses whose usage was absent or not a number: their tokens are estimated."""
     sent_ok: int = 0
+    from_log: int = 0
+    """Requests answered from the durable log (not sent)."""
     failures: dict[str, str] = field(default_factory=dict)
     payloads: dict[str, dict] = field(default_factory=dict)
     stop_reason: str | None = None
