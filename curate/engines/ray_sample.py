@@ -37,6 +37,7 @@ from ..sampling import (
     make_backend,
     sample_rows,
 )
+from ..sampling import rows as _sampling_rows
 from ..stages.base import Context, Stage
 
 if TYPE_CHECKING:
@@ -183,7 +184,9 @@ def run_sample(engine: RayEngine, stage: Stage, df: pl.DataFrame, ctx: Context) 
         return pools[-1]
 
     try:
-        out = rebind(sample_rows, make_backend=make)(df, cfg, ctx, log_name="sample")
+        # sample_rows -> _send -> make_backend: the backend swapped one level down, nothing else
+        send = rebind(_sampling_rows._send, make_backend=make)
+        out = rebind(sample_rows, _send=send)(df, cfg, ctx, log_name="sample")
     finally:
         for p in pools:
             p.close()
