@@ -7,9 +7,9 @@ Part 1 (agreement). ``--pairs`` is a JSONL of labeled (gold, pred, equivalent) r
 ``label_flags`` are skipped: their label is a library's policy, not a fact). For each source it
 prints the share of rows where ``curate.verify`` agrees with the label, next to plain Math-Verify
 (``verify(parse(gold), parse(pred))`` with its defaults) measured in the same run. ``--new-pairs``
-(default: every ``benchmarks/data/*_pairs.jsonl``) are sets built from grader test suites that were
-never used to build or tune the checker (``benchmarks/data/README.md`` names each repo and commit);
-they are reported separately, the same way.
+(default: every ``benchmarks/data/*_pairs.jsonl``) are sets built from grader test suites the checker
+was not built on (``benchmarks/data/README.md`` names each repo and commit and says how each set was
+used); they are reported separately, the same way.
 
 Part 2 (throughput). ``--traces`` sample rows (8 samples per problem, ~10k characters of reasoning
 with inline math, then a boxed answer: 60% the gold as written, 15% an equivalent form, 25% a wrong
@@ -192,7 +192,7 @@ def main() -> None:
         ours_all = base_all = float("nan")
     new_paths = [p for p in args.new_pairs if p.exists()]
     if new_paths:
-        ours_new, base_new = report("new labeled sets (never used to build the checker)", new_paths)
+        ours_new, base_new = report("new labeled sets (benchmarks/data: other graders' suites, see its README)", new_paths)
     else:
         ours_new = base_new = float("nan")
 
