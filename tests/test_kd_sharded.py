@@ -3,9 +3,11 @@ student's parameters into DTensor shards; the KD loss computed through the model
 and gives the unsharded loss and gradients exactly, where reading ``lm_head.weight`` outside the forward (the
 previous implementation) meets a shard. DeepSpeed ZeRO-3 gathers through the same forward hooks."""
 
+import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +66,8 @@ def _free_port() -> int:
 def test_kd_loss_through_the_forward_under_fsdp_full_sharding(tmp_path):
     script = tmp_path / "fsdp_kd.py"
     script.write_text(SCRIPT)
-    out = subprocess.run([sys.executable, str(script), str(_free_port())], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, str(script), str(_free_port())], capture_output=True, text=True, timeout=300,
+                         env=env)  # the script imports the test support (tests/support)
     assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
     assert "old_path_ok=False" in out.stdout
