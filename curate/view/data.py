@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 import sqlite3
 import tempfile
@@ -73,6 +74,11 @@ PREVIEW_CHARS = 120
 INDEX_FORMAT = 2
 _SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_.]+?)-\d{5}-of-\d{5}\.parquet$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _spill_dir() -> str:
+    """DuckDB's spill folder for this process (its default is ``.tmp`` in the working directory)."""
+    return str(Path(tempfile.gettempdir()) / f"curate-view-duckdb-{os.getpid()}")
 
 
 def _q(name: str) -> str:
@@ -159,7 +165,8 @@ class Store:
         self.summary: dict[str, Any] = {}
         self.splits: dict[str, Split] = {}
         self._discover()
-        cfg: dict[str, Any] = {"memory_limit": memory_limit}
+        # spills go to the system temp folder, never to a `.tmp/` in whatever folder the server started in
+        cfg: dict[str, Any] = {"memory_limit": memory_limit, "temp_directory": _spill_dir()}
         if threads:
             cfg["threads"] = threads
         self.con = duckdb.connect(":memory:", config=cfg)
@@ -214,7 +221,7 @@ class Store:
         elif name.endswith((".jsonl", ".ndjson", ".json")):
             self._tmp = tempfile.TemporaryDirectory(prefix="curate-view-")
             out = Path(self._tmp.name) / "train.parquet"
-            con = duckdb.connect(":memory:", config={"memory_limit": "256MB"})
+            con = duckdb.connect(":memory:", config={"memory_limit": "256MB", "temp_directory": _spill_dir()})
             try:
                 con.execute(f"COPY (SELECT * FROM read_json_auto({_lit(str(p))}, format='newline_delimited')) "
                             f"TO {_lit(str(out))} (FORMAT parquet, ROW_GROUP_SIZE 20000)")
