@@ -1,5 +1,6 @@
 """What a stage receives besides its input frame: the base of every stage config (``StageConfig``), the
-run context (``Context``: work folder, seed, stats, progress) and the drop marker (``mark_drop``).
+run context (``Context``: work folder, seed, stats, progress), the drop marker (``mark_drop``) and the
+executor seam (``Kernel``, ``Context.map``): the one place where an engine decides where row-wise work runs.
 
 A leaf module (polars, pydantic and the column contract only), so that domain packages (verify, audit,
 sampling) can use it without importing the stages that use them. ``curate.stages.base`` re-exports it.
@@ -12,12 +13,13 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from .columns import DROP_REASON as DROP
+from .errors import CurateError
 
 
 class StageConfig(BaseModel):
@@ -49,6 +51,26 @@ class Progress:
             self._ticker.update(**kw)
 
 
+@runtime_checkable
+class Kernel(Protocol):
+    """A stage's row-wise work: a picklable callable ``batch -> frame`` of new columns, one row per input
+    row, in order; pure (the same batch gives the same rows, wherever and in whatever batching it runs),
+    with its setup (config, benchmark index, MinHash parameters) carried in its fields. ``inputs``: the
+    columns it reads (only these travel to the workers). Optional ``local(df, ctx) -> frame``: how the
+    local engine runs it over the whole frame (verify: its worker pool with per-item CPU-time limits);
+    it must give the rows that ``__call__`` gives. Run it with :meth:`Context.map`."""
+
+    inputs: tuple[str, ...]
+
+    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame: ...
+
+
+class Executor(Protocol):
+    """Where kernels run: an engine sets ``Context.executor`` (None: in this process)."""
+
+    def map_kernel(self, kernel: Kernel, df: pl.DataFrame, ctx: "Context") -> pl.DataFrame: ...
+
+
 @dataclass
 class Context:
     """What a stage may use besides its input frame and its config."""
@@ -69,6 +91,29 @@ class Context:
     cacheable: bool = True
     """A stage sets this False when its output should not be reused as is (e.g. failed teacher
     requests that a re-run should retry); the runner then does not cache it."""
+    executor: Any = field(default=None, repr=False, compare=False)
+    """The engine's :class:`Executor` for :meth:`map` (None: this process); never pickled."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "executor": None}
+
+    def map(self, kernel: Kernel, df: pl.DataFrame) -> pl.DataFrame:
+        """The executor seam: ``kernel`` over every row of ``df``; returns the kernel's columns (one row
+        per row of ``df``, in order). Locally in this process (``kernel.local`` when it has one, else in
+        batches of ``kernel.batch_rows`` rows when set); on the ``ray`` engine in Ray Data ``map_batches``."""
+        cols = [c for c in kernel.inputs if c in df.columns]
+        if not cols:
+            raise CurateError(f"{type(kernel).__name__}: none of its input columns {kernel.inputs} is in the frame")
+        inputs = df.select(cols)
+        if self.executor is not None:
+            out = self.executor.map_kernel(kernel, inputs, self)
+        elif callable(getattr(kernel, "local", None)):
+            out = kernel.local(inputs, self)  # type: ignore[attr-defined]
+        else:
+            out = _map_local(kernel, inputs, self)
+        if out.height != df.height:
+            raise CurateError(f"{type(kernel).__name__} returned {out.height} rows for {df.height}")
+        return out
 
     def resolve(self, path: str | os.PathLike) -> Path:
         p = Path(os.path.expanduser(str(path)))
@@ -116,6 +161,18 @@ class Context:
     @classmethod
     def for_test(cls, tmp_path: Path, **kw: Any) -> "Context":
         return cls(work_dir=Path(tmp_path) / ".curate", base_dir=Path(tmp_path), show_progress=False, **kw)
+
+
+def _map_local(kernel: Kernel, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    size = getattr(kernel, "batch_rows", None)
+    if not size or df.height <= size:
+        return kernel(df)
+    parts = []
+    with ctx.progress(df.height, f"{ctx.stage_label or type(kernel).__name__}") as bar:
+        for start in range(0, df.height, size):
+            parts.append(kernel(df.slice(start, size)))
+            bar.advance(min(size, df.height - start))
+    return pl.concat(parts, how="vertical_relaxed")
 
 
 def mark_drop(df: pl.DataFrame, mask: pl.Expr, reason: str | pl.Expr) -> pl.DataFrame:

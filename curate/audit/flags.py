@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -243,6 +244,21 @@ def measure(df: pl.DataFrame, cfg: AuditConfig | None = None) -> pl.DataFrame:
     return pl.concat([src, m], how="horizontal")
 
 
+@dataclass(frozen=True)
+class MeasureKernel:
+    """:func:`measure` as the audit stage's kernel (:class:`curate.context.Kernel`): the per-row
+    measures of a batch (only the new columns); the flags, which need the whole frame's length
+    reference, are :func:`audit_frame` (``measured=``) on the driver."""
+
+    cfg: AuditConfig
+    inputs: tuple[str, ...] = ("reasoning", "answer_text", "problem")
+    batch_rows: int = 50_000  # locally: in chunks, for a progress bar with rows/s
+
+    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
+        m = measure(batch, self.cfg)
+        return m.select(m.columns[batch.width:])
+
+
 def length_stats(tokens: np.ndarray) -> tuple[float, float] | None:
     """(median, MAD) of log1p(tokens) over non-empty rows; None when too few or degenerate."""
     x = np.log1p(tokens[tokens > 0].astype(np.float64))
@@ -303,10 +319,12 @@ def audit_frame(
     *,
     keep_measures: bool = False,
     length_ref: tuple[float, float] | None | str = "self",
+    measured: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Add ``flags``, ``reasoning_tokens`` and ``reflections_per_1k`` (and the ``audit_*`` measures
     when ``keep_measures``). ``length_ref``: (median, MAD) of log tokens for ``length_outlier``;
-    by default taken from this frame (none below ``cfg.length_min_rows`` rows)."""
+    by default taken from this frame (none below ``cfg.length_min_rows`` rows). ``measured``: the
+    :class:`MeasureKernel` columns of ``df`` when already computed (by an engine)."""
     cfg = cfg or AuditConfig()
     base_cols = [c for c in df.columns if c not in ("flags", "reasoning_tokens", "reflections_per_1k")]
     df = df.select(base_cols)
@@ -316,7 +334,7 @@ def audit_frame(
             pl.Series("reflections_per_1k", [], dtype=pl.Float64),
             pl.Series("flags", [], dtype=pl.List(pl.Utf8)),
         )
-    m = measure(df, cfg)
+    m = measure(df, cfg) if measured is None else pl.concat([df, measured], how="horizontal")
     tokens = m["reasoning_tokens"].to_numpy()
     if isinstance(length_ref, str):
         length_ref = length_stats(tokens) if df.height >= cfg.length_min_rows else None

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from .. import errors
 from ..errors import BackendError, CurateError, require
-from ..stages.base import Context, Stage
+from ..stages.base import Context, Kernel, Stage
 from .ray_common import (  # noqa: F401
     DISTRIBUTED,
     ERROR,
@@ -54,6 +54,17 @@ def _stage_map_batch(df: pl.DataFrame, stage: Stage, ctx: Context) -> pl.DataFra
             f"(got {out.height} for {df.height}); drop rows with drop_reason instead"
         )
     return out.with_columns(rows)
+
+
+def _kernel_batch(df: pl.DataFrame, kernel: Kernel) -> pl.DataFrame:
+    """A stage's kernel on one Ray batch: its columns, with the row index carried through."""
+    out = kernel(df.drop(ROW))
+    if out.height != df.height:
+        raise CurateError(
+            f"engine ray: the kernel {type(kernel).__name__} must return one row per input row "
+            f"(got {out.height} for {df.height})"
+        )
+    return out.with_columns(df.get_column(ROW))
 
 
 def _check_reachable(address: str) -> None:
@@ -178,8 +189,20 @@ class RayEngine:
             out = self.map_frame(df, _polars_batch, _stage_map_batch, stage, ctx)
             finalize = getattr(stage, "finalize", None)
             return finalize(out, ctx) if callable(finalize) else out
-        self.ran.append((label, "driver"))
-        return stage.run(df, ctx)
+        # the stage's own run; the kernels it runs with ctx.map go to Ray Data (map_kernel)
+        before, ctx.executor = ctx.executor, self
+        try:
+            out = stage.run(df, ctx)
+        finally:
+            ctx.executor = before
+        self.ran.append((label, "kernels" if ctx.stats.get("engine") == "ray" else "driver"))
+        return out
+
+    def map_kernel(self, kernel: Kernel, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        """The executor seam (:meth:`curate.context.Context.map`): ``kernel`` over Ray Data ``map_batches``
+        (the kernel object travels to the workers), its columns in input order."""
+        ctx.stats["engine"] = "ray"
+        return self.map_frame(df, _polars_batch, _kernel_batch, kernel)
 
     def map_arrow(self, table: pa.Table, fn: Callable[..., pa.Table], *args: Any, batch_size: int | None = None) -> pa.Table:
         """``fn(batch, *args)`` over ``table`` in Ray Data ``map_batches`` (one block per batch, so the
@@ -211,7 +234,6 @@ class RayEngine:
 
 
 # the distributed implementations register themselves
-from . import ray_audit as _ray_audit  # noqa: E402,F401
 from . import ray_decontam as _ray_decontam  # noqa: E402,F401
 from . import ray_dedup as _ray_dedup  # noqa: E402,F401
 from . import ray_sample as _ray_sample  # noqa: E402,F401

@@ -9,23 +9,16 @@ from __future__ import annotations
 import polars as pl
 
 from ..audit.config import AuditConfig
-from ..audit.flags import audit_frame
+from ..audit.flags import MeasureKernel, audit_frame
 from ..audit.summary import flag_counts
 from ..errors import RecipeError, require
 from .base import Context, Stage
 
 
-def _length_ref(df: pl.DataFrame, cfg: AuditConfig):
-    from ..audit.flags import count_tokens, length_stats
-
-    if df.height < cfg.length_min_rows:
-        return None
-    return length_stats(count_tokens(df["reasoning"].cast(pl.Utf8), cfg.tokenizer))
-
-
 class AuditStage(Stage):
     name = "audit"
     CHUNK = 50_000
+    """Rows per local batch of the measures (a progress bar with rows/s; the same flags)."""
     Config = AuditConfig
     version = "1"
     requires = ("reasoning",)
@@ -42,17 +35,10 @@ class AuditStage(Stage):
                 f"stages.{ctx.stage_label or 'audit'}: the audit needs a 'reasoning' column "
                 "(put it after a sample stage or use a traces source)"
             )
-        if df.height <= self.CHUNK:
-            out = audit_frame(df, cfg)
-        else:  # in chunks, for a progress bar with rows/s; the length reference is the whole frame's
-            ref = _length_ref(df, cfg)
-            parts = []
-            with ctx.progress(df.height, f"{ctx.stage_label or self.name}: flags") as bar:
-                for start in range(0, df.height, self.CHUNK):
-                    part = df.slice(start, self.CHUNK)
-                    parts.append(audit_frame(part, cfg, length_ref=ref))
-                    bar.advance(part.height)
-            out = pl.concat(parts, how="vertical_relaxed")
+        # the per-row measures are the kernel (an engine may run it anywhere); the flags need the
+        # whole frame's length reference: here
+        measured = ctx.map(MeasureKernel(cfg, batch_rows=self.CHUNK), df) if df.height else None
+        out = audit_frame(df, cfg, measured=measured)
         counts = flag_counts(out, cfg.enabled())
         ctx.stats["flag_counts"] = counts
         ctx.stats["rows_flagged"] = int((out["flags"].list.len() > 0).sum()) if out.height else 0

@@ -14,6 +14,12 @@ Dropping rows: a stage never deletes a row. It returns the frame with a ``drop_r
 Per-row failures are data (status/reason columns). Only recipe, config, input and backend faults
 raise, as ``curate.errors.CurateError`` subclasses.
 
+Row-wise work goes into a *kernel* (``curate.context.Kernel``: a picklable callable over a batch that
+returns new columns, its setup in its fields) run with ``ctx.map(kernel, df)``; whatever needs the whole
+frame (aggregates, clustering, drop marking, stats) is the stage's own code around that call. The engine
+decides where kernels run (local: this process, with the kernel's own ``local`` pool if it has one; ray:
+Ray Data ``map_batches``), so ``run`` is the one definition of the stage for every engine.
+
 Extra numbers and tables a stage wants in the funnel/manifest/card go into ``ctx.stats`` (JSON-able).
 """
 
@@ -23,7 +29,7 @@ from typing import ClassVar
 
 import polars as pl
 
-from ..context import DROP, Context, Progress, StageConfig, mark_drop  # noqa: F401  (re-exported)
+from ..context import DROP, Context, Kernel, Progress, StageConfig, mark_drop  # noqa: F401  (re-exported)
 
 
 class Stage:
