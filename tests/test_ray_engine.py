@@ -196,9 +196,9 @@ def test_distributed_minhash_edge_sizes(cluster):
         assert dist.n_candidates == local.n_candidates
 
 
-def test_distributed_decontamination_matches_local(cluster):
+def test_distributed_decontamination_matches_local(cluster, tmp_path):
     from curate.dedup import BenchmarkIndex, ContamParams
-    from curate.engines.ray_decontam import ray_index_class
+    from curate.dedup.contamination import ContamKernel, matches_of
 
     bench = [t for t in _texts(400, seed=1) if t and len(t.split()) > 12][:150]
     rng = np.random.default_rng(2)
@@ -210,11 +210,29 @@ def test_distributed_decontamination_matches_local(cluster):
         else:
             texts[k] = f"intro words here {' '.join(src[:9])} and more words after"
     params = ContamParams(ngram=8, min_overlap=1, minhash=True, minhash_ngram=1, minhash_threshold=0.6, num_perm=128)
-    local = BenchmarkIndex.build(bench, params).check(texts)
-    dist = ray_index_class(RayEngine(batch_size=256)).build(bench, params).check(texts)
+    index = BenchmarkIndex.build(bench, params)
+    local = index.check(texts)
+    # the stage's kernel, run by the Ray engine through the executor seam (index pickled to the workers)
+    frame = pl.DataFrame({"text": texts}, schema={"text": pl.Utf8})
+    ctx = Context.for_test(tmp_path, executor=RayEngine(batch_size=256))
+    found = ctx.map(ContamKernel((index, index)), frame)
+    assert ctx.stats["engine"] == "ray"
     methods = {m.method for m in local.values()}
     assert len(local) > 150 and methods == {"ngram", "minhash"}
-    assert dist == local
+    assert_frame_equal(found, ContamKernel((index, index))(frame))
+    assert matches_of(found, 1) == matches_of(found, 0) == local
+    # the whole stage: the same rows, drop reasons and contamination table on both engines
+    from curate.stages.decontaminate import DecontaminateConfig, DecontaminateStage
+
+    pl.DataFrame({"problem": bench}).write_ndjson(tmp_path / "bench.jsonl")
+    df = pl.DataFrame({"problem": texts, "i": range(len(texts))}, schema={"problem": pl.Utf8, "i": pl.Int64})
+    stage = DecontaminateStage(DecontaminateConfig(benchmarks=["bench.jsonl"], min_overlap=1, minhash_threshold=0.6))
+    eng, ctx_ray, ctx_local = RayEngine(batch_size=256), Context.for_test(tmp_path), Context.for_test(tmp_path)
+    dist = eng.run_stage(stage, df, ctx_ray)
+    assert eng.ran == [("decontaminate", "kernels")] and ctx_ray.executor is None
+    assert_frame_equal(dist, stage.run(df, ctx_local))
+    assert ctx_ray.stats["contamination"] == ctx_local.stats["contamination"]
+    assert ctx_ray.stats["rows_contaminated"] > 150
 
 
 class _TagConfig(StageConfig):

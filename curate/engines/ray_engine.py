@@ -234,7 +234,6 @@ class RayEngine:
 
 
 # the distributed implementations register themselves
-from . import ray_decontam as _ray_decontam  # noqa: E402,F401
 from . import ray_dedup as _ray_dedup  # noqa: E402,F401
 from . import ray_sample as _ray_sample  # noqa: E402,F401
 from . import ray_verify as _ray_verify  # noqa: E402,F401

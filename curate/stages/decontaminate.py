@@ -34,7 +34,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..dedup.contamination import BenchmarkIndex, ContamParams
+from ..dedup.contamination import BenchmarkIndex, ContamKernel, ContamParams, Match, matches_of
 from ..errors import RecipeError, SourceError
 from ..presets import PRESETS, get_preset
 from .base import DROP, Context, Stage, StageConfig, mark_drop
@@ -212,6 +212,18 @@ class DecontaminateStage(Stage):
                     _hash_path(h, local)
         return h.hexdigest()
 
+    def _params(self) -> ContamParams:
+        cfg: DecontaminateConfig = self.config  # type: ignore[assignment]
+        return ContamParams(
+            ngram=cfg.ngram,
+            min_overlap=cfg.min_overlap,
+            minhash=cfg.minhash,
+            minhash_ngram=cfg.minhash_ngram,
+            minhash_threshold=cfg.minhash_threshold,
+            minhash_min_shingles=cfg.minhash_min_shingles,
+            num_perm=cfg.num_perm,
+        )
+
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg: DecontaminateConfig = self.config  # type: ignore[assignment]
         cols = ["problem", "reasoning"] if cfg.field == "both" else [cfg.field]
@@ -225,54 +237,20 @@ class DecontaminateStage(Stage):
         alive = pl.col(DROP).is_null() if DROP in df.columns else pl.lit(True)
         work = df.with_columns(_text=text, _alive=alive)
         uniq = work.filter(pl.col("_alive")).select("_text").unique(maintain_order=True)["_text"].to_list()
-        params = ContamParams(
-            ngram=cfg.ngram,
-            min_overlap=cfg.min_overlap,
-            minhash=cfg.minhash,
-            minhash_ngram=cfg.minhash_ngram,
-            minhash_threshold=cfg.minhash_threshold,
-            minhash_min_shingles=cfg.minhash_min_shingles,
-            num_perm=cfg.num_perm,
-        )
-        cache_dir = ctx.work_dir / "decontam_index"
-        reason_of: dict[str, str] = {}
-        table: dict[str, Any] = {}
-        cached: dict[str, bool] = {}
-        row_count = work.filter(pl.col("_alive")).group_by("_text").len()
-        count_of = dict(zip(row_count["_text"].to_list(), row_count["len"].to_list()))
+        # every benchmark loaded (and its index built or loaded) first: a bad benchmark fails before any work
+        sets, indexes, cached = [], [], {}
         for spec in cfg.benchmarks:
             texts, rows, where = load_benchmark(spec, ctx)
-            index, cached[spec.label] = BenchmarkIndex.load_or_build(texts, params, cache_dir)
-            found = index.check(uniq)
-            methods = {"ngram": 0, "minhash": 0}
-            examples = []
-            taken = 0
-            for i, m in sorted(found.items()):
-                t = uniq[i]
-                methods[m.method] += count_of.get(t, 0)
-                if t not in reason_of:
-                    reason_of[t] = f"contaminated:{spec.label}"
-                    taken += count_of.get(t, 0)
-                if len(examples) < cfg.max_examples:
-                    examples.append(
-                        {
-                            "problem": _clip(t),
-                            "benchmark_index": rows[m.bench_row],
-                            "matched": m.matched,
-                            "method": m.method,
-                            "similarity": round(m.similarity, 4) if not math.isnan(m.similarity) else None,
-                            "score": m.score if m.method == "ngram" else None,
-                        }
-                    )
-            table[spec.label] = {
-                "checked": int(sum(count_of.values())),
-                "contaminated": int(taken),
-                "matched": int(sum(count_of.get(uniq[i], 0) for i in found)),
-                "method_counts": methods,
-                "examples": examples,
-                "benchmark_rows": len(texts),
-                "source": where,
-            }
+            index, cached[spec.label] = BenchmarkIndex.load_or_build(texts, self._params(), ctx.work_dir / "decontam_index")
+            sets.append((spec, len(texts), rows, where))
+            indexes.append(index)
+        # the per-text check is the kernel (an engine may run it anywhere); the report and drops: here
+        found = ctx.map(ContamKernel(tuple(indexes)), pl.DataFrame({"text": uniq}, schema={"text": pl.Utf8}))
+        row_count = work.filter(pl.col("_alive")).group_by("_text").len()
+        count_of = dict(zip(row_count["_text"].to_list(), row_count["len"].to_list()))
+        reason_of: dict[str, str] = {}
+        table = {spec.label: self._report(matches_of(found, k), uniq, count_of, reason_of, spec, n, rows, where)
+                 for k, (spec, n, rows, where) in enumerate(sets)}
         reasons = pl.DataFrame(
             {"_text": list(reason_of), "_reason": list(reason_of.values())}, schema={"_text": pl.Utf8, "_reason": pl.Utf8}
         )
@@ -283,3 +261,37 @@ class DecontaminateStage(Stage):
         ctx.stats["index_cached"] = cached
         ctx.stats["rows_contaminated"] = int(sum(count_of.get(t, 0) for t in reason_of))
         return out
+
+    def _report(self, found: dict[int, Match], uniq: list[str], count_of: dict[str, int], reason_of: dict[str, str],
+                spec: BenchmarkSpec, n_texts: int, rows: list[int], where: str) -> dict[str, Any]:
+        """One benchmark's row of the contamination table; sets the drop reason of the texts it takes
+        first (``reason_of``: text -> reason, filled in benchmark order)."""
+        methods = {"ngram": 0, "minhash": 0}
+        examples: list[dict[str, Any]] = []
+        taken = 0
+        for i, m in sorted(found.items()):
+            t = uniq[i]
+            methods[m.method] += count_of.get(t, 0)
+            if t not in reason_of:
+                reason_of[t] = f"contaminated:{spec.label}"
+                taken += count_of.get(t, 0)
+            if len(examples) < self.config.max_examples:  # type: ignore[attr-defined]
+                examples.append(
+                    {
+                        "problem": _clip(t),
+                        "benchmark_index": rows[m.bench_row],
+                        "matched": m.matched,
+                        "method": m.method,
+                        "similarity": round(m.similarity, 4) if not math.isnan(m.similarity) else None,
+                        "score": m.score if m.method == "ngram" else None,
+                    }
+                )
+        return {
+            "checked": int(sum(count_of.values())),
+            "contaminated": int(taken),
+            "matched": int(sum(count_of.get(uniq[i], 0) for i in found)),
+            "method_counts": methods,
+            "examples": examples,
+            "benchmark_rows": n_texts,
+            "source": where,
+        }
