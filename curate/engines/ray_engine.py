@@ -202,6 +202,7 @@ class RayEngine:
         """The executor seam (:meth:`curate.context.Context.map`): ``kernel`` over Ray Data ``map_batches``
         (the kernel object travels to the workers), its columns in input order."""
         ctx.stats["engine"] = "ray"
+        ctx.stats["pool"] = {"engine": "ray", "batches": -(-df.height // self.batch_size)}
         return self.map_frame(df, _polars_batch, _kernel_batch, kernel)
 
     def map_arrow(self, table: pa.Table, fn: Callable[..., pa.Table], *args: Any, batch_size: int | None = None) -> pa.Table:
@@ -236,4 +237,3 @@ class RayEngine:
 # the distributed implementations register themselves
 from . import ray_dedup as _ray_dedup  # noqa: E402,F401
 from . import ray_sample as _ray_sample  # noqa: E402,F401
-from . import ray_verify as _ray_verify  # noqa: E402,F401

@@ -18,7 +18,8 @@ from __future__ import annotations
 import polars as pl
 
 from ..errors import RecipeError
-from ..verify import VerifyConfig, problem_aggregates, verify_frame
+from ..verify import VERDICTS, VerifyConfig, problem_aggregates
+from ..verify.frame import VerifyKernel, check_columns
 from .base import Context, Stage, mark_drop
 
 
@@ -52,7 +53,13 @@ class VerifyStage(Stage):
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg: VerifyConfig = self.config  # type: ignore[assignment]
         check_gold(df, getattr(cfg, "allow_missing_gold", False), ctx.stage_label or self.name)
-        out = verify_frame(df, cfg, ctx)
+        check_columns(df)
+        # the per-row judging is the kernel (an engine may run it anywhere); the aggregates: here
+        judged = ctx.map(VerifyKernel(cfg), df)
+        counts = judged.get_column("verdict").value_counts()
+        n_of = dict(zip(counts["verdict"].to_list(), counts["count"].to_list()))
+        ctx.stats.setdefault("verdicts", {}).update({v: int(n_of.get(v, 0)) for v in VERDICTS})
+        out = df.with_columns(judged.get_columns())
         if out.height == 0:
             return out.with_columns(
                 pl.lit(None, dtype=pl.Int64).alias("n_correct"),

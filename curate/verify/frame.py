@@ -1,9 +1,11 @@
-"""``verify_frame``: judge every sample row of a polars frame (in worker processes)."""
+"""``verify_frame``: judge every sample row of a polars frame (in worker processes); ``VerifyKernel``:
+the same as the ``verify`` stage's kernel, for any engine."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import polars as pl
@@ -20,6 +22,14 @@ def _col(df: pl.DataFrame, name: str) -> list:
     return df.get_column(name).cast(pl.Utf8).to_list() if name in df.columns else [None] * df.height
 
 
+def check_columns(df: pl.DataFrame) -> None:
+    """The input errors of :func:`verify_frame` (one line, SourceError), before any work."""
+    if "gold_answer" not in df.columns:
+        raise SourceError(f"verify: the input has no 'gold_answer' column (columns: {', '.join(df.columns)})")
+    if not any(c in df.columns for c in _TEXT_COLS):
+        raise SourceError("verify: the input has neither an 'answer_text' nor a 'reasoning' column")
+
+
 def verify_frame(df: pl.DataFrame, cfg: VerifyConfig | None = None, ctx: Any = None) -> pl.DataFrame:
     """Add ``pred_answer`` (Utf8), ``verdict`` (one of VERDICTS) and ``correct`` (bool).
 
@@ -28,10 +38,7 @@ def verify_frame(df: pl.DataFrame, cfg: VerifyConfig | None = None, ctx: Any = N
     (multiple-choice detection, unordered-list permission). Per-row failures are verdicts.
     """
     cfg = cfg or VerifyConfig()
-    if "gold_answer" not in df.columns:
-        raise SourceError(f"verify: the input has no 'gold_answer' column (columns: {', '.join(df.columns)})")
-    if not any(c in df.columns for c in _TEXT_COLS):
-        raise SourceError("verify: the input has neither an 'answer_text' nor a 'reasoning' column")
+    check_columns(df)
     opts = Options.from_config(cfg)
     n = df.height
     golds, problems = _col(df, "gold_answer"), _col(df, "problem")
@@ -63,3 +70,24 @@ def verify_frame(df: pl.DataFrame, cfg: VerifyConfig | None = None, ctx: Any = N
         pl.Series("verdict", verdict, dtype=pl.Utf8),
         pl.Series("correct", [v == "correct" for v in verdict], dtype=pl.Boolean),
     )
+
+
+OUTPUTS = ("pred_answer", "verdict", "correct")
+
+
+@dataclass(frozen=True)
+class VerifyKernel:
+    """The ``verify`` stage's kernel (:class:`curate.context.Kernel`): ``pred_answer, verdict, correct``
+    per row. On an engine's worker (``__call__``) the batch is judged in that process (``num_proc: 0``:
+    per-item CPU-time signal timeouts on the worker's main thread, the same one retry at twice the
+    budget); the local engine (``local``) uses the worker pool with the same per-item limits. A row's
+    verdict depends on that row only, so both give the same verdicts."""
+
+    cfg: VerifyConfig
+    inputs: tuple[str, ...] = ("gold_answer", "problem", "answer_text", "reasoning", "finish_reason", "problem_id")
+
+    def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
+        return verify_frame(batch, self.cfg.model_copy(update={"num_proc": 0}), None).select(OUTPUTS)
+
+    def local(self, df: pl.DataFrame, ctx: Any) -> pl.DataFrame:
+        return verify_frame(df, self.cfg, ctx).select(OUTPUTS)
