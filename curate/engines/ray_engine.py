@@ -2,19 +2,18 @@
 
 How a stage runs here (first match wins):
 
-1. a distributed implementation registered for the stage type in :data:`DISTRIBUTED`
-   (``verify``: Ray Data ``map_batches`` of :func:`curate.verify.verify_frame`; ``dedup``: MinHash
-   signatures in ``map_batches``, LSH band buckets by a Ray Data ``groupby``, connected components on
-   the driver, see :mod:`.ray_dedup`; ``decontaminate``: the per-text benchmark check in
-   ``map_batches``, see :mod:`.ray_decontam`; ``audit``: the per-row measures in ``map_batches``, see
-   :mod:`.ray_audit`; ``sample``: the teacher backend replicated over Ray
-   actors, see :mod:`.ray_sample`). These run the stage's own code with its kernel swapped for the distributed
-   one (:func:`rebind`), so everything around the kernel (aggregates, keep policy, drop reasons,
-   request logs, stats) is the stage's code;
-2. the stage protocol for row-wise stages: ``map_batch(batch, ctx) -> batch`` runs over Ray Data
+1. a distributed implementation registered for the stage type in :data:`DISTRIBUTED` (``dedup``:
+   MinHash signatures in ``map_batches``, LSH band buckets by a Ray Data ``groupby``, connected
+   components on the driver, see :mod:`.ray_dedup`; ``sample``: the teacher backend replicated over
+   Ray actors, see :mod:`.ray_sample`). These run the stage's own code with one function swapped for
+   the distributed one (:func:`rebind`);
+2. the older protocol for row-wise stages: ``map_batch(batch, ctx) -> batch`` over Ray Data
    ``map_batches`` (the stage object and ``ctx`` are shipped to the workers), then the optional
-   ``finalize(df, ctx) -> df`` runs on the driver;
-3. anything else runs here, on the driver: ``stage.run(df, ctx)``.
+   ``finalize(df, ctx) -> df`` on the driver;
+3. everything else: the stage's own ``run(df, ctx)`` on the driver, with this engine as
+   ``ctx.executor``, so the kernels the stage runs with ``ctx.map`` (:class:`curate.context.Kernel`:
+   verify, decontaminate, audit) go to Ray Data ``map_batches`` (:meth:`RayEngine.map_kernel`) and
+   everything around them (aggregates, drop marking, stats) is the stage's code.
 
 Results are identical to the local engine (tests/test_ray_engine.py). See docs/ray.md.
 """
@@ -127,7 +126,8 @@ class RayEngine:
         self._owns = False
         self._lock = threading.Lock()
         self.ran: list[tuple[str, str]] = []
-        """(stage label, how) for every stage run: ``distributed``, ``map_batches`` or ``driver``."""
+        """(stage label, how) for every stage run: ``distributed``, ``map_batches``, ``kernels`` (its own run, its
+        kernels on Ray) or ``driver``."""
 
     # -- cluster ---------------------------------------------------------------------------------
     def ray(self):
