@@ -75,6 +75,8 @@ def test_a_plugin_stage_registers_through_the_public_api(tmp_path, monkeypatch):
         def run(self, df: pl.DataFrame, ctx: curate.Context) -> pl.DataFrame:
             return df.with_columns(pl.col("problem").str.to_uppercase())
 
+    from curate.registry import unregister_stage
+
     monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
     (tmp_path / "p.jsonl").write_text('{"q": "what is one plus one?", "a": "2"}\n')
     (tmp_path / "r.yaml").write_text(
@@ -82,5 +84,8 @@ def test_a_plugin_stage_registers_through_the_public_api(tmp_path, monkeypatch):
         "    fields: {problem: q, gold_answer: a}\nstages:\n  - type: upper_api_test\noutput:\n  dir: out\n"
     )
     monkeypatch.chdir(tmp_path)
-    result = curate.run_recipe(tmp_path / "r.yaml")
+    try:
+        result = curate.run_recipe(tmp_path / "r.yaml")
+    finally:
+        unregister_stage("upper_api_test")  # the registry is process-wide: leave it as found
     assert result.train["problem"].to_list() == ["WHAT IS ONE PLUS ONE?"]
