@@ -76,14 +76,15 @@ class SamplerActor:
             return ("error", *self.error)
         return ("ok", self.backend.teacher, getattr(self.backend, "tokenizer", None))
 
-    def run(self, requests: list[Request]) -> list[tuple[int, str, Any]]:
+    def run(self, no: int, requests: list[Request]) -> tuple[int, list[tuple[int, str, Any]]]:
+        """Chunk ``no`` -> (``no``, its events: (index in the chunk, done | failed | error, value))."""
         sink = _Collect()
         sink._index = {id(r): i for i, r in enumerate(requests)}
         try:
             self.backend.run(requests, sink)
         except CurateError as e:
-            return [(-1, "error", (type(e).__name__, str(e)))]
-        return sink.events
+            return no, [(-1, "error", (type(e).__name__, str(e)))]
+        return no, sink.events
 
 
 def replica_config(cfg: SampleConfig, replicas: int) -> SampleConfig:
@@ -146,25 +147,23 @@ class RayBackendPool:
         self.teacher, self.tokenizer = infos[0][1], infos[0][2]
 
     def run(self, requests: list[Request], sink: Sink) -> None:
-        ray = self.ray
-        todo = [requests[i : i + self.chunk] for i in range(0, len(requests), self.chunk)]
-        todo.reverse()
-        idle = list(self.actors)
-        running: dict[Any, tuple[Any, list[Request]]] = {}
-        while todo or running:  # on an exception the stage kills the actors (close)
-            while todo and idle and not sink.stop_reason:
-                a, chunk = idle.pop(), todo.pop()
-                running[a.run.remote(chunk)] = (a, chunk)
-            if not running:
-                break  # stopped (budget / failures): nothing new is sent
-            ready, _ = ray.wait(list(running), num_returns=1)
-            for ref in ready:
-                a, chunk = running.pop(ref)
-                idle.append(a)
-                for i, kind, value in ray.get(ref):
-                    if kind == "error":
-                        _raise(*value)
-                    (sink.done if kind == "done" else sink.failed)(chunk[i], value)
+        """Chunks over the replicas (``ray.util.ActorPool``: a free actor takes the next chunk); no new
+        chunk once the sink stops (budget / failures). On an exception the stage kills the actors."""
+        from ray.util import ActorPool
+
+        chunks = [requests[i : i + self.chunk] for i in range(0, len(requests), self.chunk)]
+        pool, sent = ActorPool(self.actors), 0
+        while True:
+            while sent < len(chunks) and pool.has_free() and not sink.stop_reason:
+                pool.submit(lambda a, job: a.run.remote(*job), (sent, chunks[sent]))
+                sent += 1
+            if not pool.has_next():
+                break
+            no, events = pool.get_next_unordered()
+            for i, kind, value in events:
+                if kind == "error":
+                    _raise(*value)
+                (sink.done if kind == "done" else sink.failed)(chunks[no][i], value)
 
     def close(self) -> None:
         for a in self.actors:
