@@ -25,6 +25,7 @@ the row's own problem (cut to 120 characters) and the benchmark row index, never
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -213,16 +214,9 @@ class DecontaminateStage(Stage):
         return h.hexdigest()
 
     def _params(self) -> ContamParams:
-        cfg: DecontaminateConfig = self.config  # type: ignore[assignment]
-        return ContamParams(
-            ngram=cfg.ngram,
-            min_overlap=cfg.min_overlap,
-            minhash=cfg.minhash,
-            minhash_ngram=cfg.minhash_ngram,
-            minhash_threshold=cfg.minhash_threshold,
-            minhash_min_shingles=cfg.minhash_min_shingles,
-            num_perm=cfg.num_perm,
-        )
+        """The index parameters: the config's fields of the same name (the seed stays ContamParams')."""
+        names = {f.name for f in dataclasses.fields(ContamParams)} - {"seed"}
+        return ContamParams(**self.config.model_dump(include=names))
 
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg: DecontaminateConfig = self.config  # type: ignore[assignment]
