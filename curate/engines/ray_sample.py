@@ -2,7 +2,7 @@
 
 :func:`curate.sampling.sample_rows` plans the requests, keeps the durable request log, retries
 failures, enforces budgets and assembles the rows on the driver, exactly as locally; only its
-``make_backend`` is swapped for :class:`RayBackendPool`, a ``Backend`` that hands chunks of requests
+``backend_factory`` builds a :class:`RayBackendPool`, a ``Backend`` that hands chunks of requests
 to ``replicas`` actors, each running the ordinary local backend (``curate.sampling.make_backend``).
 Every finished request comes back to the driver's sink (and its log) as soon as its chunk returns.
 
@@ -37,12 +37,11 @@ from ..sampling import (
     make_backend,
     sample_rows,
 )
-from ..sampling import rows as _sampling_rows
 from ..stages.base import Context, Stage
 
 if TYPE_CHECKING:
     from .ray_engine import RayEngine
-from .ray_common import distributed, rebind
+from .ray_common import distributed
 
 
 class _Collect:
@@ -183,9 +182,8 @@ def run_sample(engine: RayEngine, stage: Stage, df: pl.DataFrame, ctx: Context) 
         return pools[-1]
 
     try:
-        # sample_rows -> _send -> make_backend: the backend swapped one level down, nothing else
-        send = rebind(_sampling_rows._send, make_backend=make)
-        out = rebind(sample_rows, _send=send)(df, cfg, ctx, log_name="sample")
+        # the same sample_rows as the local stage; only the backend differs (teacher replicas)
+        out = sample_rows(df, cfg, ctx, log_name="sample", backend_factory=make)
     finally:
         for p in pools:
             p.close()

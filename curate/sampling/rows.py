@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import polars as pl
 
 from .. import columns
+from ..backends.base import Backend
 from ..errors import BackendError, BudgetExceeded, RecipeError
 from .config import SampleConfig
 from .log import RequestLog, _lock_log
@@ -50,7 +51,8 @@ def _check_input(problems: pl.DataFrame, cfg: SampleConfig, label: str, log_name
             )
 
 
-def _send(requests: list, log: RequestLog, cfg: SampleConfig, ctx: "Context", label: str) -> tuple[dict, Any, str, Any]:
+def _send(requests: list, log: RequestLog, cfg: SampleConfig, ctx: "Context", label: str,
+          backend_factory: Callable[[SampleConfig], Backend]) -> tuple[dict, Any, str, Any]:
     """Replay what the log holds, send the rest: (finished payloads by key, the run, teacher, tokenizer)."""
     # ``ctx.resume`` False (``curate run --no-resume``) re-sends everything (new responses replace old)
     have = log.get_many([r.key for r in requests]) if getattr(ctx, "resume", True) else {}
@@ -68,7 +70,7 @@ def _send(requests: list, log: RequestLog, cfg: SampleConfig, ctx: "Context", la
         run.check_budget()
         backend = None
         if pending and run.stop_reason is None:
-            backend = make_backend(cfg)
+            backend = backend_factory(cfg)
             run.start()
             try:
                 backend.run(pending, run)
@@ -120,8 +122,11 @@ def _raise_on_stop(run: Any, cfg: SampleConfig, label: str, n_done: int, n_reque
         )
 
 
-def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, log_name: str = "sample") -> pl.DataFrame:
-    """One row per teacher sample (see the package docstring); problem columns are carried over."""
+def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, log_name: str = "sample",
+                backend_factory: Callable[[SampleConfig], Backend] | None = None) -> pl.DataFrame:
+    """One row per teacher sample (see the package docstring); problem columns are carried over.
+    ``backend_factory`` builds the backend for what is not in the log (default: the teacher's own backend;
+    the Ray engine passes one that spreads the requests over teacher replicas)."""
     label = ctx.stage_label or log_name
     _check_input(problems, cfg, label, log_name)
     seed = ctx.seed if cfg.seed is None else cfg.seed
@@ -132,14 +137,16 @@ def sample_rows(problems: pl.DataFrame, cfg: SampleConfig, ctx: "Context", *, lo
     busy = _lock_log(log_path, label)  # two processes on one log would both pay for what is missing
     t0 = time.perf_counter()
     try:
-        results, run, teacher, tokenizer = _send(requests, log, cfg, ctx, label)
+        results, run, teacher, tokenizer = _send(requests, log, cfg, ctx, label, backend_factory or make_backend)
     finally:
         log.close()
         busy.release()
     ctx.stats[log_name] = _stats(cfg, run, len(requests), time.perf_counter() - t0, log_path)
     _raise_on_stop(run, cfg, label, len(results), len(requests), log_path)
     if cfg.teacher.backend == "openai" and tokenizer is None and cfg.logprobs is not None:
-        from ..backends.openai_compat import tokenizer_column  # everything came from the log
+        from ..backends.openai_compat import (
+            tokenizer_column,  # everything came from the log
+        )
 
         tokenizer = tokenizer_column(cfg.teacher)
     return _assemble(problems, rows, requests, results, run.failures, cfg, teacher, tokenizer)
