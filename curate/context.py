@@ -66,7 +66,9 @@ class Kernel(Protocol):
 
 
 class Executor(Protocol):
-    """Where kernels run: an engine sets ``Context.executor`` (None: in this process)."""
+    """Where kernels run: an engine sets ``Context.executor`` (None: in this process). An executor may
+    also offer ``find_duplicates`` (same contract as :func:`curate.dedup.find_duplicates`), which the
+    dedup stage then uses for its global MinHash/LSH step."""
 
     def map_kernel(self, kernel: Kernel, df: pl.DataFrame, ctx: "Context") -> pl.DataFrame: ...
 

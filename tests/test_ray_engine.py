@@ -19,7 +19,7 @@ from polars.testing import assert_frame_equal
 from curate.dedup import MinHashParams, find_duplicates
 from curate.engines import get_engine
 from curate.engines.ray_dedup import ray_find_duplicates
-from curate.engines.ray_engine import RayEngine, rebind
+from curate.engines.ray_engine import RayEngine
 from support.ray_synth import write_traces
 from curate.errors import CurateError
 from curate.recipe import load_recipe
@@ -275,13 +275,6 @@ def test_map_batch_protocol(cluster, tmp_path):
     with pytest.raises(CurateError, match=r"must return one row per input row") as ei:
         eng.run_stage(BadStage(_TagConfig()), df, ctx)
     assert "\n" not in str(ei.value)
-
-
-def test_rebind_refuses_a_kernel_the_stage_no_longer_calls():
-    from curate.stages.verify import VerifyStage
-
-    with pytest.raises(CurateError, match="no longer calls find_duplicates"):
-        rebind(VerifyStage.run, find_duplicates=len)
 
 
 def test_recipe_ray_options_reach_the_engine(tmp_path):

@@ -1,11 +1,10 @@
 """What the Ray engine and its per-stage distributed implementations share: the row index column, the
-registry of distributed implementations (``distributed``), kernel rebinding (``rebind``) and the
+registry of distributed implementations (``distributed``) and the
 pyarrow <-> polars batch adapters. Imported by ``ray_engine`` and every ``ray_*`` module, importing
 neither (no cycle between the engine and its parts)."""
 
 from __future__ import annotations
 
-import types
 from typing import TYPE_CHECKING, Any, Callable
 
 import polars as pl
@@ -33,24 +32,6 @@ def distributed(stage_type: str):
         return fn
 
     return deco
-
-
-def rebind(func: Callable, **kernels: Callable) -> Callable:
-    """``func`` with some of the global names it calls bound to other functions (no global state is
-    touched: the copy gets its own globals). Raises if ``func`` no longer uses one of the names, so a
-    refactor of the stage cannot silently turn the distributed path into a local one."""
-    code = func.__code__
-    missing = [k for k in kernels if k not in code.co_names]
-    if missing:
-        raise CurateError(
-            f"engine ray: {func.__qualname__} no longer calls {', '.join(missing)}; "
-            "update curate/engines/ray_*.py"
-        )
-    glb = dict(func.__globals__)
-    glb.update(kernels)
-    out = types.FunctionType(code, glb, func.__name__, func.__defaults__, func.__closure__)
-    out.__kwdefaults__ = dict(func.__kwdefaults__) if func.__kwdefaults__ else None
-    return out
 
 
 class _ArrowMap:

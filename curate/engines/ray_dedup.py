@@ -31,11 +31,10 @@ from ..dedup.minhash import (
     signatures,
 )
 from ..dedup.text import jaccard
-from ..stages.base import Context, Stage
 
 if TYPE_CHECKING:
     from .ray_engine import RayEngine
-from .ray_common import ROW, distributed, rebind
+from .ray_common import ROW
 
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], dtype=np.uint64)
 
@@ -168,9 +167,3 @@ def ray_find_duplicates(
             ok = sim >= threshold
             pi, pj, sim = ci[ok], cj[ok], sim[ok]
     return DedupResult(cluster_labels(rep, pi, pj), keys, pi, pj, sim, n_candidates=n_cand, lsh_params=lsh_params)
-
-
-@distributed("dedup")
-def run_dedup(engine: RayEngine, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-    run = rebind(type(stage).run, find_duplicates=partial(ray_find_duplicates, engine=engine))
-    return run(stage, df, ctx)

@@ -2,18 +2,19 @@
 
 How a stage runs here (first match wins):
 
-1. a distributed implementation registered for the stage type in :data:`DISTRIBUTED` (``dedup``:
-   MinHash signatures in ``map_batches``, LSH band buckets by a Ray Data ``groupby``, connected
-   components on the driver, see :mod:`.ray_dedup`; ``sample``: the teacher backend replicated over
-   Ray actors, see :mod:`.ray_sample`). These run the stage's own code with one function swapped for
-   the distributed one (:func:`rebind`);
+1. a distributed implementation registered for the stage type in :data:`DISTRIBUTED` (``sample``:
+   the stage's own ``sample_rows`` with a backend factory that spreads requests over teacher replicas,
+   see :mod:`.ray_sample`);
 2. the older protocol for row-wise stages: ``map_batch(batch, ctx) -> batch`` over Ray Data
    ``map_batches`` (the stage object and ``ctx`` are shipped to the workers), then the optional
    ``finalize(df, ctx) -> df`` on the driver;
 3. everything else: the stage's own ``run(df, ctx)`` on the driver, with this engine as
    ``ctx.executor``, so the kernels the stage runs with ``ctx.map`` (:class:`curate.context.Kernel`:
-   verify, decontaminate, audit) go to Ray Data ``map_batches`` (:meth:`RayEngine.map_kernel`) and
-   everything around them (aggregates, drop marking, stats) is the stage's code.
+   verify, decontaminate, audit) go to Ray Data ``map_batches`` (:meth:`RayEngine.map_kernel`), the
+   dedup stage's duplicate finder is :meth:`RayEngine.find_duplicates` (MinHash signatures in
+   ``map_batches``, LSH band buckets by a Ray Data ``groupby``, connected components on the driver,
+   see :mod:`.ray_dedup`), and everything around them (aggregates, drop marking, stats) is the
+   stage's code.
 
 Results are identical to the local engine (tests/test_ray_engine.py). See docs/ray.md.
 """
@@ -40,7 +41,6 @@ from .ray_common import (  # noqa: F401
     _ArrowMap,
     _polars_batch,
     distributed,
-    rebind,
 )
 
 
@@ -191,12 +191,23 @@ class RayEngine:
             return finalize(out, ctx) if callable(finalize) else out
         # the stage's own run; the kernels it runs with ctx.map go to Ray Data (map_kernel)
         before, ctx.executor = ctx.executor, self
+        self._distributed = False
         try:
             out = stage.run(df, ctx)
         finally:
             ctx.executor = before
+        if self._distributed:  # the stage's duplicate finder ran on the cluster
+            ctx.stats["engine"] = "ray"
         self.ran.append((label, "kernels" if ctx.stats.get("engine") == "ray" else "driver"))
         return out
+
+    def find_duplicates(self, texts: Any, *args: Any, **kw: Any) -> Any:
+        """The dedup stage's duplicate finder on the cluster (same contract and result as
+        :func:`curate.dedup.find_duplicates`): MinHash signatures and LSH band buckets over Ray Data."""
+        from .ray_dedup import ray_find_duplicates
+
+        self._distributed = True
+        return ray_find_duplicates(texts, *args, engine=self, **kw)
 
     def map_kernel(self, kernel: Kernel, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         """The executor seam (:meth:`curate.context.Context.map`): ``kernel`` over Ray Data ``map_batches``
@@ -235,5 +246,4 @@ class RayEngine:
 
 
 # the distributed implementations register themselves
-from . import ray_dedup as _ray_dedup  # noqa: E402,F401
 from . import ray_sample as _ray_sample  # noqa: E402,F401

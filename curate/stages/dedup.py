@@ -179,8 +179,10 @@ class DedupStage(Stage):
         params = MinHashParams(
             num_perm=cfg.num_perm, seed=cfg.seed, scheme=cfg.scheme, ngram=cfg.ngram, shingle=cfg.shingle
         )
+        # an engine may bring its own (distributed) duplicate finder with the same contract (ctx.executor)
+        finder = getattr(ctx.executor, "find_duplicates", None) or find_duplicates
         with ctx.progress(len(texts), f"{ctx.stage_label or self.name}: MinHash") as bar:
-            res = find_duplicates(
+            res = finder(
                 texts,
                 params,
                 cfg.threshold,
