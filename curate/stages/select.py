@@ -54,6 +54,24 @@ class SelectStage(Stage):
         cfg = self.config
         label = ctx.stage_label or self.name
         seed = ctx.seed if cfg.seed is None else cfg.seed
+        self._check_columns(df, label)
+        probs, pids, key = self._problems(df, label, seed)
+
+        queues: dict[str, list[int]] = {}
+        for i, c in enumerate(probs["_cat"].to_list()):
+            queues.setdefault(c, []).append(i)
+        cats = sorted(queues)
+        for c in cats:
+            queues[c].sort(key=lambda i: (-key[i], pids[i]))
+        rows_per = probs["_rows"].to_list()
+        chosen = self._allocate(queues, cats, rows_per, cfg.n, seed)
+        take_rows, used = self._take_rows(chosen, pids, rows_per)
+        out = _mark_unselected(df, take_rows)
+        ctx.stats.update(self._stats(probs, take_rows, used))
+        return out
+
+    def _check_columns(self, df: pl.DataFrame, label: str) -> None:
+        cfg = self.config
         if "problem_id" not in df.columns:
             raise RecipeError(f"stage '{label}': the input has no 'problem_id' column")
         if cfg.by not in df.columns:
@@ -61,6 +79,9 @@ class SelectStage(Stage):
         if not df.schema[cfg.by].is_numeric():
             raise RecipeError(f"stage '{label}': by: column '{cfg.by}' is {df.schema[cfg.by]}, not numeric")
 
+    def _problems(self, df: pl.DataFrame, label: str, seed: int) -> tuple[pl.DataFrame, list[str], np.ndarray]:
+        """One row per live problem (score, category, row count, Gumbel-top-k key), its ids and keys."""
+        cfg = self.config
         live = df.filter(pl.col(DROP).is_null()) if DROP in df.columns else df
         cat = _category_expr(df, cfg.category, label)
         probs = (
@@ -81,60 +102,41 @@ class SelectStage(Stage):
             key = cfg.strength * scores + gumbel if cfg.strength > 0 else gumbel
         key = np.where(np.isnan(key), -np.inf, key)
         probs = probs.with_columns(pl.Series("_key", key), pl.Series("_pid", pids))
+        return probs, pids, key
 
-        queues: dict[str, list[int]] = {}
-        for i, c in enumerate(probs["_cat"].to_list()):
-            queues.setdefault(c, []).append(i)
-        cats = sorted(queues)
-        for c in cats:
-            queues[c].sort(key=lambda i: (-key[i], pids[i]))
-        rows_per = probs["_rows"].to_list()
-        budget = cfg.n
-        chosen = self._allocate(queues, cats, rows_per, budget, seed)
-
-        # rows: all kept rows of chosen problems; with unit rows the last problem may be cut
+    def _take_rows(self, chosen: list[int], pids: list[str], rows_per: list[int]) -> tuple[dict[str, int], int]:
+        """Rows to keep per chosen problem (all kept rows; with unit rows the last problem may be cut), and their total."""
+        cfg = self.config
         take_rows: dict[str, int] = {}
         used = 0
         for i in chosen:
             if cfg.unit == "rows":
-                k = min(rows_per[i], budget - used)
+                k = min(rows_per[i], cfg.n - used)
             else:
                 k = rows_per[i]
             if k <= 0:
                 break
             take_rows[pids[i]] = k
             used += k
-        keys = D.stable_row_keys(df)
-        tmp = df.with_columns(pl.Series("_rk", keys, dtype=pl.Utf8), pl.int_range(pl.len()).alias("_ix"))
-        live_mask = pl.col(DROP).is_null() if DROP in df.columns else pl.lit(True)
-        ranked = (
-            tmp.filter(live_mask)
-            .with_columns(pl.col("problem_id").cast(pl.Utf8).alias("_p"))
-            .sort(["_p", "_rk"])
-            .with_columns(pl.int_range(pl.len()).over("_p").alias("_k"))
-        )
-        limits = pl.DataFrame({"_p": list(take_rows), "_lim": list(take_rows.values())}, schema={"_p": pl.Utf8, "_lim": pl.Int64})
-        keep_ix = ranked.join(limits, on="_p", how="inner").filter(pl.col("_k") < pl.col("_lim"))["_ix"]
-        out = mark_drop(tmp, live_mask & ~pl.col("_ix").is_in(keep_ix.implode()), "not_selected").drop(["_rk", "_ix"])
+        return take_rows, used
 
+    def _stats(self, probs: pl.DataFrame, take_rows: dict[str, int], used: int) -> dict:
+        cfg = self.config
         sel = probs.filter(pl.col("_pid").is_in(list(take_rows)))
         avail = probs.group_by("_cat").len()
         got = sel.group_by("_cat").len()
         per_cat = {
             c: {"available": int(a), "selected": int(dict(got.iter_rows()).get(c, 0))} for c, a in avail.sort("_cat").iter_rows()
         }
-        ctx.stats.update(
-            {
-                "budget": cfg.n,
-                "unit": cfg.unit,
-                "selected_problems": len(take_rows),
-                "selected_rows": used,
-                "categories": per_cat,
-                "mean_selected_" + cfg.by: (round(float(sel["_score"].mean()), 4) if sel.height else None),
-                "mean_available_" + cfg.by: (round(float(probs["_score"].mean()), 4) if probs.height else None),
-            }
-        )
-        return out
+        return {
+            "budget": cfg.n,
+            "unit": cfg.unit,
+            "selected_problems": len(take_rows),
+            "selected_rows": used,
+            "categories": per_cat,
+            "mean_selected_" + cfg.by: (round(float(sel["_score"].mean()), 4) if sel.height else None),
+            "mean_available_" + cfg.by: (round(float(probs["_score"].mean()), 4) if probs.height else None),
+        }
 
     def _allocate(self, queues: dict[str, list[int]], cats: list[str], rows_per: list[int], budget: int, seed: int) -> list[int]:
         """The chosen problem indices, in selection order."""
@@ -200,3 +202,19 @@ def _category_expr(df: pl.DataFrame, category: str | None, label: str) -> pl.Exp
         key = category.replace('"', "")
         return pl.col("meta").str.json_path_match(f"$.{key}").fill_null(UNKNOWN)
     raise RecipeError(f"stage '{label}': category: '{category}' is neither a column nor a key of 'meta'")
+
+
+def _mark_unselected(df: pl.DataFrame, take_rows: dict[str, int]) -> pl.DataFrame:
+    """Mark ``not_selected`` every live row beyond its problem's allowance (rows in stable key order)."""
+    keys = D.stable_row_keys(df)
+    tmp = df.with_columns(pl.Series("_rk", keys, dtype=pl.Utf8), pl.int_range(pl.len()).alias("_ix"))
+    live_mask = pl.col(DROP).is_null() if DROP in df.columns else pl.lit(True)
+    ranked = (
+        tmp.filter(live_mask)
+        .with_columns(pl.col("problem_id").cast(pl.Utf8).alias("_p"))
+        .sort(["_p", "_rk"])
+        .with_columns(pl.int_range(pl.len()).over("_p").alias("_k"))
+    )
+    limits = pl.DataFrame({"_p": list(take_rows), "_lim": list(take_rows.values())}, schema={"_p": pl.Utf8, "_lim": pl.Int64})
+    keep_ix = ranked.join(limits, on="_p", how="inner").filter(pl.col("_k") < pl.col("_lim"))["_ix"]
+    return mark_drop(tmp, live_mask & ~pl.col("_ix").is_in(keep_ix.implode()), "not_selected").drop(["_rk", "_ix"])
