@@ -339,6 +339,35 @@ def local_prefixes(base_dir: Path) -> list[tuple[str, str]]:
     return sorted(set(out), key=lambda x: -len(x[0]))
 
 
+def _manifest(lr: Any, result: Any, rejected: pl.DataFrame, files: list[str], limit: int | None) -> dict[str, Any]:
+    """The version's manifest before local paths are stripped and the data hash is added."""
+    recipe = lr.recipe
+    funnel = [
+        {k: v for k, v in asdict(r).items() if k in ("stage", "rows_in", "rows_out", "dropped", "seconds", "cached")}
+        for r in result.records
+    ]
+    return {
+        "name": recipe.name,
+        "version": recipe.version,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "curate_version": __version__,
+        "recipe": lr.public,
+        "recipe_hash": lr.hash(),
+        "recipe_path": str(lr.path),
+        "limit": limit,
+        "inputs": result.inputs,
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git": git_commit(lr.base_dir),
+        "splits": {"train": result.train.height, "rejected": rejected.height},
+        "files": files,
+        "order": "curriculum_rank" if "curriculum_rank" in result.train.columns else None,
+        "funnel": funnel,
+        "stages": [asdict(r) for r in result.records],
+    }
+
+
 def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Path:
     recipe = lr.recipe
     if vdir.exists():
@@ -355,30 +384,7 @@ def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Pa
             files += write_split(rejected, tmp / "data", "rejected", recipe.output.shard_rows)
         else:
             rejected = pl.DataFrame()
-        funnel = [
-            {k: v for k, v in asdict(r).items() if k in ("stage", "rows_in", "rows_out", "dropped", "seconds", "cached")}
-            for r in result.records
-        ]
-        manifest: dict[str, Any] = {
-            "name": recipe.name,
-            "version": recipe.version,
-            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "curate_version": __version__,
-            "recipe": lr.public,
-            "recipe_hash": lr.hash(),
-            "recipe_path": str(lr.path),
-            "limit": limit,
-            "inputs": result.inputs,
-            "packages": package_versions(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "git": git_commit(lr.base_dir),
-            "splits": {"train": result.train.height, "rejected": rejected.height},
-            "files": files,
-            "order": "curriculum_rank" if "curriculum_rank" in result.train.columns else None,
-            "funnel": funnel,
-            "stages": [asdict(r) for r in result.records],
-        }
+        manifest = _manifest(lr, result, rejected, files, limit)
         manifest = _strip_local_paths(manifest, local_prefixes(Path(lr.base_dir)))
         manifest["data_sha256"] = files_sha256(tmp, files)
         audit_summary = None
