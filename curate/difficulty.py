@@ -59,6 +59,22 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return low, high
 
 
+def pass_rate_columns(probs: pl.DataFrame, pass_src: str, confidence: float) -> pl.DataFrame:
+    """n_samples, pass_rate and its Wilson interval from the ``<pass_src>_n`` / ``_c`` columns."""
+    # the pass-rate columns describe the first pass_rate method's source (teacher by default)
+    n_col, c_col = f"{pass_src}_n", f"{pass_src}_c"
+    if n_col not in probs.columns:
+        probs = probs.with_columns(pl.lit(None, pl.Int64).alias(n_col), pl.lit(None, pl.Int64).alias(c_col))
+    low, high = wilson_exprs(c_col, n_col, confidence)
+    probs = probs.with_columns(
+        pl.col(n_col).fill_null(0).cast(pl.Int64).alias("n_samples"),
+        pl.when(pl.col(n_col) > 0).then(pl.col(c_col) / pl.col(n_col)).otherwise(None).alias("pass_rate"),
+        low.alias("pass_rate_low"),
+        high.alias("pass_rate_high"),
+    )
+    return probs
+
+
 def wilson_exprs(successes: str, n: str, confidence: float = 0.95) -> tuple[pl.Expr, pl.Expr]:
     """The Wilson bounds as polars expressions over integer columns (null where n == 0)."""
     z = z_for(confidence)

@@ -180,19 +180,7 @@ class DifficultyStage(Stage):
             raise RecipeError(f"stage '{label}': the input has no 'problem_id' column")
         df = df.drop([c for c in (*OUT_COLUMNS, "judge_score") if c in df.columns])
         has_correct = "correct" in df.columns
-        for m in cfg.methods:
-            if isinstance(m, PassRateMethod) and m.source == "teacher" and not has_correct:
-                raise RecipeError(
-                    f"stage '{label}': methods: pass_rate with source: teacher needs verified samples (column 'correct'); "
-                    "add a verify stage before it or use source: probe"
-                )
-            if isinstance(m, LengthMethod) and not (
-                has_correct and ({"completion_tokens", "reasoning", "answer_text"} & set(df.columns))
-            ):
-                raise RecipeError(
-                    f"stage '{label}': methods: length needs column 'correct' and the traces "
-                    "('completion_tokens', or 'reasoning'/'answer_text' to count)"
-                )
+        self._check_methods(df, label)
 
         probs = self._problems(df)
         stats: dict[str, Any] = {"problems": probs.height}
@@ -213,17 +201,7 @@ class DifficultyStage(Stage):
             probs = probs.join(judge, on="problem_id", how="left")
         probs = probs.join(_length_signals(df), on="problem_id", how="left")
 
-        # the pass-rate columns describe the first pass_rate method's source (teacher by default)
-        n_col, c_col = f"{pass_src}_n", f"{pass_src}_c"
-        if n_col not in probs.columns:
-            probs = probs.with_columns(pl.lit(None, pl.Int64).alias(n_col), pl.lit(None, pl.Int64).alias(c_col))
-        low, high = D.wilson_exprs(c_col, n_col, cfg.confidence)
-        probs = probs.with_columns(
-            pl.col(n_col).fill_null(0).cast(pl.Int64).alias("n_samples"),
-            pl.when(pl.col(n_col) > 0).then(pl.col(c_col) / pl.col(n_col)).otherwise(None).alias("pass_rate"),
-            low.alias("pass_rate_low"),
-            high.alias("pass_rate_high"),
-        )
+        probs = D.pass_rate_columns(probs, pass_src, cfg.confidence)
 
         combined = self._combine(probs, warnings)
         probs = probs.with_columns(pl.Series("difficulty", _break_ties(combined, probs, stats), dtype=pl.Float64))
@@ -242,6 +220,24 @@ class DifficultyStage(Stage):
             stats["warnings"] = warnings
         ctx.stats.update(stats)
         return out
+
+    def _check_methods(self, df: pl.DataFrame, label: str) -> None:
+        """Each method's input columns are there (a clear recipe error before any work)."""
+        cfg = self.config
+        has_correct = "correct" in df.columns
+        for m in cfg.methods:
+            if isinstance(m, PassRateMethod) and m.source == "teacher" and not has_correct:
+                raise RecipeError(
+                    f"stage '{label}': methods: pass_rate with source: teacher needs verified samples (column 'correct'); "
+                    "add a verify stage before it or use source: probe"
+                )
+            if isinstance(m, LengthMethod) and not (
+                has_correct and ({"completion_tokens", "reasoning", "answer_text"} & set(df.columns))
+            ):
+                raise RecipeError(
+                    f"stage '{label}': methods: length needs column 'correct' and the traces "
+                    "('completion_tokens', or 'reasoning'/'answer_text' to count)"
+                )
 
     def _with_lengths(self, df: pl.DataFrame) -> tuple[pl.DataFrame, str]:
         """``_tokens`` per row: completion_tokens, else counted from reasoning + answer_text."""
@@ -495,5 +491,3 @@ def _minmax(vals: list[float | None]) -> list[float | None]:
         return vals
     lo, hi = min(xs), max(xs)
     return [None if v is None else (0.5 if hi == lo else (v - lo) / (hi - lo)) for v in vals]
-
-
