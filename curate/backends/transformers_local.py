@@ -107,22 +107,7 @@ class TransformersBackend:
         do_sample = bool(cfg.temperature) and cfg.temperature > 0
         # greedy decoding gives one answer however many are asked for: decode once, repeat it n times
         gen_n = n if do_sample else 1
-        kw: dict[str, Any] = {
-            "max_new_tokens": cfg.max_tokens or 512,
-            "do_sample": do_sample,
-            "num_return_sequences": gen_n,
-            "return_dict_in_generate": True,
-            "output_logits": cfg.logprobs is not None,
-            "pad_token_id": self.tok.pad_token_id,
-        }
-        if do_sample:
-            kw["temperature"] = cfg.temperature
-            kw["top_p"] = cfg.top_p if cfg.top_p is not None else 1.0
-            kw["top_k"] = 0
-        if cfg.stop:
-            kw["stop_strings"] = cfg.stop
-            kw["tokenizer"] = self.tok
-        kw.update(cfg.extra_body)
+        kw = self._generate_kwargs(do_sample, gen_n)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kw)
         width = enc["input_ids"].shape[1]
@@ -163,6 +148,27 @@ class TransformersBackend:
             payloads.append({"samples": samples, "prompt_tokens": int(prompt_lens[b]), "completion_tokens": total,
                              "tokenizer": self.tokenizer})
         return payloads
+
+    def _generate_kwargs(self, do_sample: bool, gen_n: int) -> dict[str, Any]:
+        """The keyword arguments of ``model.generate`` for one batch (the config's extra_body last)."""
+        cfg = self.cfg
+        kw: dict[str, Any] = {
+            "max_new_tokens": cfg.max_tokens or 512,
+            "do_sample": do_sample,
+            "num_return_sequences": gen_n,
+            "return_dict_in_generate": True,
+            "output_logits": cfg.logprobs is not None,
+            "pad_token_id": self.tok.pad_token_id,
+        }
+        if do_sample:
+            kw["temperature"] = cfg.temperature
+            kw["top_p"] = cfg.top_p if cfg.top_p is not None else 1.0
+            kw["top_k"] = 0
+        if cfg.stop:
+            kw["stop_strings"] = cfg.stop
+            kw["tokenizer"] = self.tok
+        kw.update(cfg.extra_body)
+        return kw
 
     def _clean(self, text: str) -> str:
         """Drop EOS/pad/special tokens from the text but keep ``<think>`` / ``</think>`` markers."""
