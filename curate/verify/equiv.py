@@ -285,45 +285,14 @@ def _judge_answer(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_t
     # 1. identical normalised strings: no parsing
     if pkey == gold.key:
         return "correct", p
-    # 2. multiple choice: compare letters (an answer that is an option's text names its letter)
-    if gold.choice:
-        letter = extract_choice(p, gold.options) or (extract_choice(pred_text, gold.options) if pred_text else None)
-        if letter is None and gold.options:
-            letter = _option_of(p, gold.options, opts)
-        return ("correct" if letter == gold.choice else "incorrect"), p
-    if gold.options:  # the gold is an option's text and the answer a letter: compare the option's text
-        m = _BARE_LETTER.fullmatch(p)
-        if m and m.group(1) in gold.options:
-            text = normalize(gold.options[m.group(1)], opts.rules)
-            return ("correct" if _equal_strings(gold.ans, text, opts) else "incorrect"), p
-    if len(pred) > opts.max_answer_chars:
-        return ("unparseable" if gold.parsed is not None else "incorrect"), p
-    # 3. clock times
-    if gold.time is not None:
-        t = _clock(p)
-        if t is not None:
-            return ("correct" if t % 86400 == gold.time % 86400 else "incorrect"), p
-    # one-letter answers: the case is the variable ("X" is not "x"; the LaTeX parser lowercases)
-    if len(p) == 1 and len(gold.ans) == 1 and p.isalpha() and gold.ans.isalpha():
-        return ("correct" if p == gold.ans else "incorrect"), p
-    # unit conversion (a convention, off by default): 5 m = 500 cm
-    if "unit_conversion" in opts.rules:
-        qg, qp = quantity(gold.src), quantity(pred)
-        if qg is not None and qp is not None and qg[1] == qp[1]:
-            same = numbers_equal(qg[0].scaled(qg[2]), qp[0].scaled(qp[2]))
-            return ("correct" if same else "incorrect"), p
-    # plain numbers on both sides (integers, a/b, decimals, 3.2e5): the comparison policy of
-    # curate.verify.numbers, exact Fractions, no parsing
-    v = _numbers_verdict(gold, pred, p, opts)
+    v = _choice_verdict(gold, p, opts, pred_text)
     if v is not None:
         return v, p
-    # an ordered bare list (unordered: never, or the problem asks for an order): item by item
-    if gold.ordered and gold.items:
-        pitems = split_top_level(p)
-        same = len(pitems) == len(gold.items) and all(
-            _equal_strings(gi, pi, opts) for gi, pi in zip(gold.items, pitems)
-        )
-        return ("correct" if same else "incorrect"), p
+    if len(pred) > opts.max_answer_chars:
+        return ("unparseable" if gold.parsed is not None else "incorrect"), p
+    v = _plain_verdict(gold, pred, p, opts)
+    if v is not None:
+        return v, p
     # 4./5. sympy
     cands = _parse_variants(pred, p, opts)
     if pred_parsed is not None:
@@ -334,22 +303,74 @@ def _judge_answer(gold: Gold, pred: str, pred_parsed: Any, opts: Options, pred_t
     if "numeric_tolerance" in opts.rules and _shown_precision(gold.parsed, p):
         return "correct", p
     # 6. unordered lists
-    if gold.items and gold.unordered_ok:
-        pitems = split_top_level(p)
-        if len(pitems) == len(gold.items):
-            left = list(pitems)
-            ok = True
-            for gi in gold.items:
-                hit = next((k for k, pi in enumerate(left) if _equal_strings(gi, pi, opts)), None)
-                if hit is None:
-                    ok = False
-                    break
-                left.pop(hit)
-            if ok:
-                return "correct", p
+    if gold.items and gold.unordered_ok and _unordered_items_match(gold.items, p, opts):
+        return "correct", p
     if not cands and gold.parsed is not None:
         return "unparseable", p
     return "incorrect", p
+
+
+def _choice_verdict(gold: Gold, p: str, opts: Options, pred_text: str) -> Optional[str]:
+    """Check 2, multiple choice: compare letters (an answer that is an option's text names its
+    letter); a gold that is an option's text against a letter compares the option's text. None:
+    not decided here."""
+    if gold.choice:
+        letter = extract_choice(p, gold.options) or (extract_choice(pred_text, gold.options) if pred_text else None)
+        if letter is None and gold.options:
+            letter = _option_of(p, gold.options, opts)
+        return "correct" if letter == gold.choice else "incorrect"
+    if gold.options:  # the gold is an option's text and the answer a letter: compare the option's text
+        m = _BARE_LETTER.fullmatch(p)
+        if m and m.group(1) in gold.options:
+            text = normalize(gold.options[m.group(1)], opts.rules)
+            return "correct" if _equal_strings(gold.ans, text, opts) else "incorrect"
+    return None
+
+
+def _plain_verdict(gold: Gold, pred: str, p: str, opts: Options) -> Optional[str]:
+    """Checks that need no sympy parse of the answer: clock times, one-letter answers, unit
+    conversion, plain numbers, ordered bare lists. None: not decided here."""
+    # 3. clock times
+    if gold.time is not None:
+        t = _clock(p)
+        if t is not None:
+            return "correct" if t % 86400 == gold.time % 86400 else "incorrect"
+    # one-letter answers: the case is the variable ("X" is not "x"; the LaTeX parser lowercases)
+    if len(p) == 1 and len(gold.ans) == 1 and p.isalpha() and gold.ans.isalpha():
+        return "correct" if p == gold.ans else "incorrect"
+    # unit conversion (a convention, off by default): 5 m = 500 cm
+    if "unit_conversion" in opts.rules:
+        qg, qp = quantity(gold.src), quantity(pred)
+        if qg is not None and qp is not None and qg[1] == qp[1]:
+            same = numbers_equal(qg[0].scaled(qg[2]), qp[0].scaled(qp[2]))
+            return "correct" if same else "incorrect"
+    # plain numbers on both sides (integers, a/b, decimals, 3.2e5): the comparison policy of
+    # curate.verify.numbers, exact Fractions, no parsing
+    v = _numbers_verdict(gold, pred, p, opts)
+    if v is not None:
+        return v
+    # an ordered bare list (unordered: never, or the problem asks for an order): item by item
+    if gold.ordered and gold.items:
+        pitems = split_top_level(p)
+        same = len(pitems) == len(gold.items) and all(
+            _equal_strings(gi, pi, opts) for gi, pi in zip(gold.items, pitems)
+        )
+        return "correct" if same else "incorrect"
+    return None
+
+
+def _unordered_items_match(gold_items: list[str], p: str, opts: Options) -> bool:
+    """Every gold item matched by a distinct answer item, in any order (same count)."""
+    pitems = split_top_level(p)
+    if len(pitems) != len(gold_items):
+        return False
+    left = list(pitems)
+    for gi in gold_items:
+        hit = next((k for k, pi in enumerate(left) if _equal_strings(gi, pi, opts)), None)
+        if hit is None:
+            return False
+        left.pop(hit)
+    return True
 
 
 _BARE_LETTER = re.compile(r"\(?([A-E])\)?\.?")
