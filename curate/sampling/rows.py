@@ -234,6 +234,14 @@ def _assemble(problems, rows, requests, results, failures, cfg, teacher, tokeniz
                 for c in lp_cols:
                     cols[c].append(s.get(c) if s is not None else None)
                 cols["tokenizer"].append(tok if s is not None else None)
+    prompts = (flat_row, flat_role, flat_content)
+    return _frame(cols, schema, prompts, problems, pos)
+
+
+def _frame(cols: dict[str, list], schema: dict, prompt_parts: tuple[list[int], list[str], list[str]],
+           problems: pl.DataFrame, pos: list[int]) -> pl.DataFrame:
+    """The sample rows as a frame: the prompt column built from the flat messages, the problems' columns carried."""
+    flat_row, flat_role, flat_content = prompt_parts
     prompt_t = schema["prompt"]
     cols.pop("prompt")
     samples_df = pl.DataFrame(cols, schema={k: v for k, v in schema.items() if k != "prompt"}, strict=False)
