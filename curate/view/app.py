@@ -142,18 +142,25 @@ def _trim(obj: Any, depth: int = 0) -> Any:
     return obj
 
 
-def create_app(store: Store, *, loopback: bool = True) -> Starlette:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True)
-    env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=1, ensure_ascii=False, default=str)
-    templates = Jinja2Templates(env=env)
-    cfg: list[Any] = []  # the version's AuditConfig, made on the first trace page (imports polars)
-    title = " ".join(str(store.manifest.get(k)) for k in ("name", "version") if store.manifest.get(k)) or store.path.name
+class _Pages:
+    """The pages of one store: the table, its side panel, one trace, the health check and errors."""
 
-    def render(request: Request, name: str, ctx: dict[str, Any], status: int = 200, background: Any = None) -> Response:
-        return templates.TemplateResponse(request, name, {"title": title, "store": store, **ctx}, status_code=status,
-                                          background=background)
+    def __init__(self, store: Store):
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True)
+        env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=1, ensure_ascii=False, default=str)
+        self.store = store
+        self.templates = Jinja2Templates(env=env)
+        self.cfg: list[Any] = []  # the version's AuditConfig, made on the first trace page (imports polars)
+        self.title = (" ".join(str(store.manifest.get(k)) for k in ("name", "version") if store.manifest.get(k))
+                      or store.path.name)
 
-    def index(request: Request) -> Response:  # sync: Starlette runs it on its thread pool (DuckDB blocks)
+    def render(self, request: Request, name: str, ctx: dict[str, Any], status: int = 200,
+               background: Any = None) -> Response:
+        return self.templates.TemplateResponse(request, name, {"title": self.title, "store": self.store, **ctx},
+                                               status_code=status, background=background)
+
+    def index(self, request: Request) -> Response:  # sync: Starlette runs it on its thread pool (DuckDB blocks)
+        store = self.store
         qy = parse_query(store, request.query_params)
         res = store.page(qy)
         sp = store.split(qy.split)
@@ -163,14 +170,15 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
             return url("/", qy.params(**{"page": None, **change}))
 
         pages = None if res["total"] is None else max(1, -(-res["total"] // qy.per))
-        return render(request, "index.html", {
+        return self.render(request, "index.html", {
             "qy": qy, "res": res, "cols": cols, "sortable": SORTABLE, "link": link, "pages": pages,
             "panel_url": url("/fragment/panel", qy.params(page=None)),
             "split_links": [(s, url("/", {"split": s}), store.splits[s].rows) for s in store.splits],
             "index_state": _state(store),
         }, background=BackgroundTask(store.start_index))  # once the first page is sent, the index may start
 
-    def panel(request: Request) -> Response:
+    def panel(self, request: Request) -> Response:
+        store = self.store
         qy = parse_query(store, request.query_params)
 
         def link(**change: Any) -> str:
@@ -188,11 +196,12 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
             "length": charts.length_chart(hist, link),
             "pass": charts.pass_chart(store.pass_by_bucket(qy.split), link),
         }
-        return render(request, "panel.html", {"qy": qy, "facets": facets, "flags": flags, "chart": chart,
-                                               "labels": FACET_LABELS, "hist_pending": hist is None and
-                                               any(sp.has("reasoning_chars") for sp in store.splits.values())})
+        return self.render(request, "panel.html", {"qy": qy, "facets": facets, "flags": flags, "chart": chart,
+                                                    "labels": FACET_LABELS, "hist_pending": hist is None and
+                                                    any(sp.has("reasoning_chars") for sp in store.splits.values())})
 
-    def trace(request: Request) -> Response:
+    def trace(self, request: Request) -> Response:
+        store = self.store
         split = request.path_params["split"]
         if split not in store.splits:
             raise HTTPException(404, "no such split")
@@ -207,8 +216,35 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
             raise _bad("rpage: out of range")
         rpage = int(rp)
         chunk = reasoning[rpage * REASONING_PAGE_CHARS:(rpage + 1) * REASONING_PAGE_CHARS]
-        pid, cluster = row.get("problem_id"), row.get("cluster_id")
+        pid = row.get("problem_id")
         samples = store.count_by_split("problem_id", pid) if pid is not None else {}
+        dup_rows = self._near_duplicates(row)
+        raw = store.raw_response(row.get("request_hash"))
+        raw_sample = None
+        if raw is not None:
+            samples_ = raw[1].get("samples") or []
+            si = row.get("sample_index") or 0
+            raw_sample = samples_[si] if si < len(samples_) else (samples_[0] if len(samples_) == 1 else None)
+        from .measures import (  # polars + the audit code: loaded on first use
+            audit_config,
+            flag_measures,
+        )
+
+        if not self.cfg:
+            self.cfg.append(audit_config(store.manifest))
+        measures = flag_measures(row, self.cfg[0], store.length_ref())
+        return self.render(request, "trace.html", {
+            "row": row, "split": split, "chunk": chunk, "rpage": rpage, "n_pages": n_pages,
+            "reasoning_len": len(reasoning), "hl": highlight(row.get("answer_text"), row.get("pred_answer")),
+            "samples": samples, "dups": dup_rows, "measures": measures,
+            "raw": None if raw is None else {"log": str(raw[0]), "payload": _trim(raw[1]), "sample": _trim(raw_sample)},
+            "work_dir": store.work_dir, "url": url, "self_url": request.url.path,
+        })
+
+    def _near_duplicates(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """The problems of ``row``'s dedup cluster (at most 8, with their texts); [] when it has none."""
+        store = self.store
+        pid, cluster = row.get("problem_id"), row.get("cluster_id")
         dup_rows: list[dict[str, Any]] = []
         if cluster is not None or row.get("duplicate_of") is not None:
             seen: set[Any] = set()
@@ -225,45 +261,29 @@ def create_app(store: Store, *, loopback: bool = True) -> Starlette:
             for d in dup_rows:  # the problem texts, read from the shards only now
                 same = d.get("problem_id") == pid and pid is not None
                 d["problem"] = row.get("problem") if same else store.problem_text(d["_split"], d["_file"], d["_row"])
-        raw = store.raw_response(row.get("request_hash"))
-        raw_sample = None
-        if raw is not None:
-            samples_ = raw[1].get("samples") or []
-            si = row.get("sample_index") or 0
-            raw_sample = samples_[si] if si < len(samples_) else (samples_[0] if len(samples_) == 1 else None)
-        from .measures import (  # polars + the audit code: loaded on first use
-            audit_config,
-            flag_measures,
-        )
+        return dup_rows
 
-        if not cfg:
-            cfg.append(audit_config(store.manifest))
-        measures = flag_measures(row, cfg[0], store.length_ref())
-        return render(request, "trace.html", {
-            "row": row, "split": split, "chunk": chunk, "rpage": rpage, "n_pages": n_pages,
-            "reasoning_len": len(reasoning), "hl": highlight(row.get("answer_text"), row.get("pred_answer")),
-            "samples": samples, "dups": dup_rows, "measures": measures,
-            "raw": None if raw is None else {"log": str(raw[0]), "payload": _trim(raw[1]), "sample": _trim(raw_sample)},
-            "work_dir": store.work_dir, "url": url, "self_url": request.url.path,
-        })
+    def health(self, request: Request) -> Response:
+        return JSONResponse(_state(self.store))
 
-    def health(request: Request) -> Response:
-        return JSONResponse(_state(store))
+    async def not_found(self, request: Request, exc: HTTPException) -> Response:
+        return self.render(request, "error.html", {"status": exc.status_code, "detail": exc.detail},
+                           status=exc.status_code)
 
-    async def not_found(request: Request, exc: HTTPException) -> Response:
-        return render(request, "error.html", {"status": exc.status_code, "detail": exc.detail}, status=exc.status_code)
 
+def create_app(store: Store, *, loopback: bool = True) -> Starlette:
+    pages = _Pages(store)
     routes = [
-        Route("/", index),
-        Route("/fragment/panel", panel),
-        Route("/trace/{split:str}/{file:int}/{row:int}", trace),
-        Route("/healthz", health),
+        Route("/", pages.index),
+        Route("/fragment/panel", pages.panel),
+        Route("/trace/{split:str}/{file:int}/{row:int}", pages.trace),
+        Route("/healthz", pages.health),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     middleware = [Middleware(SecurityHeaders)]
     if loopback:  # DNS-rebinding guard: a page elsewhere cannot reach this server under another name
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS))
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: not_found})
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: pages.not_found})
 
 
 FACET_LABELS = {"verdict": "verdict", "drop_reason": "drop reason", "dropped_by": "dropped by", "bucket": "difficulty",
