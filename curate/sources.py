@@ -342,8 +342,8 @@ def load_one(cfg: Any, base_dir: Path, limit: int | None = None) -> tuple[pl.Dat
     return out.filter(~bad_mask), bad, info
 
 
-def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where: str) -> tuple[pl.DataFrame, tuple[str, list[str]]]:
-    """One sample row per trace; also (the trace format used, warnings)."""
+def _trace_format(raw: pl.DataFrame, cfg: TracesSource, where: str) -> str:
+    """The named fields exist; the trace format asked for (``column`` when reasoning_field is set)."""
     if cfg.trace_field not in raw.columns:
         raise SourceError(
             f"{where}: field '{cfg.trace_field}' (trace_field) not found; columns are: {', '.join(raw.columns[:20])}"
@@ -363,12 +363,11 @@ def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where:
         if fmt not in ("auto", "column"):
             raise SourceError(f"{where}: reasoning_field is set, so trace_format must be column (got {fmt})")
         fmt = "column"
-    traces = raw[cfg.trace_field].to_list()
-    reasonings = raw[cfg.reasoning_field].to_list() if fmt == "column" else [None] * raw.height
-    teachers = raw[cfg.teacher_field].to_list() if cfg.teacher_field else [cfg.teacher] * raw.height
-    finishes = raw[cfg.finish_reason_field].to_list() if cfg.finish_reason_field else [None] * raw.height
-    sample = [str(x) for tr in traces[:2000] for x in (tr if isinstance(tr, list) else [tr]) if x is not None]
-    found, share = detect_trace_format(sample)
+    return fmt
+
+
+def _format_warnings(fmt: str, found: str, share: float, trace_field: str) -> tuple[str, list[str]]:
+    """The trace format to use (``auto``: the one found) and warnings where the one asked for disagrees with the data."""
     warnings: list[str] = []
     if fmt == "auto":
         fmt = found
@@ -382,7 +381,20 @@ def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where:
             f"trace_format: plain, but {100 * share:.0f}% of the traces carry <think> tags (trace_format: think)"
         )
     elif fmt == "column" and share >= 0.5:
-        warnings.append(f"trace_format: column, but {100 * share:.0f}% of the '{cfg.trace_field}' values carry <think> tags")
+        warnings.append(f"trace_format: column, but {100 * share:.0f}% of the '{trace_field}' values carry <think> tags")
+    return fmt, warnings
+
+
+def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where: str) -> tuple[pl.DataFrame, tuple[str, list[str]]]:
+    """One sample row per trace; also (the trace format used, warnings)."""
+    fmt = _trace_format(raw, cfg, where)
+    traces = raw[cfg.trace_field].to_list()
+    reasonings = raw[cfg.reasoning_field].to_list() if fmt == "column" else [None] * raw.height
+    teachers = raw[cfg.teacher_field].to_list() if cfg.teacher_field else [cfg.teacher] * raw.height
+    finishes = raw[cfg.finish_reason_field].to_list() if cfg.finish_reason_field else [None] * raw.height
+    sample = [str(x) for tr in traces[:2000] for x in (tr if isinstance(tr, list) else [tr]) if x is not None]
+    found, share = detect_trace_format(sample)
+    fmt, warnings = _format_warnings(fmt, found, share, cfg.trace_field)
     rows: list[dict] = []
     counters: dict[str, int] = {}
     from .progress import Ticker
