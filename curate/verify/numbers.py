@@ -297,70 +297,84 @@ def _render(toks: list[str]) -> Optional[str]:
         if t == "√":
             t, low = "sqrt", "sqrt"
         if low in _FUNCS and i + 1 < len(toks) and toks[i + 1] == "(":
-            j = _match_paren(toks, i + 1)
-            if j < 0:
-                return None
-            inner = _render(toks[i + 2 : j])
-            if inner is None:
-                return None
-            if low == "sqrt":
-                out.append("\\sqrt{" + inner + "}")
-            elif low == "exp":
-                out.append("e^{" + inner + "}")
-            elif low == "abs":
-                out.append("\\left|" + inner + "\\right|")
-            else:
-                out.append(_FUNCS[low] + "\\left(" + inner + "\\right)")
-            i = j + 1
-            continue
-        if low in _CONSTS:
-            out.append(_CONSTS[low] + " ")
-        elif t in ("**", "^"):
-            # exponent: a parenthesised group or one token -> ^{...}
-            if i + 1 < len(toks) and toks[i + 1] == "(":
-                j = _match_paren(toks, i + 1)
-                if j < 0:
-                    return None
-                inner = _render(toks[i + 2 : j])
-                if inner is None:
-                    return None
-                out.append("^{" + inner + "}")
-                i = j + 1
-                continue
-            if i + 1 < len(toks):
-                k = i + 1
-                sign = ""
-                if toks[k] in ("-", "+") and k + 1 < len(toks):
-                    sign, k = toks[k], k + 1
-                end = k + 1  # one atom: a number, a name, or a function call "log(x)"
-                if k + 1 < len(toks) and toks[k + 1] == "(" and toks[k].lower() in _FUNCS:
-                    end = _match_paren(toks, k + 1) + 1
-                    if end <= 0:
-                        return None
-                elif toks[k] == "(":
-                    end = _match_paren(toks, k) + 1
-                    if end <= 0:
-                        return None
-                inner = _render(toks[k:end])
-                if inner is None:
-                    return None
-                out.append("^{" + sign + inner.strip() + "}")
-                i = end
-                continue
-            return None
-        elif t == "*":
-            out.append(" \\cdot ")
-        elif re.fullmatch(r"\d+(?:\.\d+)?[eE][-+]?\d+", t):
-            mant, exp = re.split(r"[eE]", t)
-            out.append(f"{mant}\\times 10^{{{int(exp)}}}")
-        elif re.fullmatch(r"\d+\.0+", t):
-            out.append(t.split(".")[0])
+            step = _render_call(toks, i, low)
+        elif low not in _CONSTS and t in ("**", "^"):
+            step = _render_power(toks, i)
         else:
-            out.append(t)
-        if re.fullmatch(r"[\d.]+(?:[eE][-+]?\d+)?", t) and i + 1 < len(toks) and re.fullmatch(r"[A-Za-z]+", toks[i + 1]):
-            out.append(" \\cdot ")  # "1.0i", "2x": an explicit product for the parser
-        i += 1
+            out.append(_render_atom(t, low))
+            if re.fullmatch(r"[\d.]+(?:[eE][-+]?\d+)?", t) and i + 1 < len(toks) and re.fullmatch(r"[A-Za-z]+", toks[i + 1]):
+                out.append(" \\cdot ")  # "1.0i", "2x": an explicit product for the parser
+            i += 1
+            continue
+        if step is None:
+            return None
+        text, i = step
+        out.append(text)
     return "".join(out)
+
+
+def _render_call(toks: list[str], i: int, low: str) -> Optional[tuple[str, int]]:
+    """A function call ``f(...)`` starting at ``toks[i]``: (its LaTeX, the index after it), None when
+    it does not render."""
+    j = _match_paren(toks, i + 1)
+    if j < 0:
+        return None
+    inner = _render(toks[i + 2 : j])
+    if inner is None:
+        return None
+    if low == "sqrt":
+        return "\\sqrt{" + inner + "}", j + 1
+    if low == "exp":
+        return "e^{" + inner + "}", j + 1
+    if low == "abs":
+        return "\\left|" + inner + "\\right|", j + 1
+    return _FUNCS[low] + "\\left(" + inner + "\\right)", j + 1
+
+
+def _render_power(toks: list[str], i: int) -> Optional[tuple[str, int]]:
+    """An exponent (``**`` or ``^`` at ``toks[i]``): a parenthesised group or one atom (a number, a
+    name, or a function call "log(x)", with an optional sign) -> (``^{...}``, the index after it)."""
+    if i + 1 < len(toks) and toks[i + 1] == "(":
+        j = _match_paren(toks, i + 1)
+        if j < 0:
+            return None
+        inner = _render(toks[i + 2 : j])
+        if inner is None:
+            return None
+        return "^{" + inner + "}", j + 1
+    if i + 1 >= len(toks):
+        return None
+    k = i + 1
+    sign = ""
+    if toks[k] in ("-", "+") and k + 1 < len(toks):
+        sign, k = toks[k], k + 1
+    end = k + 1  # one atom: a number, a name, or a function call "log(x)"
+    if k + 1 < len(toks) and toks[k + 1] == "(" and toks[k].lower() in _FUNCS:
+        end = _match_paren(toks, k + 1) + 1
+        if end <= 0:
+            return None
+    elif toks[k] == "(":
+        end = _match_paren(toks, k) + 1
+        if end <= 0:
+            return None
+    inner = _render(toks[k:end])
+    if inner is None:
+        return None
+    return "^{" + sign + inner.strip() + "}", end
+
+
+def _render_atom(t: str, low: str) -> str:
+    """One token that is neither a call nor an exponent: constants, ``*``, e-notation, ``14.0``."""
+    if low in _CONSTS:
+        return _CONSTS[low] + " "
+    if t == "*":
+        return " \\cdot "
+    if re.fullmatch(r"\d+(?:\.\d+)?[eE][-+]?\d+", t):
+        mant, exp = re.split(r"[eE]", t)
+        return f"{mant}\\times 10^{{{int(exp)}}}"
+    if re.fullmatch(r"\d+\.0+", t):
+        return t.split(".")[0]
+    return t
 
 
 def plain_math(s: str) -> str:
