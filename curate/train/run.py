@@ -100,38 +100,13 @@ def _student_vocab(recipe: TrainRecipe, tokenizer) -> int:
     return min(rows, len(tokenizer))
 
 
-def _run(recipe: TrainRecipe, recipe_path: Path, public: dict[str, Any]) -> Path:
-    from .common import callbacks_for, load_student, load_tokenizer, resume_arg
-    from .data import apply_curriculum, has_curriculum, load_rows, require_kd_columns
-
-    base = Path(recipe_path).resolve().parent
-    where = f"{recipe_path}: dataset.path {recipe.dataset.path}"
-    # data first: every data error comes before a weight is loaded
-    ds = load_rows(recipe.dataset, base, where=f"{recipe_path}: dataset.path")
-    if recipe.method == "kd":
-        require_kd_columns(ds, where)
-    if recipe.packing and has_curriculum(ds, recipe.curriculum):
-        raise RecipeError(
-            "packing: the dataset is in curriculum order (curriculum_rank) and packing would mix rows; "
-            "set curriculum.mode: off to pack, or packing: false"
-        )
-    ds, eval_rows = _split_eval(ds, recipe, base, recipe_path)
-    ds, curriculum = apply_curriculum(ds, recipe.curriculum, recipe.seed, where)
-    if recipe.dataset.limit:
-        ds = ds.select(range(min(recipe.dataset.limit, len(ds))))
-    tokenizer = load_tokenizer(recipe, base)
-    vocab = _student_vocab(recipe, tokenizer) if recipe.method == "kd" else None
-    train_ds, stats = _encode(recipe, tokenizer, ds, where, vocab)
-    eval_ds, eval_stats = (None, None)
-    if eval_rows is not None:
-        eval_where = f"{recipe_path}: eval rows of {recipe.dataset.path}"
-        eval_ds, eval_stats = _encode(recipe, tokenizer, eval_rows, eval_where, vocab)
+def _trainer_builder(recipe: TrainRecipe) -> Any:
+    """The trainer factory of the recipe's method (online_kd: its teacher loaded first, before the student)."""
     teacher = None
     if recipe.method == "online_kd":
         from .online import load_teacher
 
         teacher = load_teacher(recipe)
-    model = load_student(recipe)
     if recipe.method == "sft":
         from .sft import build_sft_trainer as build
     elif recipe.method == "kd":
@@ -142,25 +117,14 @@ def _run(recipe: TrainRecipe, recipe_path: Path, public: dict[str, Any]) -> Path
         from .online import build_online_trainer
 
         build = partial(build_online_trainer, teacher=teacher)
+    return build
 
-    out = Path(recipe.output_dir)
-    try:
-        trainer = build(recipe, model, tokenizer, train_ds, eval_ds, curriculum=curriculum,
-                        callbacks=callbacks_for(recipe, eval_ds is not None))
-        t0 = time.perf_counter()
-        result = trainer.train(resume_from_checkpoint=resume_arg(recipe))
-        seconds = time.perf_counter() - t0
-        trainer.save_model(str(out))
-        tokenizer.save_pretrained(str(out))
-    except CurateError:
-        raise
-    except Exception as e:  # transformers / TRL / torch: one line, the traceback kept beside the checkpoints
-        import traceback
 
-        out.mkdir(parents=True, exist_ok=True)
-        log = out / "train_error.log"
-        log.write_text(traceback.format_exc())
-        raise TrainingFailed(f"training failed: {type(e).__name__}: {first_line(e)} (traceback in {log})") from None
+def _summary(recipe: TrainRecipe, public: dict[str, Any], trainer: Any, result: Any, seconds: float,
+             train: tuple[Any, dict[str, Any], Any], evaluation: tuple[Any, dict[str, Any] | None]) -> dict[str, Any]:
+    """The run summary: data, losses, throughput and (with eval rows) the evaluation history."""
+    train_ds, stats, curriculum = train
+    eval_ds, eval_stats = evaluation
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     evals = [h[recipe.eval.metric] for h in trainer.state.log_history if recipe.eval and recipe.eval.metric in h]
     tokens = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
@@ -190,6 +154,56 @@ def _run(recipe: TrainRecipe, recipe_path: Path, public: dict[str, Any]) -> Path
             "best_metric": trainer.state.best_metric, "best_checkpoint": trainer.state.best_model_checkpoint,
             "stopped_early": bool(recipe.eval.early_stopping_patience) and trainer.state.global_step < trainer.state.max_steps,
         }
+    return summary
+
+
+def _run(recipe: TrainRecipe, recipe_path: Path, public: dict[str, Any]) -> Path:
+    from .common import callbacks_for, load_student, load_tokenizer, resume_arg
+    from .data import apply_curriculum, has_curriculum, load_rows, require_kd_columns
+
+    base = Path(recipe_path).resolve().parent
+    where = f"{recipe_path}: dataset.path {recipe.dataset.path}"
+    # data first: every data error comes before a weight is loaded
+    ds = load_rows(recipe.dataset, base, where=f"{recipe_path}: dataset.path")
+    if recipe.method == "kd":
+        require_kd_columns(ds, where)
+    if recipe.packing and has_curriculum(ds, recipe.curriculum):
+        raise RecipeError(
+            "packing: the dataset is in curriculum order (curriculum_rank) and packing would mix rows; "
+            "set curriculum.mode: off to pack, or packing: false"
+        )
+    ds, eval_rows = _split_eval(ds, recipe, base, recipe_path)
+    ds, curriculum = apply_curriculum(ds, recipe.curriculum, recipe.seed, where)
+    if recipe.dataset.limit:
+        ds = ds.select(range(min(recipe.dataset.limit, len(ds))))
+    tokenizer = load_tokenizer(recipe, base)
+    vocab = _student_vocab(recipe, tokenizer) if recipe.method == "kd" else None
+    train_ds, stats = _encode(recipe, tokenizer, ds, where, vocab)
+    eval_ds, eval_stats = (None, None)
+    if eval_rows is not None:
+        eval_where = f"{recipe_path}: eval rows of {recipe.dataset.path}"
+        eval_ds, eval_stats = _encode(recipe, tokenizer, eval_rows, eval_where, vocab)
+    build = _trainer_builder(recipe)
+    model = load_student(recipe)
+    out = Path(recipe.output_dir)
+    try:
+        trainer = build(recipe, model, tokenizer, train_ds, eval_ds, curriculum=curriculum,
+                        callbacks=callbacks_for(recipe, eval_ds is not None))
+        t0 = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume_arg(recipe))
+        seconds = time.perf_counter() - t0
+        trainer.save_model(str(out))
+        tokenizer.save_pretrained(str(out))
+    except CurateError:
+        raise
+    except Exception as e:  # transformers / TRL / torch: one line, the traceback kept beside the checkpoints
+        import traceback
+
+        out.mkdir(parents=True, exist_ok=True)
+        log = out / "train_error.log"
+        log.write_text(traceback.format_exc())
+        raise TrainingFailed(f"training failed: {type(e).__name__}: {first_line(e)} (traceback in {log})") from None
+    summary = _summary(recipe, public, trainer, result, seconds, (train_ds, stats, curriculum), (eval_ds, eval_stats))
     if recipe.merge:
         from .merge import merge_lora
 
