@@ -233,53 +233,87 @@ def _run(
 ) -> tuple[list[Result], dict[str, int]]:
     """One pass over the tasks (see ``run_tasks``)."""
     n = len(tasks)
-    results: list[Optional[Result]] = [None] * n
-    stats = {"workers": 0, "killed": 0, "soft_timeouts": 0}
-    pos = {t[0]: i for i, t in enumerate(tasks)}
     if n == 0:
-        return [], stats
+        return [], _new_stats()
     if num_proc <= 0:  # in this process (signal timeout on the main thread only)
-        judge = Judge(opts, timeout_s)
-        for i, t in enumerate(tasks):
-            results[i] = judge.one(t)
-            if progress is not None:
-                progress.advance(1)
-        return results, stats  # type: ignore[return-value]
+        return _run_inline(tasks, opts, timeout_s, progress)
 
     from . import mv  # noqa: F401  (import before forking so workers start warm)
 
     grace = grace_s if grace_s is not None else max(0.25, 0.5 * timeout_s)
     wall = wall_limit_s if wall_limit_s is not None else 20 * timeout_s + 10
-    num_proc = max(1, min(num_proc, n))
-    size = max(1, min(64, n // (num_proc * 8) or 1))
-    queue: deque[tuple[int, list[Task]]] = deque()
-    for c, start in enumerate(range(0, n, size)):
-        queue.append((c, list(tasks[start : start + size])))
-    ctx = _context()
-    workers: list[_W] = []
+    return _Pass(tasks, opts, timeout_s, grace, wall, max(1, min(num_proc, n)), progress).run()
 
-    def spawn() -> _W:
-        parent, child = ctx.Pipe()
-        cur = ctx.RawArray("d", 2)
-        p = ctx.Process(target=_worker, args=(child, opts, timeout_s, cur, timeout_s + grace), daemon=True)
+
+def _new_stats() -> dict[str, int]:
+    return {"workers": 0, "killed": 0, "soft_timeouts": 0}
+
+
+def _run_inline(tasks: Sequence[Task], opts: Options, timeout_s: float, progress: Any
+                ) -> tuple[list[Result], dict[str, int]]:
+    """Every task judged in this process, in order."""
+    judge = Judge(opts, timeout_s)
+    results: list[Result] = []
+    for t in tasks:
+        results.append(judge.one(t))
+        if progress is not None:
+            progress.advance(1)
+    return results, _new_stats()
+
+
+class _Pass:
+    """One pass of worker processes over the tasks: chunks handed out, results stored in task
+    order, a worker that died or passed the wall-clock backstop killed and replaced (the item it
+    was on gets ``timeout``, the rest of its chunk is re-queued)."""
+
+    def __init__(self, tasks: Sequence[Task], opts: Options, timeout_s: float, grace: float, wall: float,
+                 num_proc: int, progress: Any):
+        n = len(tasks)
+        self.opts, self.timeout_s, self.grace, self.wall = opts, timeout_s, grace, wall
+        self.num_proc, self.progress = num_proc, progress
+        self.results: list[Optional[Result]] = [None] * n
+        self.stats = _new_stats()
+        self.pos = {t[0]: i for i, t in enumerate(tasks)}
+        size = max(1, min(64, n // (num_proc * 8) or 1))
+        self.queue: deque[tuple[int, list[Task]]] = deque()
+        for c, start in enumerate(range(0, n, size)):
+            self.queue.append((c, list(tasks[start : start + size])))
+        self.ctx = _context()
+        self.workers: list[_W] = []
+
+    def run(self) -> tuple[list[Result], dict[str, int]]:
+        try:
+            for _ in range(self.num_proc):
+                self.workers.append(self._spawn())
+            while self._step():
+                pass
+        finally:
+            self._shutdown()
+        return [r if r is not None else (None, "timeout") for r in self.results], self.stats
+
+    def _spawn(self) -> _W:
+        parent, child = self.ctx.Pipe()
+        cur = self.ctx.RawArray("d", 2)
+        p = self.ctx.Process(target=_worker, args=(child, self.opts, self.timeout_s, cur, self.timeout_s + self.grace),
+                             daemon=True)
         p.start()
         child.close()
-        stats["workers"] += 1
+        self.stats["workers"] += 1
         return _W(p, parent, cur)
 
-    def store(out) -> None:
+    def _store(self, out) -> None:
         for idx, res in out:
-            i = pos[idx]
-            if results[i] is None:
-                results[i] = res
+            i = self.pos[idx]
+            if self.results[i] is None:
+                self.results[i] = res
                 if res[1] == "timeout":
-                    stats["soft_timeouts"] += 1
-                if progress is not None:
-                    progress.advance(1)
+                    self.stats["soft_timeouts"] += 1
+                if self.progress is not None:
+                    self.progress.advance(1)
 
-    def fail(w: _W, reason_idx: Optional[int]) -> None:
+    def _fail(self, w: _W, reason_idx: Optional[int]) -> None:
         """Kill a worker; the item it was on gets ``timeout``; the rest of its chunk is re-queued."""
-        stats["killed"] += 1
+        self.stats["killed"] += 1
         try:
             w.proc.kill()
         except Exception:
@@ -290,53 +324,58 @@ def _run(
         rest = []
         for t in items:
             if t[0] == reason_idx:
-                store([(t[0], (None, "timeout"))])
-            elif results[pos[t[0]]] is None:
+                self._store([(t[0], (None, "timeout"))])
+            elif self.results[self.pos[t[0]]] is None:
                 rest.append(t)
         if rest:
-            queue.appendleft((chunk_id, rest))
-        workers[workers.index(w)] = spawn()
+            self.queue.appendleft((chunk_id, rest))
+        self.workers[self.workers.index(w)] = self._spawn()
 
-    try:
-        for _ in range(num_proc):
-            workers.append(spawn())
-        while True:
-            for w in workers:
-                if w.chunk is None and queue:
-                    w.chunk = queue.popleft()
-                    w.conn.send(w.chunk)
-            busy = [w for w in workers if w.chunk is not None]
-            if not busy:
-                break
-            ready = wait([w.conn for w in busy], timeout=0.05)
-            for w in busy:
-                if w.conn in ready:
-                    try:
-                        chunk_id, out = w.conn.recv()
-                    except (EOFError, OSError):  # the worker died (out of memory, a crash)
-                        fail(w, int(w.cur[0]) if w.cur[1] > 0 else None)
-                        continue
-                    store(out)
-                    w.chunk = None
-            now = time.monotonic()
-            for w in list(workers):
-                if w.chunk is None:
+    def _step(self) -> bool:
+        """Hand out chunks, collect finished ones, check on busy workers; False when all is done."""
+        for w in self.workers:
+            if w.chunk is None and self.queue:
+                w.chunk = self.queue.popleft()
+                w.conn.send(w.chunk)
+        busy = [w for w in self.workers if w.chunk is not None]
+        if not busy:
+            return False
+        self._collect(busy)
+        self._watch()
+        return True
+
+    def _collect(self, busy: list[_W]) -> None:
+        ready = wait([w.conn for w in busy], timeout=0.05)
+        for w in busy:
+            if w.conn in ready:
+                try:
+                    chunk_id, out = w.conn.recv()
+                except (EOFError, OSError):  # the worker died (out of memory, a crash)
+                    self._fail(w, int(w.cur[0]) if w.cur[1] > 0 else None)
                     continue
-                started = w.cur[1]
-                if started > 0 and now - started > wall:  # the wall-clock backstop only
-                    fail(w, int(w.cur[0]))
-                elif not w.proc.is_alive() and not w.conn.poll():
-                    fail(w, int(w.cur[0]) if started > 0 else None)
-    finally:
-        for w in workers:
+                self._store(out)
+                w.chunk = None
+
+    def _watch(self) -> None:
+        now = time.monotonic()
+        for w in list(self.workers):
+            if w.chunk is None:
+                continue
+            started = w.cur[1]
+            if started > 0 and now - started > self.wall:  # the wall-clock backstop only
+                self._fail(w, int(w.cur[0]))
+            elif not w.proc.is_alive() and not w.conn.poll():
+                self._fail(w, int(w.cur[0]) if started > 0 else None)
+
+    def _shutdown(self) -> None:
+        for w in self.workers:
             try:
                 w.conn.send(None)
             except Exception:
                 pass
-        for w in workers:
+        for w in self.workers:
             w.proc.join(timeout=1)
             if w.proc.is_alive():
                 w.proc.kill()
                 w.proc.join(timeout=1)
             w.conn.close()
-    return [r if r is not None else (None, "timeout") for r in results], stats
