@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -153,6 +153,32 @@ class DedupStage(Stage):
             _correct=pl.col("correct").cast(pl.Float64).fill_null(0.0) if "correct" in df.columns else pl.lit(0.0),
             _alive=alive,
         )
+        units, unit_col = self._units(rows, df)
+
+        texts = units["_text"]  # a polars Series: workers get it chunk by chunk (no full Python copy)
+        res = self._find(texts, ctx)
+        n = len(texts)
+        kept_apart = {"different_answers": 0, "different_numbers": 0}
+        if cfg.field == "problem" and len(res.pairs_i) and not (cfg.merge_different_answers and cfg.merge_different_numbers):
+            res = self._keep_apart(res, units, kept_apart)
+        score = {
+            "first": np.arange(n, dtype=np.float64),
+            "shortest": units["_len"].fill_null(0.0).to_numpy().astype(np.float64),
+            "longest": -units["_len"].fill_null(0.0).to_numpy().astype(np.float64),
+            "most_correct": -units["_correct"].to_numpy().astype(np.float64),
+        }[cfg.keep]
+        kept = choose_kept(res.labels, score) if n else np.empty(0, dtype=np.int64)
+        dropped = kept != np.arange(n)
+        exact = res.keys == res.keys[kept]
+        out = _mark_units(df, rows, units, unit_col, kept, dropped, exact)
+
+        ctx.stats.update(self._stats(df, out, res, texts, (dropped, exact), kept_apart))
+        return out
+
+    def _units(self, rows: pl.DataFrame, df: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
+        """The live units to compare (problems or rows) and, by problem, the column naming them."""
+        cfg: DedupConfig = self.config  # type: ignore[assignment]
+        unit_col = None
         if cfg.scope == "problem":
             unit_col = "problem_id" if "problem_id" in df.columns else "problem"
             units = (
@@ -174,15 +200,18 @@ class DedupStage(Stage):
             )
             gold = [pl.col("gold_answer").cast(pl.Utf8).alias("_gold")] if "gold_answer" in df.columns else []
             units = rows.filter(pl.col("_alive")).select(uid.alias("_uid"), "_text", "_len", "_correct", "_row", *gold)
+        return units, unit_col
 
-        texts = units["_text"]  # a polars Series: workers get it chunk by chunk (no full Python copy)
+    def _find(self, texts: pl.Series, ctx: Context) -> Any:
+        """Exact / near duplicates among the texts (MinHash + LSH), by the engine's finder where it has one."""
+        cfg: DedupConfig = self.config  # type: ignore[assignment]
         params = MinHashParams(
             num_perm=cfg.num_perm, seed=cfg.seed, scheme=cfg.scheme, ngram=cfg.ngram, shingle=cfg.shingle
         )
         # an engine may bring its own (distributed) duplicate finder with the same contract (ctx.executor)
         finder = getattr(ctx.executor, "find_duplicates", None) or find_duplicates
         with ctx.progress(len(texts), f"{ctx.stage_label or self.name}: MinHash") as bar:
-            res = finder(
+            return finder(
                 texts,
                 params,
                 cfg.threshold,
@@ -193,64 +222,31 @@ class DedupStage(Stage):
                 num_proc=cfg.num_proc or ctx.num_proc,
                 progress=bar.advance,
             )
-        n = len(texts)
-        kept_apart = {"different_answers": 0, "different_numbers": 0}
-        if cfg.field == "problem" and len(res.pairs_i) and not (cfg.merge_different_answers and cfg.merge_different_numbers):
-            res = self._keep_apart(res, units, kept_apart)
-        score = {
-            "first": np.arange(n, dtype=np.float64),
-            "shortest": units["_len"].fill_null(0.0).to_numpy().astype(np.float64),
-            "longest": -units["_len"].fill_null(0.0).to_numpy().astype(np.float64),
-            "most_correct": -units["_correct"].to_numpy().astype(np.float64),
-        }[cfg.keep]
-        kept = choose_kept(res.labels, score) if n else np.empty(0, dtype=np.int64)
-        uids = np.asarray(units["_uid"].to_list(), dtype=object)
-        dropped = kept != np.arange(n)
-        exact = res.keys == res.keys[kept]
-        reason = np.where(dropped, np.where(exact, "exact_duplicate", "near_duplicate"), None)
-        unit_frame = pl.DataFrame(
-            {
-                "_uid": uids.tolist(),
-                "cluster_id": uids[kept].tolist() if n else [],
-                "duplicate_of": np.where(dropped, uids[kept], None).tolist() if n else [],
-                "_reason": reason.tolist() if n else [],
-            },
-            schema={"_uid": pl.Utf8, "cluster_id": pl.Utf8, "duplicate_of": pl.Utf8, "_reason": pl.Utf8},
-        )
-        if cfg.scope == "problem":  # units are unique problem ids: every sample of a problem joins its unit
-            key = pl.col(unit_col).cast(pl.Utf8)
-            out = rows.with_columns(key.alias("_uid")).join(unit_frame, on="_uid", how="left", maintain_order="left")
-        else:  # units are rows: join by row position (ids need not be unique)
-            unit_frame = unit_frame.drop("_uid").with_columns(units["_row"])
-            out = rows.join(unit_frame, on="_row", how="left", maintain_order="left")
-        out = out.with_columns(pl.when(pl.col("_alive")).then(pl.col("_reason")).alias("_reason"))
-        out = mark_drop(out, pl.col("_reason").is_not_null(), pl.col("_reason"))
-        out = out.drop("_row", "_text", "_len", "_correct", "_alive", "_reason", *(["_uid"] if "_uid" in out.columns else []))
-        cols = [c for c in df.columns if c not in ("cluster_id", "duplicate_of")]
-        out = out.select(*cols, "cluster_id", "duplicate_of", *([DROP] if DROP not in cols else []))
 
+    def _stats(self, df: pl.DataFrame, out: pl.DataFrame, res: Any, texts: pl.Series,
+               marks: tuple[np.ndarray, np.ndarray], kept_apart: dict[str, int]) -> dict[str, Any]:
+        cfg: DedupConfig = self.config  # type: ignore[assignment]
+        dropped, exact = marks
+        n = len(texts)
         n_exact = int((dropped & exact).sum())
         n_near = int((dropped & ~exact).sum())
         sizes = np.bincount(res.labels) if n else np.empty(0, dtype=np.int64)
-        ctx.stats.update(
-            {
-                "units": n,
-                "scope": cfg.scope,
-                "exact_duplicates": n_exact,
-                "near_duplicates": n_near,
-                "clusters_with_duplicates": int((sizes > 1).sum()),
-                "largest_cluster": int(sizes.max()) if n else 0,
-                "kept_apart": kept_apart,
-                "lsh_candidates": res.n_candidates,
-                "lsh_bands_rows": list(res.lsh_params) if res.lsh_params else None,
-                "rows_dropped": int(out[DROP].is_not_null().sum()) - int(df[DROP].is_not_null().sum() if DROP in df.columns else 0),
-                "examples": [
-                    {"kept": texts[int(a)][:300], "dropped": texts[int(b)][:300], "similarity": round(float(s), 4)}
-                    for a, b, s in list(zip(res.pairs_i, res.pairs_j, res.similarity))[:5]
-                ],
-            }
-        )
-        return out
+        return {
+            "units": n,
+            "scope": cfg.scope,
+            "exact_duplicates": n_exact,
+            "near_duplicates": n_near,
+            "clusters_with_duplicates": int((sizes > 1).sum()),
+            "largest_cluster": int(sizes.max()) if n else 0,
+            "kept_apart": kept_apart,
+            "lsh_candidates": res.n_candidates,
+            "lsh_bands_rows": list(res.lsh_params) if res.lsh_params else None,
+            "rows_dropped": int(out[DROP].is_not_null().sum()) - int(df[DROP].is_not_null().sum() if DROP in df.columns else 0),
+            "examples": [
+                {"kept": texts[int(a)][:300], "dropped": texts[int(b)][:300], "similarity": round(float(s), 4)}
+                for a, b, s in list(zip(res.pairs_i, res.pairs_j, res.similarity))[:5]
+            ],
+        }
 
     def _keep_apart(self, res, units: pl.DataFrame, counts: dict) -> object:
         """Drop the near-duplicate pairs whose gold answers (both known) or numbers differ, and
@@ -279,3 +275,32 @@ class DedupStage(Stage):
         import dataclasses
 
         return dataclasses.replace(res, labels=cluster_labels(rep, pi, pj), pairs_i=pi, pairs_j=pj, similarity=sim)
+
+
+def _mark_units(df: pl.DataFrame, rows: pl.DataFrame, units: pl.DataFrame, unit_col: str | None,
+                kept: np.ndarray, dropped: np.ndarray, exact: np.ndarray) -> pl.DataFrame:
+    """cluster_id / duplicate_of on every row, and the duplicates marked dropped (live rows only)."""
+    n = len(units)
+    uids = np.asarray(units["_uid"].to_list(), dtype=object)
+    reason = np.where(dropped, np.where(exact, "exact_duplicate", "near_duplicate"), None)
+    unit_frame = pl.DataFrame(
+        {
+            "_uid": uids.tolist(),
+            "cluster_id": uids[kept].tolist() if n else [],
+            "duplicate_of": np.where(dropped, uids[kept], None).tolist() if n else [],
+            "_reason": reason.tolist() if n else [],
+        },
+        schema={"_uid": pl.Utf8, "cluster_id": pl.Utf8, "duplicate_of": pl.Utf8, "_reason": pl.Utf8},
+    )
+    if unit_col is not None:  # by problem: units are unique problem ids: every sample of a problem joins its unit
+        key = pl.col(unit_col).cast(pl.Utf8)
+        out = rows.with_columns(key.alias("_uid")).join(unit_frame, on="_uid", how="left", maintain_order="left")
+    else:  # units are rows: join by row position (ids need not be unique)
+        unit_frame = unit_frame.drop("_uid").with_columns(units["_row"])
+        out = rows.join(unit_frame, on="_row", how="left", maintain_order="left")
+    out = out.with_columns(pl.when(pl.col("_alive")).then(pl.col("_reason")).alias("_reason"))
+    out = mark_drop(out, pl.col("_reason").is_not_null(), pl.col("_reason"))
+    out = out.drop("_row", "_text", "_len", "_correct", "_alive", "_reason", *(["_uid"] if "_uid" in out.columns else []))
+    cols = [c for c in df.columns if c not in ("cluster_id", "duplicate_of")]
+    out = out.select(*cols, "cluster_id", "duplicate_of", *([DROP] if DROP not in cols else []))
+    return out
