@@ -42,7 +42,7 @@ WEAK_EXTRACTORS = frozenset({"whole", "math_verify", "last_number"})
 # what a cut-off text may still be judged on: an answer the model marked as final
 STRONG_EXTRACTORS = frozenset({"boxed", "final_answer", "answer_tag", "hash"})
 _PERCENT = re.compile(r"(?:\\%|%|\\percent|\bpercent(?:age)?\b)\s*\}?\s*\.?\s*$", re.I)
-from ..columns import VERDICTS  # noqa: E402  (the data contract)
+from ..columns import VERDICTS  # noqa: E402,F401  (the data contract, re-exported)
 
 
 # ----------------------------------------------------------------------------- gold

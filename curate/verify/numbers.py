@@ -313,15 +313,23 @@ def _render(toks: list[str]) -> Optional[str]:
     return "".join(out)
 
 
+def _render_group(toks: list[str], i: int) -> Optional[tuple[str, int]]:
+    """The parenthesised group opening at ``toks[i]``: (its inside rendered, the index of its ``)``), None
+    when it is unclosed or does not render."""
+    j = _match_paren(toks, i)
+    if j < 0:
+        return None
+    inner = _render(toks[i + 1 : j])
+    return None if inner is None else (inner, j)
+
+
 def _render_call(toks: list[str], i: int, low: str) -> Optional[tuple[str, int]]:
     """A function call ``f(...)`` starting at ``toks[i]``: (its LaTeX, the index after it), None when
     it does not render."""
-    j = _match_paren(toks, i + 1)
-    if j < 0:
+    group = _render_group(toks, i + 1)
+    if group is None:
         return None
-    inner = _render(toks[i + 2 : j])
-    if inner is None:
-        return None
+    inner, j = group
     if low == "sqrt":
         return "\\sqrt{" + inner + "}", j + 1
     if low == "exp":
@@ -335,13 +343,8 @@ def _render_power(toks: list[str], i: int) -> Optional[tuple[str, int]]:
     """An exponent (``**`` or ``^`` at ``toks[i]``): a parenthesised group or one atom (a number, a
     name, or a function call "log(x)", with an optional sign) -> (``^{...}``, the index after it)."""
     if i + 1 < len(toks) and toks[i + 1] == "(":
-        j = _match_paren(toks, i + 1)
-        if j < 0:
-            return None
-        inner = _render(toks[i + 2 : j])
-        if inner is None:
-            return None
-        return "^{" + inner + "}", j + 1
+        group = _render_group(toks, i + 1)
+        return None if group is None else ("^{" + group[0] + "}", group[1] + 1)
     if i + 1 >= len(toks):
         return None
     k = i + 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .config import VerifyConfig
 
@@ -23,14 +23,6 @@ class Options:
 
     @classmethod
     def from_config(cls, cfg: VerifyConfig) -> "Options":
-        return cls(
-            extract=tuple(cfg.extract),
-            rules=cfg.rules.enabled(),
-            unordered=cfg.rules.unordered,
-            float_rounding=cfg.float_rounding,
-            numeric_precision=cfg.numeric_precision,
-            rel_tol=cfg.rel_tol,
-            strict=cfg.strict,
-            tail_chars=cfg.tail_chars,
-            max_answer_chars=cfg.max_answer_chars,
-        )
+        derived = {"extract": tuple(cfg.extract), "rules": cfg.rules.enabled(), "unordered": cfg.rules.unordered}
+        same = {f.name: getattr(cfg, f.name) for f in fields(cls) if f.name not in derived}  # same-named fields
+        return cls(**derived, **same)
