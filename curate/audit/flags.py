@@ -199,6 +199,8 @@ def measure(df: pl.DataFrame, cfg: AuditConfig | None = None) -> pl.DataFrame:
     tail = r.str.slice(-cfg.tail_chars)
     m = df.select(
         r.str.len_chars().alias("audit_chars"),
+        _blank(_col(df, "answer_text")).alias("_answer_blank"),
+        _blank(_col(df, "reasoning")).alias("_reasoning_blank"),
         r.str.slice(0, 4 * cfg.min_reasoning_chars + 4096)
         .str.contains(r"(?:\S\s*){%d}" % cfg.min_reasoning_chars).alias("_enough_reasoning"),
         (r.str.count_matches("<think>", literal=True) + a.str.count_matches("<think>", literal=True)).alias("_open"),
@@ -232,6 +234,9 @@ def measure(df: pl.DataFrame, cfg: AuditConfig | None = None) -> pl.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
         per_1k = np.where(tokens > 0, refl * 1000.0 / np.maximum(tokens, 1), 0.0)
     m = m.drop("_tail", "_reflections").with_columns(
+        # what the flags read of the text, as per-row booleans (the kernel's columns carry no text)
+        (pl.col("_last_tail").is_not_null() & pl.col("_last_ans").is_not_null()
+         & (pl.col("_last_tail") != pl.col("_last_ans"))).fill_null(False).alias("_boxed_differs"),
         after.str.len_chars().alias("audit_after_chars"),
         pl.Series("audit_after_foreign", after_foreign, dtype=pl.Int64),
         pl.Series("reasoning_tokens", tokens, dtype=pl.Int64),
@@ -256,7 +261,14 @@ class MeasureKernel:
 
     def __call__(self, batch: pl.DataFrame) -> pl.DataFrame:
         m = measure(batch, self.cfg)
-        return m.select(m.columns[batch.width:])
+        return m.select([c for c in m.columns[batch.width:] if c not in TEXT_MEASURES])
+
+
+TEXT_MEASURES = ("_last_tail", "_last_ans", "_after")
+"""Text columns of :func:`measure` (shown on the trace page) that the flags do not read: the kernel leaves
+them out, so its columns are a few numbers and booleans per row whatever the trace's length."""
+FLAG_INPUTS = ("finish_reason", "verdict", "correct", "pred_answer", "think_status")
+"""The columns besides the kernel's that :func:`flag_exprs` reads (all optional; never the traces)."""
 
 
 def length_stats(tokens: np.ndarray) -> tuple[float, float] | None:
@@ -277,8 +289,8 @@ def length_z(tokens: np.ndarray, stats: tuple[float, float] | None) -> np.ndarra
 
 
 def flag_exprs(df: pl.DataFrame, cfg: AuditConfig) -> dict[str, pl.Expr]:
-    """One boolean expression per flag over a measured frame."""
-    a = _col(df, "answer_text")
+    """One boolean expression per flag over a measured frame (the :class:`MeasureKernel` columns and
+    the ``FLAG_INPUTS`` present; the traces themselves are not read)."""
     finish = _col(df, "finish_reason").str.to_lowercase()
     verdict = _col(df, "verdict").str.to_lowercase()
     correct = _col(df, "correct", pl.Boolean)
@@ -286,10 +298,10 @@ def flag_exprs(df: pl.DataFrame, cfg: AuditConfig) -> dict[str, pl.Expr]:
     think = _col(df, "think_status")
     unclosed = (pl.col("_open") > pl.col("_close")) | (think == "unclosed")
     if cfg.expect_think:  # R1-style: the final answer must follow the think block
-        has_answer = ~_blank(a)
+        has_answer = ~pl.col("_answer_blank")
     else:
-        has_answer = ~_blank(a) | ~_blank(pred) | pl.col("_boxed_tail") | pl.col("_answer_words")
-    missing_think = (think == "missing") if "think_status" in df.columns else (_blank(_col(df, "reasoning")) & ~_blank(a))
+        has_answer = ~pl.col("_answer_blank") | ~_blank(pred) | pl.col("_boxed_tail") | pl.col("_answer_words")
+    missing_think = (think == "missing") if "think_status" in df.columns else (pl.col("_reasoning_blank") & ~pl.col("_answer_blank"))
     return {
         "truncated": finish.is_in(_TRUNC_REASONS).fill_null(False) | (verdict == "truncated").fill_null(False) | unclosed,
         "unclosed_think": unclosed,
@@ -305,8 +317,7 @@ def flag_exprs(df: pl.DataFrame, cfg: AuditConfig) -> dict[str, pl.Expr]:
         "after_answer": (pl.col("audit_after_chars") > cfg.after_answer_max_chars)
         | (pl.col("audit_after_foreign") >= cfg.lang_mix_min_chars),
         "answer_mismatch": (
-            (pl.col("_last_tail").is_not_null() & pl.col("_last_ans").is_not_null()
-             & (pl.col("_last_tail") != pl.col("_last_ans")))
+            pl.col("_boxed_differs")
             | (correct.is_not_null() & verdict.is_not_null() & (correct != (verdict == "correct")))
             | ((verdict == "correct") & _blank(pred) & pl.lit("pred_answer" in df.columns))
         ).fill_null(False),

@@ -2,17 +2,27 @@
 
 Adds ``flags`` (list of strings), ``reasoning_tokens`` and ``reflections_per_1k``; the per-flag counts
 go to ``ctx.stats`` (the funnel/manifest). The publisher writes the HTML report with the same config.
+
+Scale: the per-row measures (:class:`~curate.audit.flags.MeasureKernel`: numbers and booleans, no text)
+are ``map_shard``, run shard by shard on the full rows; they become hidden ``__audit.*`` columns. The
+flags need the frame-wide length reference, so ``run`` is global, but it ``reads`` only those measures
+and the few plain columns the flags look at (never the traces), and then does not measure again.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import polars as pl
 
 from ..audit.config import AuditConfig
-from ..audit.flags import MeasureKernel, audit_frame
+from ..audit.flags import FLAG_INPUTS, MeasureKernel, audit_frame
 from ..audit.summary import flag_counts
 from ..errors import RecipeError, require
 from .base import Context, Stage
+
+MEASURE_PREFIX = "__audit."
+"""map_shard's columns: the kernel's measures under this prefix (hidden: not for publishing)."""
 
 
 class AuditStage(Stage):
@@ -23,21 +33,48 @@ class AuditStage(Stage):
     version = "1"
     requires = ("reasoning",)
     produces = ("flags", "reasoning_tokens", "reflections_per_1k")
+    scope: ClassVar = "global"
 
     def check(self, ctx: Context) -> None:
         if self.config.tokenizer:  # type: ignore[attr-defined]
             require("transformers", "train", "audit.tokenizer")
 
-    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        cfg: AuditConfig = self.config  # type: ignore[assignment]
+    def _kernel(self) -> MeasureKernel:
+        return MeasureKernel(self.config, batch_rows=self.CHUNK)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _need_reasoning(df: pl.DataFrame, ctx: Context) -> None:
         if "reasoning" not in df.columns:
             raise RecipeError(
                 f"stages.{ctx.stage_label or 'audit'}: the audit needs a 'reasoning' column "
                 "(put it after a sample stage or use a traces source)"
             )
-        # the per-row measures are the kernel (an engine may run it anywhere); the flags need the
-        # whole frame's length reference: here
-        measured = ctx.map(MeasureKernel(cfg, batch_rows=self.CHUNK), df) if df.height else None
+
+    def map_shard(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        """Phase 1 (per shard, all columns): ``df`` with the per-row measures added as ``__audit.*``
+        columns (a pure function of each row)."""
+        self._need_reasoning(df, ctx)
+        m = ctx.map(self._kernel(), df) if df.height else self._kernel()(df)
+        return pl.concat([df, m.rename(lambda c: MEASURE_PREFIX + c)], how="horizontal")
+
+    def reads(self, columns: list[str]) -> list[str] | None:
+        """With map_shard's measures among ``columns``: those and the flags' plain inputs (no text).
+        Without them (no map phase ran): None, every column (``run`` measures the traces itself)."""
+        if not any(c.startswith(MEASURE_PREFIX) for c in columns):
+            return None
+        return [c for c in columns if c.startswith(MEASURE_PREFIX) or c in FLAG_INPUTS]
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        cfg: AuditConfig = self.config  # type: ignore[assignment]
+        pre = [c for c in df.columns if c.startswith(MEASURE_PREFIX)]
+        if pre:  # measured shard by shard already (map_shard): the flags only
+            measured = df.select(pre).rename(lambda c: c[len(MEASURE_PREFIX):])
+            df = df.drop(pre)
+        else:
+            self._need_reasoning(df, ctx)
+            # the per-row measures are the kernel (an engine may run it anywhere); the flags need the
+            # whole frame's length reference: here
+            measured = ctx.map(self._kernel(), df) if df.height else None
         out = audit_frame(df, cfg, measured=measured)
         counts = flag_counts(out, cfg.enabled())
         ctx.stats["flag_counts"] = counts

@@ -1,0 +1,126 @@
+"""Issue 18 (scale): the audit stage under the shard contract (per-shard measures, a narrow global step)
+and the version's audit report over a LazyFrame of parquet files (bounded memory, same report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from curate.audit import AuditConfig, audit_frame, write_report
+from curate.columns import ROW_ID
+from curate.stages.audit import AuditStage
+from curate.stages.base import Context
+
+from test_audit import CASES, _body, _clean, _frame
+
+_TEXT = ("reasoning", "answer_text", "problem")
+
+
+def _rows() -> pl.DataFrame:
+    """The planted-flag frame plus rows of a second problem family, with difficulty columns; ids as the
+    runner gives them (``__rid``: position in the sources' order)."""
+    df = _frame()
+    extra = pl.DataFrame([{**_clean(400 + i), "problem_id": f"q{i % 5}",
+                           "reasoning": _body(400 + i, 30 + i) + f" so \\boxed{{{400 + i}}}"} for i in range(25)])
+    df = pl.concat([df, extra], how="diagonal_relaxed")
+    df = df.with_columns(
+        pl.col("difficulty_bucket").fill_null("medium"),
+        (pl.int_range(pl.len()) % 5 / 5).alias("difficulty"),
+        (1 - pl.int_range(pl.len()) % 5 / 5).alias("pass_rate"),
+    )
+    return df.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW_ID))
+
+
+def test_audit_stage_sharded_map_then_narrow_run_equals_whole(tmp_path: Path, monkeypatch) -> None:
+    df = _rows()
+    stage = AuditStage(AuditConfig())
+    whole_ctx = Context.for_test(tmp_path)
+    whole = stage.run(df, whole_ctx)
+    assert whole["flags"].list.contains("length_outlier").any()  # the frame-wide length reference matters
+
+    # phase 1 per problem-disjoint shard (any order), phase 2 on the narrow columns of every row
+    shard = pl.col("problem_id").hash(seed=1) % 3
+    parts = [stage.map_shard(df.filter(shard == k), Context.for_test(tmp_path)) for k in (2, 0, 1)]
+    mapped = pl.concat(parts)
+    cols = stage.reads([c for c in mapped.columns if c != ROW_ID])
+    assert cols is not None and not set(cols) & set(_TEXT), cols
+    assert all(mapped[c].dtype != pl.Utf8 for c in cols if c.startswith("__audit")), "measures hold no text"
+
+    def boom(*a, **k):
+        raise AssertionError("run() re-measured a frame that carries the measures")
+
+    monkeypatch.setattr("curate.audit.flags.measure", boom)
+    ctx = Context.for_test(tmp_path)
+    got = stage.run(mapped.select(cols + [ROW_ID]), ctx)
+    assert got.height == df.height and ROW_ID in got.columns
+    assert not [c for c in got.columns if c.startswith("__audit")], got.columns
+    joined = (df.drop([c for c in got.columns if c != ROW_ID], strict=False)
+              .join(got, on=ROW_ID, how="left").sort(ROW_ID).select(whole.columns))
+    assert_frame_equal(joined, whole)
+    assert ctx.stats == whole_ctx.stats
+
+
+def test_audit_stage_reads_all_columns_without_the_measures(tmp_path: Path) -> None:
+    stage = AuditStage(AuditConfig())
+    assert stage.reads(list(_rows().columns)) is None  # no map phase ran: run() measures itself
+    empty = stage.map_shard(_rows().clear(), Context.for_test(tmp_path))
+    assert empty.height == 0 and any(c.startswith("__audit") for c in empty.columns)
+
+
+def _write_parts(df: pl.DataFrame, d: Path, n: int = 3) -> list[Path]:
+    d.mkdir(parents=True, exist_ok=True)
+    step = -(-df.height // n)
+    files = []
+    for i in range(n):
+        p = d / f"part-{i:05d}.parquet"
+        df.slice(i * step, step).write_parquet(p, row_group_size=5)
+        files.append(p)
+    return files
+
+
+@pytest.mark.parametrize("variant", ["raw", "audited", "no_problem_id"])
+def test_write_report_lazy_parquet_equals_dataframe(tmp_path: Path, monkeypatch, variant: str) -> None:
+    import curate.audit.report as report
+
+    df = _rows().drop(ROW_ID)
+    if variant == "audited":
+        df = audit_frame(df, AuditConfig())
+    if variant == "no_problem_id":
+        df = df.drop("problem_id")
+    rejected = pl.concat([
+        pl.DataFrame([{**_clean(300), "reasoning": "  ", "dropped_by": "difficulty", "drop_reason": "incorrect_trace"},
+                      {**_clean(301), "dropped_by": "dedup", "drop_reason": "near_duplicate"}]),
+        _frame().with_columns(pl.lit("verify").alias("dropped_by"), pl.lit("wrong").alias("drop_reason")),
+    ], how="diagonal_relaxed")
+    manifest = {"name": "demo", "version": "v2"}
+    cfg = AuditConfig(examples_per_flag=3)
+    want = write_report(tmp_path / "df", df, rejected, manifest, cfg)
+    assert want["rejected"]["audited_rows"] == rejected.height and sum(len(v) for v in want["examples"].values())
+
+    monkeypatch.setattr(report, "BATCH_ROWS", 7)  # flags computed batch by batch
+    train = pl.scan_parquet(_write_parts(df, tmp_path / "train"))
+    rej = pl.scan_parquet(_write_parts(rejected, tmp_path / "rejected", 2))
+    got = write_report(tmp_path / "lazy", train, rej, manifest, cfg)
+    assert got == want
+    for f in ("summary.json", "report.html"):
+        assert (tmp_path / "lazy" / "audit" / f).read_text() == (tmp_path / "df" / "audit" / f).read_text(), f
+    assert json.loads((tmp_path / "lazy" / "audit" / "summary.json").read_text())["rows"] == df.height
+
+
+def test_write_report_lazy_reads_text_only_of_example_rows(tmp_path: Path) -> None:
+    """With flags stored, the report reads the traces of flagged rows only (the candidates for the worst
+    examples): the text of every unflagged row replaced, the report is the same."""
+    df = audit_frame(_rows().drop(ROW_ID), AuditConfig())
+    cfg = AuditConfig(examples_per_flag=2)
+    want = write_report(tmp_path / "df", df, None, None, cfg)
+    assert (df["flags"].list.len() == 0).sum() > df.height // 2
+    poisoned = df.with_columns(
+        [pl.when(pl.col("flags").list.len() > 0).then(pl.col(c)).otherwise(pl.lit("POISON")).alias(c) for c in _TEXT]
+    )
+    got = write_report(tmp_path / "lazy", poisoned.lazy(), None, None, cfg)
+    assert got == want
+    assert (tmp_path / "lazy" / "audit" / "report.html").read_text() == (tmp_path / "df" / "audit" / "report.html").read_text()
