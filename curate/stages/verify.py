@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import polars as pl
 
+import math
+from typing import Any
+
 from ..errors import RecipeError
 from ..verify import VERDICTS, VerifyConfig, problem_aggregates
 from ..verify.frame import VerifyKernel, check_columns
@@ -49,6 +52,24 @@ class VerifyStage(Stage):
     version = "3"
     requires = ("gold_answer",)
     produces = ("pred_answer", "verdict", "correct", "n_correct", "maj_answer", "maj_score", "maj_correct")
+    scope = "problem"  # verdicts are per row, the aggregates per problem; the frame-wide stats merge exactly
+
+    def merge_stats(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Counts add (verdicts, pool counters); problems, pass@k (k <= the median samples per problem),
+        maj@k and the mean samples per problem are recomputed from the parts' per-problem tallies."""
+        tallies = [p.get("_merge") for p in parts]
+        out = merge_counts([{k: v for k, v in p.items() if k != "_merge"} for p in parts])
+        if len(parts) == 1 or not any(tallies):
+            return out
+        for k in [k for k in out if k == "problems" or k.startswith("pass@") or k in ("maj@k", "mean_samples_per_problem")]:
+            del out[k]
+        tally: dict[str, dict[str, int]] = {"n_c": {}, "maj": {}}
+        for t in tallies:
+            for part in ("n_c", "maj"):
+                for key, n in (t or {}).get(part, {}).items():
+                    tally[part][key] = tally[part].get(key, 0) + int(n)
+        out.update(_summary(tally, self.config.pass_k))  # type: ignore[attr-defined]
+        return out
 
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg: VerifyConfig = self.config  # type: ignore[assignment]
@@ -71,16 +92,11 @@ class VerifyStage(Stage):
         if pid is None:
             out = out.with_columns(pl.col("gold_answer").cast(pl.Utf8).fill_null("").alias("problem_id"))
         agg = problem_aggregates(out, cfg.pass_k)
-        ctx.stats["problems"] = agg.height
-        # pass@k only for k <= the samples per problem (the median, so one problem with extra samples,
-        # e.g. an exact duplicate merged at load, does not put pass@8 in a 4-sample funnel)
-        n_typical = float(agg["n_samples"].median()) if agg.height else 0.0
-        for k in cfg.pass_k:  # computed over the problems with k samples (curate.verify.metrics)
-            vals = agg[f"pass@{k}"].drop_nans().drop_nulls()
-            if vals.len() and k <= n_typical:
-                ctx.stats[f"pass@{k}"] = round(float(vals.mean()), 6)
-        ctx.stats["maj@k"] = round(float(agg["maj_score"].mean()), 6)
-        ctx.stats["mean_samples_per_problem"] = round(float(agg["n_samples"].mean()), 3)
+        # the frame-wide numbers come from per-problem tallies (carried in "_merge"), so the stats of a
+        # sharded run (merge_stats) are exactly those of one run over the whole frame
+        tally = _tally(agg)
+        ctx.stats.update(_summary(tally, cfg.pass_k))
+        ctx.stats["_merge"] = tally
         drop = [c for c in ("n_correct", "maj_answer", "maj_score", "maj_correct") if c in out.columns]
         out = out.drop(drop).join(
             agg.select("problem_id", "n_correct", "maj_answer", "maj_score", "maj_correct"),
@@ -93,3 +109,61 @@ class VerifyStage(Stage):
         if cfg.mode == "filter":
             out = mark_drop(out, ~pl.col("correct"), pl.col("verdict"))
         return out
+
+
+def _tally(agg: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Per-problem tallies of a verified frame: problems per (n_samples, n_correct) pair ("n,c") and per
+    majority score (its repr); everything the frame-wide stats need, and they add over shards."""
+    nc = agg.group_by("n_samples", "n_correct").len().sort("n_samples", "n_correct")
+    maj = agg.group_by("maj_score").len().sort("maj_score")
+    return {
+        "n_c": {f"{n},{c}": int(k) for n, c, k in nc.iter_rows()},
+        "maj": {repr(float(m)): int(k) for m, k in maj.iter_rows()},
+    }
+
+
+def _summary(tally: dict[str, dict[str, int]], ks: Any) -> dict[str, Any]:
+    """problems, pass@k, maj@k and mean_samples_per_problem from the per-problem tallies (deterministic:
+    exact sums rounded once, so a sharded run's merged stats equal the whole run's)."""
+    from ..verify.metrics import pass_at_k
+
+    pairs = sorted(((tuple(int(x) for x in key.split(",")), n) for key, n in tally["n_c"].items()))
+    problems = sum(n for _, n in pairs)
+    if problems == 0:
+        return {}
+    out: dict[str, Any] = {"problems": problems}
+    # pass@k only for k <= the samples per problem (the median, so one problem with extra samples,
+    # e.g. an exact duplicate merged at load, does not put pass@8 in a 4-sample funnel)
+    lo, hi = (problems - 1) // 2, problems // 2  # the median of n_samples, as polars computes it
+    seen, a, b = 0, None, None
+    for (ns, _), n in pairs:
+        if a is None and seen + n > lo:
+            a = ns
+        if b is None and seen + n > hi:
+            b = ns
+        seen += n
+    n_typical = (float(a) + float(b)) / 2.0
+    for k in ks:  # over the problems with k samples or more (curate.verify.metrics)
+        terms = [n * pass_at_k(ns, c, k) for (ns, c), n in pairs if ns >= k]
+        if terms and k <= n_typical:
+            out[f"pass@{k}"] = round(math.fsum(terms) / sum(n for (ns, _), n in pairs if ns >= k), 6)
+    out["maj@k"] = round(math.fsum(float(m) * n for m, n in tally["maj"].items()) / problems, 6)
+    out["mean_samples_per_problem"] = round(sum(ns * n for (ns, _), n in pairs) / problems, 3)
+    return out
+
+
+def merge_counts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stats of disjoint parts combined key by key (first-seen key order): numbers add, dicts merge the same
+    way, and anything else is kept when every part agrees (else the first part's value)."""
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for p in parts for k in p):
+        vals = [p[key] for p in parts if key in p]
+        if all(isinstance(v, bool) for v in vals) or not all(isinstance(v, (int, float, dict)) for v in vals):
+            out[key] = vals[0]
+        elif all(isinstance(v, dict) for v in vals):
+            out[key] = merge_counts(vals)
+        elif all(isinstance(v, (int, float)) for v in vals):
+            out[key] = sum(vals)
+        else:
+            out[key] = vals[0]
+    return out

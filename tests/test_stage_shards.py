@@ -1,0 +1,239 @@
+"""The shard contract (issue 18) for verify, decontaminate, difficulty, curriculum and select, on real-shaped
+frames (synthetic traces loaded by the real ``traces`` source, verified by the real verifier).
+
+* scope "problem" stages: run() on the whole frame == run() on each part of a problem-disjoint split (rows in
+  order, same columns), and merge_stats(per-part stats) == the whole frame's stats.
+* scope "global" stages: run() on only the columns ``reads`` names (+ ``__rid``; problem-constant strings as
+  Categorical) joined back onto the full rows by ``__rid`` == run() on the full frame (rows, columns, stats).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from curate.columns import ROW_ID
+from curate.sources import TracesSource, load_sources
+from curate.stages.base import Context
+from curate.stages.curriculum import CurriculumConfig, CurriculumStage
+from curate.stages.decontaminate import DecontaminateConfig, DecontaminateStage
+from curate.stages.difficulty import DifficultyConfig, DifficultyStage
+from curate.stages.select import SelectConfig, SelectStage
+from curate.stages.verify import VerifyStage, VerifyStageConfig
+from support.ray_synth import write_traces
+
+PROBLEM_CONSTANT = ("problem_id", "problem", "gold_answer", "source", "meta")
+
+
+def _load(tmp: Path, rows: int, seed: int) -> pl.DataFrame:
+    path = write_traces(tmp / f"syn{seed}.jsonl", rows=rows, seed=seed)
+    src = TracesSource(path=str(path), fields={"problem": "problem", "gold_answer": "answer"},
+                       trace_field="generations", teacher="t")
+    df, _, _ = load_sources([src], tmp)
+    # a subject in meta (select's category: a meta key) and the runner's row id
+    subj = pl.col("problem_id").hash(7) % 4
+    meta = pl.concat_str([pl.lit('{"subject": "s'), subj.cast(pl.Utf8), pl.lit('"}')])
+    return df.with_columns(meta.alias("meta"), pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW_ID))
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("shards")
+    raw = _load(tmp, 1200, seed=11)
+    verified = VerifyStage(VerifyStageConfig(num_proc=0)).run(raw, Context.for_test(tmp, num_proc=1))
+    return tmp, raw, verified
+
+
+def _ctx(tmp: Path) -> Context:
+    return Context.for_test(tmp, num_proc=1, seed=5)
+
+
+def _parts(df: pl.DataFrame, k: int = 3) -> list[pl.DataFrame]:
+    """A problem-disjoint split, interleaved in row order (like shards by hash of problem_id)."""
+    part = [zlib.crc32(str(p).encode()) % k for p in df["problem_id"].to_list()]
+    tagged = df.with_columns(pl.Series("_part", part))
+    return [tagged.filter(pl.col("_part") == i).drop("_part") for i in range(k)]
+
+
+def _check_problem_stage(stage, df: pl.DataFrame, tmp: Path) -> tuple[pl.DataFrame, dict]:
+    whole_ctx = _ctx(tmp)
+    whole = stage.run(df, whole_ctx)
+    whole_stats = stage.merge_stats([whole_ctx.stats])
+    outs, stats = [], []
+    for part in _parts(df):
+        assert part.height > 0
+        c = _ctx(tmp)
+        outs.append(stage.run(part, c))
+        stats.append(c.stats)
+    for part, out in zip(_parts(df), outs):  # each part: exactly its rows of the whole run, in order
+        assert_frame_equal(out, whole.filter(pl.col(ROW_ID).is_in(part[ROW_ID].implode())))
+    assert_frame_equal(pl.concat(outs).sort(ROW_ID), whole.sort(ROW_ID))
+    merged = stage.merge_stats(stats)
+    assert merged == whole_stats
+    assert "_merge" not in merged
+    assert json.loads(json.dumps(merged)) == merged
+    return whole, whole_stats
+
+
+def _narrow(stage, df: pl.DataFrame) -> pl.DataFrame:
+    cols = stage.reads(df.columns)
+    assert cols is not None and ROW_ID not in cols and len(set(cols)) == len(cols)
+    assert set(cols) <= set(df.columns)
+    narrow = df.select([*cols, ROW_ID])
+    cat = [c for c in PROBLEM_CONSTANT if c in narrow.columns and narrow.schema[c] == pl.Utf8]
+    return narrow.with_columns([pl.col(c).cast(pl.Categorical) for c in cat])
+
+
+def _check_global_stage(stage, df: pl.DataFrame, tmp: Path, prepared: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``prepared``: the frame after the stage's map_shard (default: ``df`` itself)."""
+    whole_ctx = _ctx(tmp)
+    whole = stage.run(df, whole_ctx)
+    narrow = _narrow(stage, df if prepared is None else prepared)
+    nctx = _ctx(tmp)
+    got = stage.run(narrow, nctx)
+    assert ROW_ID in got.columns and got.height == df.height
+    assert sorted(got[ROW_ID].to_list()) == sorted(df[ROW_ID].to_list())
+    back = got.drop(ROW_ID).columns
+    for c in back:  # a problem-constant column handed over as Categorical comes back unchanged
+        if got.schema[c] == pl.Categorical:
+            assert c in narrow.columns
+            assert got[c].cast(pl.Utf8).to_list() == df.join(got.select(ROW_ID), on=ROW_ID, how="right")[c].to_list()
+            got = got.with_columns(pl.col(c).cast(df.schema[c]))
+    joined = got.join(df.drop([c for c in back if c in df.columns]), on=ROW_ID, how="left", maintain_order="left")
+    assert sorted(joined.columns) == sorted(whole.columns)
+    assert_frame_equal(joined.select(whole.columns), whole)
+    assert nctx.stats == whole_ctx.stats
+    return whole
+
+
+# ----------------------------------------------------------------------------------------------- verify
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(mode="filter", pass_k=[1, 2, 4, 8])])
+def test_verify_on_problem_shards_equals_whole(frames, cfg):
+    tmp, raw, _ = frames
+    stage = VerifyStage(VerifyStageConfig(num_proc=0, **cfg))
+    whole, stats = _check_problem_stage(stage, raw, tmp)
+    assert stats["problems"] == raw["problem_id"].n_unique()
+    assert sum(stats["verdicts"].values()) == raw.height
+    assert 0 < stats["pass@1"] < stats["pass@4"] <= 1 and "pass@8" not in stats  # 4 samples per problem
+
+
+def test_verify_merge_of_uneven_parts_recomputes_the_median_and_means(frames):
+    """Parts with different samples per problem: pass@k's k <= median rule and the means over all problems."""
+    tmp, raw, _ = frames
+    pids = raw["problem_id"].unique(maintain_order=True).to_list()
+    # drop samples so that problem sizes differ between the parts
+    cut = raw.filter(~(pl.col("problem_id").is_in(pids[::3]) & (pl.col("sample_index") >= 1)))
+    stage = VerifyStage(VerifyStageConfig(num_proc=0, pass_k=[1, 2, 4]))
+    _, stats = _check_problem_stage(stage, cut, tmp)
+    assert "pass@4" in stats and stats["mean_samples_per_problem"] < 4
+
+
+def test_merge_stats_of_one_part_is_that_part(frames, tmp_path):
+    tmp, raw, _ = frames
+    stage = VerifyStage(VerifyStageConfig(num_proc=0))
+    ctx = _ctx(tmp)
+    stage.run(raw.head(40), ctx)
+    one = stage.merge_stats([ctx.stats])
+    assert one == {k: v for k, v in ctx.stats.items() if k != "_merge"}
+
+
+# ----------------------------------------------------------------------------------------------- decontaminate
+
+
+def test_decontaminate_on_problem_shards_equals_whole(frames):
+    tmp, raw, _ = frames
+    probs = raw.unique("problem_id", maintain_order=True)["problem"].to_list()
+    bench = tmp / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"problem": p}) + "\n" for p in probs[5:200:9]))
+    stage = DecontaminateStage(DecontaminateConfig(benchmarks=[{"name": "b", "path": str(bench)}], max_examples=4))
+    whole, stats = _check_problem_stage(stage, raw, tmp)
+    t = stats["contamination"]["b"]
+    assert t["contaminated"] >= 4 * 20 and len(t["examples"]) == 4
+
+
+def test_decontaminate_examples_of_texts_shared_by_several_shards(frames):
+    """answer texts repeat across problems (so across parts): the merged examples are the whole run's first N."""
+    tmp, raw, _ = frames
+    answers = [a for a in raw["answer_text"].unique(maintain_order=True).to_list() if a and "answer is" in a][:30]
+    bench = tmp / "answers.jsonl"
+    bench.write_text("".join(json.dumps({"problem": a}) + "\n" for a in answers[::3]))
+    other = tmp / "other.jsonl"
+    other.write_text("".join(json.dumps({"problem": a}) + "\n" for a in answers[1::2]))
+    cfg = DecontaminateConfig(benchmarks=[{"name": "a", "path": str(bench)}, {"name": "o", "path": str(other)}],
+                              field="answer_text", ngram=3, min_overlap=1, minhash=False, max_examples=6)
+    whole, stats = _check_problem_stage(DecontaminateStage(cfg), raw, tmp)
+    ex = stats["contamination"]["a"]["examples"]
+    assert len(ex) == 6 and len({e["problem"] for e in ex}) == 6
+
+
+# ----------------------------------------------------------------------------------------------- difficulty
+
+DIFFICULTY = [
+    dict(),
+    dict(methods=[{"method": "pass_rate", "source": "teacher"}, {"method": "length", "weight": 0.5}],
+         max_correct_per_problem=2, prefer="shortest", unsolved="keep", keep_incorrect=True),
+    dict(buckets={"edges": [0.3, 0.6]}, min_pass_rate=0.2, max_pass_rate=0.9, window="interval",
+         max_correct_per_problem=1, prefer="random", keep_ungraded=False),
+]
+
+
+@pytest.mark.parametrize("cfg", DIFFICULTY)
+def test_difficulty_on_its_read_columns_equals_whole(frames, cfg):
+    tmp, _, verified = frames
+    stage = DifficultyStage(DifficultyConfig(**cfg))
+    out = _check_global_stage(stage, verified, tmp)
+    assert out["difficulty_bucket"].null_count() < out.height
+
+
+@pytest.mark.parametrize("cfg", DIFFICULTY[:2])
+def test_difficulty_after_map_shard_reads_no_trace_text(frames, cfg):
+    """map_shard counts each row's tokens (per shard, all columns); run() then needs no reasoning text."""
+    tmp, _, verified = frames
+    stage = DifficultyStage(DifficultyConfig(**cfg))
+    prepared = pl.concat([stage.map_shard(p, _ctx(tmp)) for p in _parts(verified)]).sort(ROW_ID)
+    assert not {"reasoning", "answer_text", "prompt"} & set(stage.reads(prepared.columns))
+    _check_global_stage(stage, verified, tmp, prepared=prepared)
+
+
+def test_difficulty_reads_only_what_its_config_needs(frames):
+    _, _, verified = frames
+    cols = verified.columns
+    plain = DifficultyStage(DifficultyConfig()).reads(cols)
+    assert "problem" not in plain and "prompt" not in plain and "gold_answer" not in plain
+    assert {"problem_id", "correct", "verdict", "finish_reason", "completion_tokens"} <= set(plain)
+
+
+# ----------------------------------------------------------------------------------------------- curriculum / select
+
+
+@pytest.fixture(scope="module")
+def rated(frames):
+    tmp, _, verified = frames
+    return DifficultyStage(DifficultyConfig(keep_incorrect=True, unsolved="keep")).run(verified, _ctx(tmp))
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(order="hard_to_easy"), dict(order="staged"), dict(order="staged", stages=4),
+                                 dict(order="interleaved", ratio=[1, 2, 1]), dict(order="random", seed=3)])
+def test_curriculum_on_its_read_columns_equals_whole(frames, rated, cfg):
+    tmp = frames[0]
+    stage = CurriculumStage(CurriculumConfig(**cfg))
+    assert not {"reasoning", "problem", "prompt", "answer_text"} & set(stage.reads(rated.columns))
+    out = _check_global_stage(stage, rated, tmp)
+    assert out["curriculum_rank"].to_list() == list(range(out.height))
+
+
+@pytest.mark.parametrize("cfg", [dict(n=40), dict(n=25, category="subject", spread="proportional"),
+                                 dict(n=90, unit="rows", category="source"), dict(n=30, by="pass_rate", strength=0)])
+def test_select_on_its_read_columns_equals_whole(frames, rated, cfg):
+    tmp = frames[0]
+    stage = SelectStage(SelectConfig(**cfg))
+    assert not {"reasoning", "problem", "prompt", "answer_text"} & set(stage.reads(rated.columns))
+    out = _check_global_stage(stage, rated, tmp)
+    assert 0 < out.filter(pl.col("drop_reason").is_null()).height < out.height
