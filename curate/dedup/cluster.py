@@ -8,7 +8,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from .minhash import LSHPairs, MinHashParams, estimated_jaccard, iter_signatures, shingle_sets
+from .minhash import MAX_BUCKET, MinHashParams, band_pairs, estimated_jaccard, iter_signatures, make_lsh, shingle_sets
 from .text import jaccard
 
 Verify = Literal["exact", "minhash"]
@@ -37,15 +37,21 @@ def find_duplicates(
     lsh_weights: tuple[float, float] = (0.1, 0.9),
     num_proc: int = 1,
     progress: Callable[[int], None] | None = None,
+    groups: np.ndarray | None = None,
+    max_bucket: int | None = MAX_BUCKET,
 ) -> DedupResult:
     """Group ``texts`` into duplicate clusters.
 
     Exact duplicates share the hash of their canonical text. Near duplicates: MinHash signatures
-    (vectorised, ``num_proc`` processes) of one representative per exact group go into datasketch's
-    MinHashLSH, built for recall at ``lsh_threshold`` (default ``threshold - 0.1``); candidate pairs
-    are then kept if their exact shingle-set Jaccard (``verify="exact"``) or the signature estimate
-    (``verify="minhash"``) is >= ``threshold``. Clusters are connected components (scipy).
-    ``progress(k)`` is called as each chunk of k texts is signed and indexed.
+    (vectorised, ``num_proc`` processes) of one representative per exact group are cut into the bands
+    x rows datasketch's MinHashLSH picks for recall at ``lsh_threshold`` (default ``threshold - 0.1``);
+    texts sharing a band are candidates (:func:`.minhash.band_pairs`: all pairs of a bucket of up to
+    ``max_bucket`` texts, a star and a chain through a larger one after splitting it by ``groups``, so
+    candidates grow linearly on templated texts). Candidates are kept if their exact shingle-set
+    Jaccard (``verify="exact"``) or the signature estimate (``verify="minhash"``) is >= ``threshold``.
+    Clusters are connected components (scipy). ``groups``: optional int per text; the caller never
+    merges texts of different groups (the stage: problems with different numbers).
+    ``progress(k)`` is called as each chunk of k texts is signed.
     """
     n = len(texts)
     sigs = np.empty((n, params.num_perm), dtype=np.uint32 if params.scheme == "affine32" else np.uint64)
@@ -53,23 +59,24 @@ def find_duplicates(
     rep = np.empty(n, dtype=np.int64)  # first text with the same exact key
     first_of: dict[int, int] = {}
     lt = max(0.05, threshold - 0.1) if lsh_threshold is None else lsh_threshold
-    acc = LSHPairs(params, lt, lsh_weights) if near else None
-    # chunks arrive in order while workers compute the next ones: index them as they come
     for s, sg, ky in iter_signatures(texts, params, num_proc=num_proc):
         sigs[s : s + len(sg)] = sg
         keys[s : s + len(ky)] = ky
         for k, key in enumerate(ky.tolist(), start=s):
-            r = rep[k] = first_of.setdefault(key, k)
-            if r == k and acc is not None:
-                acc.add(k, sigs[k])
+            rep[k] = first_of.setdefault(key, k)
         if progress is not None:
             progress(len(ky))
+    del first_of
     pi = pj = np.empty(0, dtype=np.int64)
     sim = np.empty(0)
     n_cand, lsh_params = 0, None
-    if acc is not None:
-        ci, cj = acc.pairs()
-        lsh_params = acc.bands_rows
+    if near:
+        lsh = make_lsh(lt, params.num_perm, lsh_weights)  # datasketch picks bands x rows
+        lsh_params = (lsh.b, lsh.r)
+        reps = np.flatnonzero(rep == np.arange(n))
+        codes = band_pairs(sigs[reps], lsh.b, lsh.r, max_bucket=max_bucket,
+                           groups=None if groups is None else np.asarray(groups)[reps])
+        ci, cj = reps[codes // max(1, len(reps))], reps[codes % max(1, len(reps))]
         n_cand = len(ci)
         if n_cand:
             if verify == "exact":

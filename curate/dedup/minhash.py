@@ -228,6 +228,99 @@ class LSHPairs:
         return self.lsh.b, self.lsh.r
 
 
+_BAND_MIX = np.uint64(0x9E3779B97F4A7C15)
+MAX_BUCKET = 8
+"""Default LSH bucket fan-out cap of :func:`band_pairs` (buckets up to this size give all their pairs)."""
+
+
+def _mix64(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (uint64 -> uint64), vectorised."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def _band_keys(band: np.ndarray) -> np.ndarray:
+    """One uint64 per row of a (m, r) band block: equal rows give equal keys (different rows collide
+    with probability ~2^-64; a collision only adds a candidate, which verification then rejects)."""
+    with np.errstate(over="ignore"):
+        h = np.zeros(len(band), dtype=np.uint64)
+        for c in range(band.shape[1]):
+            h = _mix64(h * _BAND_MIX + band[:, c].astype(np.uint64))
+    return h
+
+
+def _bucket_runs(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, start, size): rows sorted by key (stable: ascending row within a bucket), and per sorted
+    position the position its bucket starts at and the bucket's size."""
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    new = np.r_[True, ks[1:] != ks[:-1]] if len(ks) else np.empty(0, dtype=bool)
+    starts = np.flatnonzero(new)
+    sizes = np.diff(np.r_[starts, len(ks)])
+    bucket = np.cumsum(new) - 1
+    return order, starts[bucket], sizes[bucket]
+
+
+def band_pairs(
+    sigs: np.ndarray,
+    bands: int,
+    rows: int,
+    *,
+    max_bucket: int | None = MAX_BUCKET,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Candidate pairs of the rows of ``sigs`` that share a band (datasketch's MinHashLSH rule: some
+    band of ``rows`` values identical), as sorted unique codes ``i * len(sigs) + j`` with i < j.
+
+    A bucket (rows sharing one band) of up to ``max_bucket`` rows gives all its pairs. A larger one
+    (templated texts: hundreds of near-identical problems) is first split by ``groups`` (when given:
+    rows of different groups are never merged by the caller, e.g. problems with different numbers);
+    a part still larger than ``max_bucket`` gives each member's pair with the part's first member and
+    with its predecessor (a star and a chain: every member is connected; the verification of those
+    pairs decides the clusters). So candidates grow linearly with the rows (at most ~2 per row and
+    band beyond the cap) instead of with the square of a template's size. ``max_bucket=None``: all
+    pairs of every bucket (the reference).
+    """
+    m = len(sigs)
+    codes = np.empty(0, dtype=np.int64)
+    if m < 2:
+        return codes
+    g = None if groups is None else _mix64(np.asarray(groups).astype(np.uint64))
+    for b in range(bands):
+        key = _band_keys(sigs[:, b * rows : (b + 1) * rows])
+        order, start, size = _bucket_runs(key)
+        if max_bucket is not None and g is not None and (size > max_bucket).any():
+            big = np.zeros(m, dtype=bool)
+            big[order[size > max_bucket]] = True
+            with np.errstate(over="ignore"):
+                key = np.where(big, _mix64(key ^ g), key)
+            order, start, size = _bucket_runs(key)
+        pos = np.arange(m)
+        parts = []
+        small = size <= (max_bucket if max_bucket is not None else m)
+        d = 1
+        while True:  # all pairs of the small buckets (and the chain of the large ones at d == 1)
+            p = pos[: m - d]
+            same = (start[p] == start[p + d]) & (small[p] | (d == 1))
+            if not same.any():
+                break
+            p = p[same]
+            parts.append((order[p], order[p + d]))
+            d += 1
+        star = ~small & (pos - start > 1)
+        if star.any():
+            parts.append((order[start[star]], order[pos[star]]))
+        if parts:
+            i = np.concatenate([a for a, _ in parts]).astype(np.int64)
+            j = np.concatenate([c for _, c in parts]).astype(np.int64)
+            lo, hi = np.minimum(i, j), np.maximum(i, j)
+            codes = np.union1d(codes, lo * m + hi)
+    return codes
+
+
 def lsh_candidate_pairs(
     sigs: np.ndarray,
     params: MinHashParams,
@@ -235,7 +328,8 @@ def lsh_candidate_pairs(
     weights: tuple[float, float] = (0.5, 0.5),
     rows: Iterable[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Candidate pairs (i < j) among ``rows`` (default all) whose signatures share an LSH band.
+    """Candidate pairs (i < j) among ``rows`` (default all) whose signatures share an LSH band, by
+    datasketch's own MinHashLSH (all pairs of every bucket; the reference for :func:`band_pairs`).
     Returns (i, j, (bands, rows_per_band))."""
     acc = LSHPairs(params, threshold, weights)
     for k in rows if rows is not None else range(len(sigs)):

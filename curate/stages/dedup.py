@@ -35,7 +35,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from ..dedup.cluster import choose_kept, cluster_labels, find_duplicates
-from ..dedup.minhash import MinHashParams
+from ..dedup.minhash import MAX_BUCKET, MinHashParams
 from ..errors import RecipeError
 from .base import DROP, Context, Stage, StageConfig, mark_drop
 
@@ -87,8 +87,12 @@ class DedupConfig(StageConfig):
         return self
 
 
+def _text_cols(fld: str) -> list[str]:
+    return ["problem", "reasoning"] if fld == "both" else [fld]
+
+
 def _text(df: pl.DataFrame, fld: str, where: str) -> pl.Expr:
-    cols = ["problem", "reasoning"] if fld == "both" else [fld]
+    cols = _text_cols(fld)
     for c in cols:
         if c not in df.columns:
             raise RecipeError(f"{where}: field '{c}' is not a column of the input (columns: {', '.join(df.columns)})")
@@ -126,10 +130,16 @@ def answer_key(ans: str | None) -> str | None:
     return s.lower()
 
 
-def _length(df: pl.DataFrame) -> pl.Expr:
+_LENGTH_COLS = ("reasoning", "answer_text")
+
+
+def _length(df: pl.DataFrame, keep: str) -> pl.Expr:
+    """Row length for keep shortest/longest (completion_tokens, else characters); 0 otherwise (no text read)."""
+    if keep not in ("shortest", "longest"):
+        return pl.lit(0.0)
     if "completion_tokens" in df.columns:
         return pl.col("completion_tokens").cast(pl.Float64)
-    cols = [c for c in ("reasoning", "answer_text") if c in df.columns] or ["problem"]
+    cols = [c for c in _LENGTH_COLS if c in df.columns] or ["problem"]
     return pl.sum_horizontal([pl.col(c).cast(pl.Utf8).fill_null("").str.len_chars() for c in cols]).cast(pl.Float64)
 
 
@@ -140,27 +150,55 @@ class DedupStage(Stage):
     requires = ("problem",)
     produces = ("cluster_id", "duplicate_of")
 
+    max_bucket: int | None = MAX_BUCKET
+    """LSH bucket fan-out cap (:func:`curate.dedup.minhash.band_pairs`); None: all pairs of every bucket."""
+
+    def reads(self, columns: list[str]) -> list[str] | None:
+        """Only what run() needs for this config: the unit id, the text field(s), gold_answer (answers
+        kept apart), correct (keep most_correct), completion_tokens or the text lengths (keep
+        shortest/longest) and drop_reason."""
+        cfg: DedupConfig = self.config  # type: ignore[assignment]
+        want: list[str] = []
+        if cfg.scope == "problem":
+            want.append("problem_id" if "problem_id" in columns else "problem")
+        else:
+            want += [next((c for c in ("sample_id", "problem_id") if c in columns), "")]
+        want += _text_cols(cfg.field)
+        if cfg.field == "problem" and cfg.method == "minhash" and not cfg.merge_different_answers:
+            want.append("gold_answer")
+        if cfg.keep == "most_correct":
+            want.append("correct")
+        if cfg.keep in ("shortest", "longest"):
+            lens = [c for c in _LENGTH_COLS if c in columns] or ["problem"]
+            want += ["completion_tokens"] if "completion_tokens" in columns else lens
+        want.append(DROP)
+        return [c for c in dict.fromkeys(want) if c in columns]
+
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg: DedupConfig = self.config  # type: ignore[assignment]
         where = f"stage {ctx.stage_label or self.name}"
-        text = _text(df, cfg.field, where)
+        for c in _text_cols(cfg.field):
+            if c not in df.columns:
+                raise RecipeError(f"{where}: field '{c}' is not a column of the input (columns: {', '.join(df.columns)})")
         if cfg.keep == "most_correct" and "correct" not in df.columns:
             raise RecipeError(f"{where}: keep 'most_correct' needs the 'correct' column (put verify before dedup)")
         alive = pl.col(DROP).is_null() if DROP in df.columns else pl.lit(True)
         rows = df.with_row_index("_row").with_columns(
-            _text=text,
-            _len=_length(df),
+            _len=_length(df, cfg.keep),
             _correct=pl.col("correct").cast(pl.Float64).fill_null(0.0) if "correct" in df.columns else pl.lit(0.0),
             _alive=alive,
         )
-        units, unit_col = self._units(rows, df)
+        units, unit_col = self._units(rows, df, where)
 
         texts = units["_text"]  # a polars Series: workers get it chunk by chunk (no full Python copy)
-        res = self._find(texts, ctx)
+        numbers = None
+        if cfg.field == "problem" and cfg.method == "minhash" and not cfg.merge_different_numbers:
+            numbers = [numbers_of(t) for t in texts]
+        res = self._find(texts, ctx, None if numbers is None else _groups(numbers))
         n = len(texts)
         kept_apart = {"different_answers": 0, "different_numbers": 0}
         if cfg.field == "problem" and len(res.pairs_i) and not (cfg.merge_different_answers and cfg.merge_different_numbers):
-            res = self._keep_apart(res, units, kept_apart)
+            res = self._keep_apart(res, units, kept_apart, numbers)
         score = {
             "first": np.arange(n, dtype=np.float64),
             "shortest": units["_len"].fill_null(0.0).to_numpy().astype(np.float64),
@@ -175,22 +213,29 @@ class DedupStage(Stage):
         ctx.stats.update(self._stats(df, out, res, texts, (dropped, exact), kept_apart))
         return out
 
-    def _units(self, rows: pl.DataFrame, df: pl.DataFrame) -> tuple[pl.DataFrame, str | None]:
-        """The live units to compare (problems or rows) and, by problem, the column naming them."""
+    def _units(self, rows: pl.DataFrame, df: pl.DataFrame, where: str) -> tuple[pl.DataFrame, str | None]:
+        """The live units to compare (problems or rows) and, by problem, the column naming them. By
+        problem, texts are cast to Utf8 only after reducing to one row per problem (a Categorical
+        problem column stays one dictionary entry per problem, not a string per row)."""
         cfg: DedupConfig = self.config  # type: ignore[assignment]
         unit_col = None
+        gold = "gold_answer" in df.columns
         if cfg.scope == "problem":
             unit_col = "problem_id" if "problem_id" in df.columns else "problem"
             units = (
                 rows.filter(pl.col("_alive"))
                 .group_by(unit_col, maintain_order=True)
                 .agg(
-                    pl.col("_text").first(),
+                    *([pl.col("problem").first()] if unit_col != "problem" else []),
                     pl.col("_len").mean(),
                     pl.col("_correct").sum(),
-                    *([pl.col("gold_answer").first().cast(pl.Utf8).alias("_gold")] if "gold_answer" in df.columns else []),
+                    *([pl.col("gold_answer").first().alias("_gold")] if gold else []),
                 )
-                .with_columns(pl.col(unit_col).cast(pl.Utf8).alias("_uid"))
+            )
+            units = units.with_columns(
+                _text=_text(units, cfg.field, where),
+                _uid=pl.col(unit_col).cast(pl.Utf8),
+                **({"_gold": pl.col("_gold").cast(pl.Utf8)} if gold else {}),
             )
         else:
             uid = (
@@ -198,11 +243,13 @@ class DedupStage(Stage):
                 if "sample_id" in df.columns
                 else (pl.col("problem_id").cast(pl.Utf8) if "problem_id" in df.columns else pl.col("_row").cast(pl.Utf8))
             )
-            gold = [pl.col("gold_answer").cast(pl.Utf8).alias("_gold")] if "gold_answer" in df.columns else []
-            units = rows.filter(pl.col("_alive")).select(uid.alias("_uid"), "_text", "_len", "_correct", "_row", *gold)
+            golds = [pl.col("gold_answer").cast(pl.Utf8).alias("_gold")] if gold else []
+            units = rows.filter(pl.col("_alive")).select(
+                uid.alias("_uid"), _text(rows, cfg.field, where).alias("_text"), "_len", "_correct", "_row", *golds
+            )
         return units, unit_col
 
-    def _find(self, texts: pl.Series, ctx: Context) -> Any:
+    def _find(self, texts: pl.Series, ctx: Context, groups: np.ndarray | None = None) -> Any:
         """Exact / near duplicates among the texts (MinHash + LSH), by the engine's finder where it has one."""
         cfg: DedupConfig = self.config  # type: ignore[assignment]
         params = MinHashParams(
@@ -221,6 +268,8 @@ class DedupStage(Stage):
                 lsh_weights=cfg.lsh_weights,
                 num_proc=cfg.num_proc or ctx.num_proc,
                 progress=bar.advance,
+                groups=groups,
+                max_bucket=self.max_bucket,
             )
 
     def _stats(self, df: pl.DataFrame, out: pl.DataFrame, res: Any, texts: pl.Series,
@@ -248,23 +297,26 @@ class DedupStage(Stage):
             ],
         }
 
-    def _keep_apart(self, res, units: pl.DataFrame, counts: dict) -> object:
+    def _keep_apart(self, res, units: pl.DataFrame, counts: dict, numbers: list | None = None) -> object:
         """Drop the near-duplicate pairs whose gold answers (both known) or numbers differ, and
         re-cluster (exact duplicates stay together)."""
         cfg: DedupConfig = self.config  # type: ignore[assignment]
         pi, pj = res.pairs_i, res.pairs_j
         ok = np.ones(len(pi), dtype=bool)
+        involved = np.unique(np.concatenate([pi, pj])).tolist()
         if not cfg.merge_different_answers and "_gold" in units.columns:
-            golds = units["_gold"].to_list()
+            golds = units["_gold"]
+            key = {k: answer_key(golds[k]) for k in involved}
             for k, (a, b) in enumerate(zip(pi.tolist(), pj.tolist())):
-                ka, kb = answer_key(golds[a]), answer_key(golds[b])
+                ka, kb = key[a], key[b]
                 if ka is not None and kb is not None and ka != kb:
                     ok[k] = False
                     counts["different_answers"] += 1
         if not cfg.merge_different_numbers:
             texts = units["_text"]
+            nums = {k: numbers[k] if numbers is not None else numbers_of(texts[k]) for k in involved}
             for k, (a, b) in enumerate(zip(pi.tolist(), pj.tolist())):
-                if ok[k] and numbers_of(texts[a]) != numbers_of(texts[b]):
+                if ok[k] and nums[a] != nums[b]:
                     ok[k] = False
                     counts["different_numbers"] += 1
         if ok.all():
@@ -275,6 +327,13 @@ class DedupStage(Stage):
         import dataclasses
 
         return dataclasses.replace(res, labels=cluster_labels(rep, pi, pj), pairs_i=pi, pairs_j=pj, similarity=sim)
+
+
+def _groups(numbers: list[tuple[str, ...]]) -> np.ndarray:
+    """A uint64 per unit: equal for units with the same numbers (LSH never needs to pair other numbers)."""
+    import xxhash
+
+    return np.fromiter((xxhash.xxh3_64_intdigest("\x1f".join(t).encode()) for t in numbers), dtype=np.uint64, count=len(numbers))
 
 
 def _mark_units(df: pl.DataFrame, rows: pl.DataFrame, units: pl.DataFrame, unit_col: str | None,
@@ -293,14 +352,14 @@ def _mark_units(df: pl.DataFrame, rows: pl.DataFrame, units: pl.DataFrame, unit_
         schema={"_uid": pl.Utf8, "cluster_id": pl.Utf8, "duplicate_of": pl.Utf8, "_reason": pl.Utf8},
     )
     if unit_col is not None:  # by problem: units are unique problem ids: every sample of a problem joins its unit
-        key = pl.col(unit_col).cast(pl.Utf8)
-        out = rows.with_columns(key.alias("_uid")).join(unit_frame, on="_uid", how="left", maintain_order="left")
+        unit_frame = unit_frame.drop("_uid").with_columns(units[unit_col])  # the id in its own dtype (Categorical too)
+        out = rows.join(unit_frame, on=unit_col, how="left", maintain_order="left")
     else:  # units are rows: join by row position (ids need not be unique)
         unit_frame = unit_frame.drop("_uid").with_columns(units["_row"])
         out = rows.join(unit_frame, on="_row", how="left", maintain_order="left")
     out = out.with_columns(pl.when(pl.col("_alive")).then(pl.col("_reason")).alias("_reason"))
     out = mark_drop(out, pl.col("_reason").is_not_null(), pl.col("_reason"))
-    out = out.drop("_row", "_text", "_len", "_correct", "_alive", "_reason", *(["_uid"] if "_uid" in out.columns else []))
+    out = out.drop("_row", "_len", "_correct", "_alive", "_reason", *[c for c in ("_uid", "_text") if c in out.columns])
     cols = [c for c in df.columns if c not in ("cluster_id", "duplicate_of")]
     out = out.select(*cols, "cluster_id", "duplicate_of", *([DROP] if DROP not in cols else []))
     return out
