@@ -42,11 +42,14 @@ def list_cache(recipe: str | None = None) -> list[dict[str, Any]]:
             continue
         for entry in cache.iterdir():
             meta = entry / "stage.json"
+            if entry.is_dir() and not meta.is_file() and (entry / "layer.json").is_file():
+                meta = entry / "layer.json"  # the sources' shards (the root every stage entry builds on)
             if not entry.is_dir() or not meta.is_file():
                 continue
             try:
-                rec = json.loads(meta.read_text()).get("record", {})
-            except (OSError, json.JSONDecodeError):
+                raw = json.loads(meta.read_text())
+                rec = raw.get("record") or {"stage": "source", "rows_out": raw.get("rows", "?")}
+            except (OSError, json.JSONDecodeError, AttributeError):
                 rec = {}
             rows.append({"recipe": name, "stage": rec.get("stage", "?"), "key": entry.name, "rows": rec.get("rows_out", "?"),
                          "bytes": _size(entry), "age_s": now - meta.stat().st_mtime})

@@ -141,8 +141,8 @@ def run(
 
         tag = push_version(result.version_dir, lr.recipe.output.push.repo_id, private=lr.recipe.output.push.private)
         out.print(f"pushed to {lr.recipe.output.push.repo_id} ({tag})")
-    out.print(f"wrote [bold]{result.version_dir}[/bold] (train: {result.train.height} rows, "
-              f"rejected: {result.rejected.height} rows)")  # fmt: skip
+    out.print(f"wrote [bold]{result.version_dir}[/bold] (train: {result.train_rows} rows, "
+              f"rejected: {result.rejected_rows} rows)")  # fmt: skip
 
 
 @app.command()

@@ -339,7 +339,7 @@ def local_prefixes(base_dir: Path) -> list[tuple[str, str]]:
     return sorted(set(out), key=lambda x: -len(x[0]))
 
 
-def _manifest(lr: Any, result: Any, rejected: pl.DataFrame, files: list[str], limit: int | None) -> dict[str, Any]:
+def _manifest(lr: Any, result: Any, n_rejected: int, files: list[str], limit: int | None) -> dict[str, Any]:
     """The version's manifest before local paths are stripped and the data hash is added."""
     recipe = lr.recipe
     funnel = [
@@ -360,12 +360,80 @@ def _manifest(lr: Any, result: Any, rejected: pl.DataFrame, files: list[str], li
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git": git_commit(lr.base_dir),
-        "splits": {"train": result.train.height, "rejected": rejected.height},
+        "splits": {"train": result.final.rows, "rejected": n_rejected},
         "files": files,
-        "order": "curriculum_rank" if "curriculum_rank" in result.train.columns else None,
+        "order": "curriculum_rank" if "curriculum_rank" in result.final.columns else None,
         "funnel": funnel,
         "stages": [asdict(r) for r in result.records],
     }
+
+
+class SplitWriter:
+    """Writes one split as ``<split>-<i>-of-<n>.parquet`` files of ``shard_rows`` rows from chunks as they come."""
+
+    def __init__(self, data_dir: Path, split: str, total: int, shard_rows: int, schema: dict | None = None):
+        self.dir, self.split, self.rows = data_dir, split, shard_rows
+        self.n = max(1, -(-total // shard_rows))
+        self.buf: list[pl.DataFrame] = []
+        self.have = 0
+        self.names: list[str] = []
+        self.schema = schema
+
+    def add(self, df: pl.DataFrame) -> None:
+        if self.schema is not None:
+            df = pl.concat([pl.DataFrame(schema=self.schema), df], how="diagonal_relaxed").select(list(self.schema))
+        self.buf.append(df)
+        self.have += df.height
+        while self.have >= self.rows and len(self.names) < self.n - 1:
+            self._flush(self.rows)
+
+    def _flush(self, rows: int) -> None:
+        df = pl.concat(self.buf, how="diagonal_relaxed") if len(self.buf) > 1 else self.buf[0]
+        name = f"{self.split}-{len(self.names):05d}-of-{self.n:05d}.parquet"
+        df.slice(0, rows).write_parquet(self.dir / name)
+        self.names.append(f"data/{name}")
+        rest = df.slice(rows)
+        self.buf, self.have = ([rest] if rest.height or rest.width else []), rest.height
+
+    def close(self) -> list[str]:
+        while len(self.names) < self.n:
+            if not self.buf:
+                self.buf = [pl.DataFrame(schema=self.schema or {})]
+            self._flush(self.have if len(self.names) == self.n - 1 else self.rows)
+        return self.names
+
+
+def _write_train(result: Any, tmp: Path, recipe: Any) -> list[str]:
+    """The train split in the dataset's order (a bucket sort on disk across work shards)."""
+    from .shards import HIDDEN, iter_ordered
+
+    w = SplitWriter(tmp / "data", "train", result.final.rows, recipe.output.shard_rows)
+    for chunk in iter_ordered(result.final, tmp / ".sort", bucket_rows=recipe.shard_rows):
+        w.add(add_formats(chunk.drop([c for c in HIDDEN if c in chunk.columns]), recipe.output.formats))
+    return w.close()
+
+
+def _write_rejected(result: Any, tmp: Path, recipe: Any) -> tuple[list[str], int]:
+    """The rejected split (source, then stage by stage), with one schema over all its files."""
+    from .runner import iter_rejected
+
+    spill = tmp / ".rejected"
+    spill.mkdir()
+    files, schema, total = [], pl.DataFrame(), 0
+    for k, chunk in enumerate(iter_rejected(result)):
+        f = spill / f"{k:06d}.parquet"
+        chunk.write_parquet(f)
+        files.append(f)
+        schema = pl.concat([schema, chunk.clear()], how="diagonal_relaxed")
+        total += chunk.height
+    names: list[str] = []
+    if total:
+        w = SplitWriter(tmp / "data", "rejected", total, recipe.output.shard_rows, dict(schema.schema))
+        for f in files:
+            w.add(pl.read_parquet(f))
+        names = w.close()
+    shutil.rmtree(spill, ignore_errors=True)
+    return names, total
 
 
 def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Path:
@@ -377,14 +445,10 @@ def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Pa
     tmp = vdir.parent / f".tmp-{recipe.version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     (tmp / "data").mkdir(parents=True)
     try:
-        train = add_formats(result.train, recipe.output.formats)
-        files = write_split(train, tmp / "data", "train", recipe.output.shard_rows)
-        rejected = result.rejected
-        if recipe.output.include_rejected and rejected.height:
-            files += write_split(rejected, tmp / "data", "rejected", recipe.output.shard_rows)
-        else:
-            rejected = pl.DataFrame()
-        manifest = _manifest(lr, result, rejected, files, limit)
+        files = _write_train(result, tmp, recipe)
+        rej_files, n_rejected = _write_rejected(result, tmp, recipe) if recipe.output.include_rejected else ([], 0)
+        files += rej_files
+        manifest = _manifest(lr, result, n_rejected, files, limit)
         manifest = _strip_local_paths(manifest, local_prefixes(Path(lr.base_dir)))
         manifest["data_sha256"] = files_sha256(tmp, files)
         audit_summary = None
@@ -393,8 +457,10 @@ def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Pa
         except ImportError:
             write_report = None
         if write_report is not None:
-            audit_summary = write_report(tmp, result.train, rejected if rejected.height else None, manifest,
-                                         _audit_config(lr))  # fmt: skip
+            train = pl.scan_parquet([tmp / f for f in files if f.startswith("data/train-")])
+            rejected = pl.scan_parquet([tmp / f for f in rej_files]) if rej_files else None
+            audit_summary = write_report(tmp, train.collect(), rejected.collect() if rejected is not None else None,
+                                         manifest, _audit_config(lr))  # fmt: skip
             manifest["audit"] = {"report": "audit/report.html", "summary": "audit/summary.json"}
         recipe_text = yaml.safe_dump(manifest["recipe"], sort_keys=False, allow_unicode=True)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str, ensure_ascii=False))

@@ -73,6 +73,9 @@ class RecipeBase(BaseModel):
     engine: Literal["local", "ray"] = "local"
     """Executor of the stages: this process (``local``) or a Ray cluster (``ray``, extra [ray])."""
     ray: RayOptions = Field(default_factory=lambda: RayOptions())
+    shard_rows: int = Field(100_000, ge=1)
+    """Rows per work shard: stages stream shards of whole problems from disk, so memory depends on this,
+    not on the dataset's size. One shard (smaller inputs) keeps every row in memory at once."""
     sources: list[SourceConfig] = Field(min_length=1)
     stages: list[StageConfig] = Field(default_factory=list)
     output: OutputConfig = Field(default_factory=OutputConfig)

@@ -12,9 +12,11 @@ config recomputes from that stage only. Each finished stage is written to
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,18 +24,19 @@ from typing import Any, Iterator
 
 import polars as pl
 
-from . import __version__
+from . import __version__, shards
 from .atomic import atomic_dir
 from .engines import get_engine
 from .errors import RecipeError, VersionExistsError
 from .fingerprint import frame_fingerprint
 from .home import curate_home, work_dir_for  # noqa: F401  (re-exported: curate.runner.work_dir_for)
 from .recipe import LoadedRecipe
+from .columns import ROW_ID
 from .registry import get_stage
-from .sources import load_sources
+from .shards import Layer
 from .stages.base import DROP, Context
 
-CACHE_FORMAT = "2"
+CACHE_FORMAT = "3"
 
 
 @dataclass
@@ -52,50 +55,69 @@ class StageRecord:
 
 @dataclass
 class RunResult:
-    train: pl.DataFrame
-    rejected: pl.DataFrame
+    """What a run produced: the final layer of work shards (``train``: its live rows) and, per stage, the
+    layer whose dropped rows make the ``rejected`` split. ``train``/``rejected`` read everything into
+    memory (small results, notebooks, tests); publishing streams the shards instead."""
+
+    final: Layer
+    layers: list[tuple[str, Layer]]
+    bad: pl.DataFrame
     records: list[StageRecord]
     inputs: list[dict]
     version_dir: Path | None = None
     executed: list[str] = field(default_factory=list)
     """Labels of the stages that actually ran (not served from the cache)."""
+    _memo: dict[str, pl.DataFrame] = field(default_factory=dict, repr=False)
+
+    @property
+    def train_rows(self) -> int:
+        return self.final.rows
+
+    @property
+    def rejected_rows(self) -> int:
+        return self.bad.height + sum(sum(r.dropped.values()) for r in self.records[1:])
+
+    @property
+    def train(self) -> pl.DataFrame:
+        if "train" not in self._memo:
+            df = shards.read_all(self.final)
+            self._memo["train"] = df.drop([c for c in shards.HIDDEN if c in df.columns])
+        return self._memo["train"]
+
+    @property
+    def rejected(self) -> pl.DataFrame:
+        if "rejected" not in self._memo:
+            parts = list(iter_rejected(self))
+            self._memo["rejected"] = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+        return self._memo["rejected"]
+
+
+def iter_rejected(result: RunResult) -> Iterator[pl.DataFrame]:
+    """The rejected rows, source first, then stage by stage and shard by shard, with ``dropped_by``."""
+    if result.bad.height:
+        yield result.bad.with_columns(pl.lit("source").alias("dropped_by"))
+    for label, layer in result.layers:
+        for i in range(layer.n_shards):
+            rej = shards.read_rejected(layer, i)
+            if rej is not None:
+                rej = rej.sort(ROW_ID).drop([c for c in shards.HIDDEN if c in rej.columns])
+                yield rej.with_columns(pl.lit(label).alias("dropped_by"))
 
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _split_drops(out: pl.DataFrame, label: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    if DROP not in out.columns:
-        return out, pl.DataFrame()
-    mask = pl.col(DROP).is_not_null()
-    rejected = out.filter(mask).with_columns(pl.lit(label).alias("dropped_by"))
-    return out.filter(~mask).drop(DROP), rejected
-
-
-def _counts(rejected: pl.DataFrame) -> dict[str, int]:
-    if rejected.height == 0 or DROP not in rejected.columns:
-        return {}
-    g = rejected.group_by(DROP).len().sort("len", descending=True)
-    return {str(r[DROP]): int(r["len"]) for r in g.to_dicts()}
-
-
-def _save(cache: Path, kept: pl.DataFrame, rejected: pl.DataFrame, meta: dict) -> None:
-    # --no-resume recomputed this key: the fresh result replaces the old one
-    with atomic_dir(cache, on_exists="replace") as tmp:
-        kept.write_parquet(tmp / "kept.parquet")
-        if rejected.height:
-            rejected.write_parquet(tmp / "rejected.parquet")
-        (tmp / "stage.json").write_text(json.dumps(meta, default=str, indent=1))
-
-
-def _load(cache: Path) -> tuple[pl.DataFrame, pl.DataFrame, dict] | None:
-    if not (cache / "stage.json").exists():
+def _load(cache_root: Path, key: str) -> tuple[Layer, dict] | None:
+    """A finished, reusable stage entry: its layer and its record."""
+    try:
+        meta = json.loads((cache_root / key / "stage.json").read_text())
+    except (OSError, ValueError):
         return None
-    kept = pl.read_parquet(cache / "kept.parquet")
-    rej_p = cache / "rejected.parquet"
-    rejected = pl.read_parquet(rej_p) if rej_p.exists() else pl.DataFrame()
-    return kept, rejected, json.loads((cache / "stage.json").read_text())
+    if not meta.get("reusable", True):
+        return None
+    layer = Layer.load(cache_root, key)
+    return None if layer is None else (layer, meta)
 
 
 def version_dir_for(lr: LoadedRecipe, output_dir: str | os.PathLike | None) -> Path:
@@ -162,49 +184,198 @@ def execute(
             engine.close()
 
 
-def _load_sources(lr: LoadedRecipe, limit: int | None, work: Path, slog: Any) -> tuple[pl.DataFrame, pl.DataFrame, list[dict], StageRecord]:
-    """Read the sources and run every `curate validate` check on them before the first stage."""
+def _write_sources(lr: LoadedRecipe, limit: int | None, out_dir: Path) -> Any:
+    try:
+        from .source_shards import write_source_shards
+    except ImportError:  # TEMPORARY until source_shards lands
+        import math
+        from types import SimpleNamespace
+
+        from .sources import load_sources
+
+        df, bad, infos = load_sources(lr.recipe.sources, lr.base_dir, limit)
+        df = df.with_row_index(ROW_ID).with_columns(pl.col(ROW_ID).cast(pl.Int64))
+        n = max(1, math.ceil(df.height / lr.recipe.shard_rows))
+        shards.write_split_by_shard(df, shards.shard_of(df["problem_id"], n), n, out_dir)
+        return SimpleNamespace(n_shards=n, rows=df.height, bad=bad, infos=infos, columns=df.columns, sample=df.head(10000))
+    return write_source_shards(lr.recipe.sources, lr.base_dir, limit, out_dir, lr.recipe.shard_rows)
+
+
+def _local_inputs(lr: LoadedRecipe) -> list | None:
+    """The content digests of every source's files when all sources are local files (else None): they key
+    the sources' shards before reading them, so an unchanged input is not read again."""
+    from .readers import expand_paths, fingerprint_files
+
+    out = []
+    for i, cfg in enumerate(lr.recipe.sources):
+        if cfg.kind not in ("file", "traces") or getattr(cfg, "hub", False):
+            return None
+        out.append(fingerprint_files(expand_paths(cfg.path, lr.base_dir, f"sources[{i}]")))
+    return out
+
+
+def _source_key(lr: LoadedRecipe, inputs: list, limit: int | None) -> str:
+    r = lr.recipe
+    return "source-" + _key(CACHE_FORMAT, __version__, lr.public.get("sources"), inputs, limit, r.seed, r.shard_rows)
+
+
+def _write_source_layer(lr: LoadedRecipe, limit: int | None, cache_root: Path) -> Layer:
+    """Read the sources into shards under their content key (kept if that entry exists and is whole)."""
+    staged = cache_root / f"source-{os.getpid()}"
+    with atomic_dir(staged, on_exists="replace") as tmp:
+        src = _write_sources(lr, limit, tmp)
+        key = _source_key(lr, [i["inputs"] for i in src.infos], limit)
+        Layer(tmp, src.n_shards, src.columns, key, src.rows).save(cache_root)
+        src.bad.write_parquet(tmp / "bad.parquet")
+        (tmp / "source.json").write_text(json.dumps({"infos": src.infos}, default=str))
+    final = cache_root / key
+    if final.exists() and Layer.load(cache_root, key) is not None and (final / "source.json").exists():
+        shutil.rmtree(staged, ignore_errors=True)  # the same content is there already (its children stay valid)
+    else:
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(staged, final)
+    layer = Layer.load(cache_root, key)
+    assert layer is not None
+    return layer
+
+
+def _load_sources(lr: LoadedRecipe, limit: int | None, work: Path, slog: Any) -> tuple[Layer, pl.DataFrame, list[dict], StageRecord]:
+    """Stream the sources into work shards (the root layer) and run every `curate validate` check on them
+    before the first stage. The layer's fingerprint is the sources' content (input file digests, hub
+    revisions) and config: an unchanged input keeps every cached stage after it."""
     recipe = lr.recipe
+    cache_root = work / "cache"
     slog.source_start(len(recipe.sources))
     t0 = time.perf_counter()
-    df, bad, infos = load_sources(recipe.sources, lr.base_dir, limit)
+    inputs = _local_inputs(lr)
+    layer = Layer.load(cache_root, _source_key(lr, inputs, limit)) if inputs is not None else None
+    if layer is None or not (layer.dir / "source.json").exists():
+        layer = _write_source_layer(lr, limit, cache_root)
+    infos = json.loads((layer.dir / "source.json").read_text())["infos"]
+    bad = pl.read_parquet(layer.dir / "bad.parquet")
     from .validate import check_plan
 
-    check_plan(lr, df.columns, work, rows=df)
+    sample = shards.read(layer, 0).head(10_000)
+    check_plan(lr, layer.visible(), work, rows=sample.drop([c for c in shards.HIDDEN if c in sample.columns]))
     warnings = [x for i in infos for x in i.get("warnings", [])]
     rec = StageRecord(
         stage="source",
         type="source",
         version=__version__,
-        cache_key=_key(CACHE_FORMAT, lr.public.get("sources"), [i["inputs"] for i in infos], limit, recipe.seed),
-        rows_in=df.height + bad.height,
-        rows_out=df.height,
-        dropped=_counts(bad),
+        cache_key=layer.dir.name,
+        rows_in=layer.rows + bad.height,
+        rows_out=layer.rows,
+        dropped=shards.counts_of(bad),
         seconds=round(time.perf_counter() - t0, 3),
         stats={"sources": [{k: v for k, v in i.items() if k != "inputs"} for i in infos],
-               **({"warnings": warnings} if warnings else {})},
+               "shards": layer.n_shards, **({"warnings": warnings} if warnings else {})},
     )
     slog.end(1, rec)
-    return df, bad, infos, rec
+    return layer, bad, infos, rec
 
 
-def _run_stage(stage: Any, label: str, df: pl.DataFrame, ctx: Context, key: str, engine: Any,
-               lr: LoadedRecipe) -> tuple[pl.DataFrame, pl.DataFrame, StageRecord]:
-    """Run one stage (not served from the cache): (kept rows, rejected rows, its funnel record)."""
+def run_problem_shard(stage: Any, layer: Layer, i: int, ctx: Context, out_dir: Path, label: str) -> dict[str, Any]:
+    """A problem-scope stage on shard ``i``: its delta part and what the record needs (runs in any worker)."""
+    inp = shards.read(layer, i)
+    c = dataclasses.replace(ctx, stats={})
+    out = stage.run(inp, c)
+    d = shards.delta(inp, out, label)
+    dropped = shards.counts_of(d)
+    return {"fp": shards.write_part(d, out_dir / f"part-{i:05d}.parquet"), "stats": c.stats,
+            "columns": shards.columns_after(layer, inp.columns, out), "rows_in": inp.height,
+            "rows_out": inp.height - sum(dropped.values()), "dropped": dropped, "cacheable": c.cacheable}
+
+
+def map_shard_part(stage: Any, layer: Layer, i: int, ctx: Context, out_dir: Path, label: str) -> dict[str, Any]:
+    """A global stage's first phase (``map_shard``) on shard ``i``: the columns it adds, as a part."""
+    inp = shards.read(layer, i)
+    out = stage.map_shard(inp, dataclasses.replace(ctx, stats={}))
+    if ROW_ID not in out.columns:
+        out = out.with_columns(inp[ROW_ID]) if out.height == inp.height else out
+    d = shards.delta(inp, out, label)
+    return {"fp": shards.write_part(d, out_dir / f"part-{i:05d}.parquet"), "columns": shards.columns_after(layer, inp.columns, out)}
+
+
+def _union(cols: list[list[str]]) -> list[str]:
+    out: list[str] = []
+    for cs in cols:
+        out += [c for c in cs if c not in out]
+    return out
+
+
+def _problem_stage(stage: Any, label: str, layer: Layer, ctx: Context, engine: Any, out_dir: Path) -> Layer:
+    jobs = [(stage, layer, i, ctx, out_dir, label) for i in range(layer.n_shards)]
+    res = engine.map_shards(run_problem_shard, jobs)
+    ctx.stats.clear()
+    ctx.stats.update(stage.merge_stats([r["stats"] for r in res]))
+    ctx.cacheable = all(r["cacheable"] for r in res)
+    return Layer(out_dir, layer.n_shards, _union([r["columns"] for r in res]),
+                 shards.combine(layer.fingerprint, [r["fp"] for r in res]), sum(r["rows_out"] for r in res), layer)
+
+
+def _same_rows(inp: pl.DataFrame, out: pl.DataFrame) -> bool:
+    """``out`` holds exactly the rows of ``inp`` (by row id, in any order)."""
+    return ROW_ID in out.columns and out.height == inp.height and out[ROW_ID].sort().equals(inp[ROW_ID].sort())
+
+
+def _global_stage(stage: Any, label: str, layer: Layer, ctx: Context, engine: Any, out_dir: Path, shard_rows: int) -> Layer:
+    base = layer
+    if callable(getattr(stage, "map_shard", None)):
+        p1 = out_dir / "phase1"
+        p1.mkdir()
+        res = engine.map_shards(map_shard_part, [(stage, layer, i, ctx, p1, label) for i in range(layer.n_shards)])
+        base = Layer(p1, layer.n_shards, _union([r["columns"] for r in res]),
+                     shards.combine(layer.fingerprint, [r["fp"] for r in res]), layer.rows, layer)
+        base.save(out_dir.parent, moved=(out_dir, out_dir.parent / out_dir.name))
+    reads = stage.reads(base.visible())
+    given = None if reads is None else [c for c in dict.fromkeys(reads) if c in base.columns]
+    nar, shard_ids = shards.narrow(base, given)
+    out = engine.run_stage(stage, nar, ctx)
+    if given is None and not _same_rows(nar, out):  # a stage that makes new rows (sample): a new root layer
+        return shards.write_root(out, out_dir, shard_rows)
+    if ROW_ID not in out.columns or out.height != nar.height:
+        shards.delta(nar, out, label)  # raises: the stage broke the shard contract
+    out = out.with_columns(pl.col(c).cast(pl.Utf8) for c in shards.CATEGORICAL
+                           if c in out.columns and out[c].dtype == pl.Categorical)
+    if not out[ROW_ID].equals(nar[ROW_ID]):  # the stage set a new order (curriculum)
+        out = out.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(shards.POS))
+        ids = out.select(ROW_ID).join(nar.select(ROW_ID).with_columns(shard_ids), on=ROW_ID, how="left",
+                                      maintain_order="left")["__shard"]
+    else:
+        ids = shard_ids
+    d = shards.delta(nar, out, label)
+    fps = shards.write_split_by_shard(d, ids, base.n_shards, out_dir)
+    live = nar.height - sum(shards.counts_of(d).values())
+    return Layer(out_dir, base.n_shards, shards.columns_after(base, list(nar.columns), out),
+                 shards.combine(base.fingerprint, fps), live, base)
+
+
+def _run_stage(stage: Any, label: str, layer: Layer, ctx: Context, key: str, engine: Any,
+               lr: LoadedRecipe, cache_root: Path) -> tuple[Layer, StageRecord]:
+    """Run one stage (not served from the cache) into its cache entry: (its layer, its funnel record)."""
     cls = type(stage)
-    missing = [c for c in cls.requires if c not in df.columns]
+    missing = [c for c in cls.requires if c not in layer.columns]
     if missing:
         raise RecipeError(
             f"{lr.path}: stage '{label}' needs column(s) {', '.join(missing)} that no earlier "
             f"source or stage produces"
         )
     start = time.perf_counter()
-    out = engine.run_stage(stage, df, ctx)
-    kept, rejected = _split_drops(out, label)
-    rec = StageRecord(stage=label, type=cls.name, version=cls.version, cache_key=key, rows_in=df.height,
-                      rows_out=kept.height, dropped=_counts(rejected), seconds=round(time.perf_counter() - start, 3),
-                      stats=ctx.stats)
-    return kept, rejected, rec
+    final = cache_root / key
+    with atomic_dir(final, on_exists="replace") as tmp:
+        if cls.scope == "problem":
+            new = _problem_stage(stage, label, layer, ctx, engine, tmp)
+        else:
+            new = _global_stage(stage, label, layer, ctx, engine, tmp, lr.recipe.shard_rows)
+        dropped = [shards.part_drops(new.part(i)) for i in range(new.n_shards)]
+        rec = StageRecord(stage=label, type=cls.name, version=cls.version, cache_key=key, rows_in=layer.rows,
+                          rows_out=new.rows, dropped=shards.drop_counts(dropped),
+                          seconds=round(time.perf_counter() - start, 3), stats=shards.stats_json(ctx.stats))
+        new.save(cache_root, moved=(tmp, final))
+        (tmp / "stage.json").write_text(json.dumps({"record": asdict(rec), "reusable": ctx.cacheable}, default=str, indent=1))
+    new = Layer.load(cache_root, key)
+    assert new is not None
+    return new, rec
 
 
 def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, console: Any) -> RunResult:
@@ -215,9 +386,9 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
     cache_root = work / "cache"
     cache_root.mkdir(parents=True, exist_ok=True)
     slog = StageLog(len(recipe.stages) + 1)  # start/end line per stage (the `curate` logger)
-    df, bad, infos, src_rec = _load_sources(lr, limit, work, slog)
+    layer, bad, infos, src_rec = _load_sources(lr, limit, work, slog)
     records = [src_rec]
-    rejected_parts = [bad.with_columns(pl.lit("source").alias("dropped_by"))] if bad.height else []
+    layers: list[tuple[str, Layer]] = []
     executed: list[str] = []
     public_stages = lr.public.get("stages") or []
     for idx, (cfg, label) in enumerate(zip(recipe.stages, lr.stage_labels())):
@@ -226,24 +397,20 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
         ctx = Context(work_dir=work, base_dir=lr.base_dir, seed=recipe.seed, limit=limit, stage_label=label,
                       resume=resume, show_progress=bool(console is not None and getattr(console, "is_terminal", False)))
         # the key is the *content* of what the stage receives, never the upstream key
-        key = _key(CACHE_FORMAT, frame_fingerprint(df), stage.name, stage.version, pub_cfg, stage.fingerprint(ctx), recipe.seed)
-        hit = _load(cache_root / key) if resume else None
+        key = _key(CACHE_FORMAT, layer.fingerprint, stage.name, stage.version, pub_cfg, stage.fingerprint(ctx), recipe.seed)
+        hit = _load(cache_root, key) if resume else None
         if hit is not None:
-            kept, rejected, meta = hit
+            new, meta = hit
             rec = StageRecord(**{**meta["record"], "cached": True})
         else:
-            slog.start(idx + 2, label, df.height)
-            kept, rejected, rec = _run_stage(stage, label, df, ctx, key, engine, lr)
-            if ctx.cacheable:
-                _save(cache_root / key, kept, rejected, {"record": asdict(rec)})
+            slog.start(idx + 2, label, layer.rows)
+            new, rec = _run_stage(stage, label, layer, ctx, key, engine, lr, cache_root)
             executed.append(label)
         records.append(rec)
         slog.end(idx + 2, rec)
-        if rejected.height:
-            rejected_parts.append(rejected)
-        df = kept
-    rejected_all = pl.concat(rejected_parts, how="diagonal_relaxed") if rejected_parts else pl.DataFrame()
-    return RunResult(train=df, rejected=rejected_all, records=records, inputs=infos, executed=executed)
+        layers.append((label, new))
+        layer = new
+    return RunResult(final=layer, layers=layers, bad=bad, records=records, inputs=infos, executed=executed)
 
 
 def run_recipe(

@@ -3,7 +3,7 @@ worker processes); other engines (``ray``) distribute the same stage code. Only 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import polars as pl
 
@@ -16,6 +16,8 @@ class Engine(Protocol):
 
     def run_stage(self, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame: ...
 
+    def map_shards(self, fn: Callable[..., Any], jobs: list[tuple]) -> list[Any]: ...
+
     def close(self) -> None: ...
 
 
@@ -24,6 +26,10 @@ class LocalEngine:
 
     def run_stage(self, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         return stage.run(df, ctx)
+
+    def map_shards(self, fn: Callable[..., Any], jobs: list[tuple]) -> list[Any]:
+        """One job per work shard, one after the other (memory: one shard at a time)."""
+        return [fn(*job) for job in jobs]
 
     def close(self) -> None:
         pass

@@ -96,6 +96,12 @@ def _no_fork_pools():
         os.environ.pop(key, None)
 
 
+def _shard_task(fn: Callable[..., Any], *args: Any) -> Any:
+    """One work shard in a Ray worker (its verify pool, if any, must not fork the Ray worker)."""
+    os.environ.setdefault("CURATE_VERIFY_START_METHOD", "forkserver")
+    return fn(*args)
+
+
 def _ray_log_level() -> int:
     return logging.INFO if os.environ.get("CURATE_RAY_VERBOSE", "") not in ("", "0") else logging.ERROR
 
@@ -172,6 +178,17 @@ class RayEngine:
             self._owns = False
 
     # -- executing -------------------------------------------------------------------------------
+    def map_shards(self, fn: Callable[..., Any], jobs: list[tuple]) -> list[Any]:
+        """One Ray task per work shard (a problem-scope stage, a global stage's first phase). Shards are
+        parquet files under the recipe's work folder: on a multi-node cluster that folder (CURATE_HOME)
+        must be on a file system every node mounts at the same path."""
+        if not jobs:
+            return []
+        ray = self.ray()
+        self.ran.append((str(jobs[0][-1]), "shards"))
+        task = ray.remote(num_cpus=1)(_shard_task)
+        return ray.get([task.remote(fn, *job) for job in jobs])
+
     def run_stage(self, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         with _no_fork_pools():
             return self._run_stage(stage, df, ctx)
