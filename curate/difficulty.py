@@ -268,14 +268,28 @@ def weighted_interleave(queues: Sequence[Sequence[int]], weights: Sequence[float
     return out
 
 
+KEY_COLUMNS = ("sample_id", "problem_id", "sample_index")
+"""The columns :func:`stable_row_keys` reads (a global stage lists those present in its ``reads``)."""
+
+
+def key_columns(columns: Sequence[str]) -> list[str]:
+    """The columns of ``columns`` that :func:`stable_row_keys` uses."""
+    return [c for c in KEY_COLUMNS if c in columns]
+
+
 def stable_row_keys(df: pl.DataFrame) -> list[str]:
-    """A content key per row (sample_id, else problem_id + sample_index, else problem_id + position)."""
-    if "sample_id" in df.columns:
-        return [str(x) for x in df["sample_id"].to_list()]
-    pids = [str(p) for p in df["problem_id"].to_list()] if "problem_id" in df.columns else [""] * df.height
+    """A content key per row: its sample_id, else problem_id + sample_index, else problem_id + the row's
+    place among its problem's rows. No frame position: a problem's rows keep their order in any frame that
+    holds them (a shard, the rows of a narrow read in any shard order), so the keys are the same there."""
+    pid = (pl.col("problem_id").cast(pl.Utf8).fill_null("None") if "problem_id" in df.columns else pl.lit(""))
+    nth = pl.int_range(pl.len(), dtype=pl.Int64).over(pid)
+    key = pl.concat_str([pid, pl.lit("\x00"), nth.cast(pl.Utf8).str.zfill(12)])
     if "sample_index" in df.columns:
-        return [f"{p}\x00{i:012d}" if isinstance(i, int) else f"{p}\x00{i}" for p, i in zip(pids, df["sample_index"].to_list())]
-    return [f"{p}\x00{i:012d}" for i, p in enumerate(pids)]
+        idx = pl.concat_str([pid, pl.lit("\x00"), pl.col("sample_index").cast(pl.Int64).cast(pl.Utf8).str.zfill(12)])
+        key = pl.when(pl.col("sample_index").is_not_null()).then(idx).otherwise(key)
+    if "sample_id" in df.columns:
+        key = pl.when(pl.col("sample_id").is_not_null()).then(pl.col("sample_id").cast(pl.Utf8)).otherwise(key)
+    return df.select(key.alias("_key"))["_key"].to_list()
 
 
 def random_keys(keys: Sequence[str], seed: int, salt: str = "") -> np.ndarray:

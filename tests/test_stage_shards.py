@@ -65,9 +65,11 @@ def _check_problem_stage(stage, df: pl.DataFrame, tmp: Path) -> tuple[pl.DataFra
     whole = stage.run(df, whole_ctx)
     whole_stats = stage.merge_stats([whole_ctx.stats])
     outs, stats = [], []
+    fresh = tmp / f"parts-{zlib.crc32(repr(stage.config).encode())}"  # its own work dir (caches start cold)
+    fresh.mkdir(exist_ok=True)
     for part in _parts(df):
         assert part.height > 0
-        c = _ctx(tmp)
+        c = _ctx(fresh)
         outs.append(stage.run(part, c))
         stats.append(c.stats)
     for part, out in zip(_parts(df), outs):  # each part: exactly its rows of the whole run, in order
@@ -89,11 +91,14 @@ def _narrow(stage, df: pl.DataFrame) -> pl.DataFrame:
     return narrow.with_columns([pl.col(c).cast(pl.Categorical) for c in cat])
 
 
-def _check_global_stage(stage, df: pl.DataFrame, tmp: Path, prepared: pl.DataFrame | None = None) -> pl.DataFrame:
-    """``prepared``: the frame after the stage's map_shard (default: ``df`` itself)."""
+def _check_global_stage(stage, df: pl.DataFrame, tmp: Path, prepared: pl.DataFrame | None = None,
+                        reorders: bool = False) -> pl.DataFrame:
+    """``prepared``: the frame after the stage's map_shard (default: ``df`` itself). The narrow rows come
+    shard after shard (as the runner reads them), not in the frame's order; ``reorders``: the stage sets
+    the row order (curriculum), which must then be the whole run's order."""
     whole_ctx = _ctx(tmp)
     whole = stage.run(df, whole_ctx)
-    narrow = _narrow(stage, df if prepared is None else prepared)
+    narrow = pl.concat(_parts(_narrow(stage, df if prepared is None else prepared)))
     nctx = _ctx(tmp)
     got = stage.run(narrow, nctx)
     assert ROW_ID in got.columns and got.height == df.height
@@ -105,6 +110,8 @@ def _check_global_stage(stage, df: pl.DataFrame, tmp: Path, prepared: pl.DataFra
             assert got[c].cast(pl.Utf8).to_list() == df.join(got.select(ROW_ID), on=ROW_ID, how="right")[c].to_list()
             got = got.with_columns(pl.col(c).cast(df.schema[c]))
     joined = got.join(df.drop([c for c in back if c in df.columns]), on=ROW_ID, how="left", maintain_order="left")
+    if not reorders:  # the runner keeps the dataset's order: compare in it
+        joined = whole.select(ROW_ID).join(joined, on=ROW_ID, how="left", maintain_order="left")
     assert sorted(joined.columns) == sorted(whole.columns)
     assert_frame_equal(joined.select(whole.columns), whole)
     assert nctx.stats == whole_ctx.stats
@@ -225,7 +232,7 @@ def test_curriculum_on_its_read_columns_equals_whole(frames, rated, cfg):
     tmp = frames[0]
     stage = CurriculumStage(CurriculumConfig(**cfg))
     assert not {"reasoning", "problem", "prompt", "answer_text"} & set(stage.reads(rated.columns))
-    out = _check_global_stage(stage, rated, tmp)
+    out = _check_global_stage(stage, rated, tmp, reorders=True)
     assert out["curriculum_rank"].to_list() == list(range(out.height))
 
 

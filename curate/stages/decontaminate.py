@@ -36,6 +36,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..dedup.contamination import BenchmarkIndex, ContamKernel, ContamParams, Match, matches_of
+from ..columns import ROW_ID
 from ..errors import RecipeError, SourceError
 from ..presets import PRESETS, get_preset
 from .base import DROP, Context, Stage, StageConfig, mark_drop
@@ -189,6 +190,34 @@ class DecontaminateStage(Stage):
     version = "3"  # 3: words-and-numbers tokens, rarity-weighted overlap, contaminated = rows it dropped
     requires = ("problem",)
     produces = ()
+    scope = "problem"  # a row's outcome depends on its own text only (the benchmark index is read-only)
+
+    def merge_stats(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Counts add; each benchmark's examples are the whole frame's first ``max_examples`` matched texts (in
+        source order, ``__rid``, else the parts' order), from the keys each part carries in ``_merge``."""
+        from .verify import merge_counts
+
+        clean = [{k: v for k, v in p.items() if k != "_merge"} for p in parts]
+        out = merge_counts(clean)
+        if len(parts) == 1 or "contamination" not in out:
+            return out
+        cached = [p.get("index_cached", {}) for p in parts]  # the stage found an index only if every shard did
+        out["index_cached"] = {k: all(c.get(k, True) for c in cached) for k in out.get("index_cached", {})}
+        offset, keyed = 0, {}
+        for p in parts:
+            for label, rows in p.get("_merge", {}).get("examples", {}).items():
+                table = p["contamination"][label]
+                for ex, (key, digest) in zip(table["examples"], rows):
+                    at = key if p["_merge"]["keys"] == "rid" else key + offset
+                    if digest not in keyed.setdefault(label, {}) or at < keyed[label][digest][0]:
+                        keyed[label][digest] = (at, ex)
+            offset += int(p.get("_merge", {}).get("rows", 0))
+        for label, table in out["contamination"].items():
+            first = next(p["contamination"][label] for p in parts if label in p.get("contamination", {}))
+            table["benchmark_rows"], table["source"] = first["benchmark_rows"], first["source"]
+            found = sorted(keyed.get(label, {}).values(), key=lambda x: x[0])
+            table["examples"] = [ex for _, ex in found[: self.config.max_examples]]  # type: ignore[attr-defined]
+        return out
 
     def check(self, ctx: Context) -> None:
         for b in self.config.benchmarks:  # type: ignore[attr-defined]
@@ -242,9 +271,23 @@ class DecontaminateStage(Stage):
         found = ctx.map(ContamKernel(tuple(indexes)), pl.DataFrame({"text": uniq}, schema={"text": pl.Utf8}))
         row_count = work.filter(pl.col("_alive")).group_by("_text").len()
         count_of = dict(zip(row_count["_text"].to_list(), row_count["len"].to_list()))
+        # each text's place in the frame (its first row: __rid when the runner gave one, else its position):
+        # the report's examples come in that order, and merge_stats orders the shards' examples by it
+        alive_rows = work.filter(pl.col("_alive"))
+        if ROW_ID in work.columns:
+            firsts = alive_rows.group_by("_text").agg(pl.col(ROW_ID).min())
+            first_of = dict(zip(firsts["_text"].to_list(), firsts[ROW_ID].to_list()))
+        else:
+            pos = alive_rows.with_row_index("_pos").group_by("_text").agg(pl.col("_pos").min())
+            first_of = dict(zip(pos["_text"].to_list(), pos["_pos"].to_list()))
+        keys = [int(first_of[t]) for t in uniq]
         reason_of: dict[str, str] = {}
-        table = {spec.label: self._report(matches_of(found, k), uniq, count_of, reason_of, spec, n, rows, where)
-                 for k, (spec, n, rows, where) in enumerate(sets)}
+        merge: dict[str, Any] = {"keys": "rid" if ROW_ID in work.columns else "position", "rows": work.height,
+                                 "examples": {}}
+        table = {}
+        for k, (spec, n, rows, where) in enumerate(sets):
+            table[spec.label], merge["examples"][spec.label] = self._report(
+                matches_of(found, k), uniq, keys, count_of, reason_of, spec, n, rows, where)
         reasons = pl.DataFrame(
             {"_text": list(reason_of), "_reason": list(reason_of.values())}, schema={"_text": pl.Utf8, "_reason": pl.Utf8}
         )
@@ -254,22 +297,26 @@ class DecontaminateStage(Stage):
         ctx.stats["contamination"] = table
         ctx.stats["index_cached"] = cached
         ctx.stats["rows_contaminated"] = int(sum(count_of.get(t, 0) for t in reason_of))
+        ctx.stats["_merge"] = merge
         return out
 
-    def _report(self, found: dict[int, Match], uniq: list[str], count_of: dict[str, int], reason_of: dict[str, str],
-                spec: BenchmarkSpec, n_texts: int, rows: list[int], where: str) -> dict[str, Any]:
-        """One benchmark's row of the contamination table; sets the drop reason of the texts it takes
-        first (``reason_of``: text -> reason, filled in benchmark order)."""
+    def _report(self, found: dict[int, Match], uniq: list[str], keys: list[int], count_of: dict[str, int],
+                reason_of: dict[str, str], spec: BenchmarkSpec, n_texts: int, rows: list[int], where: str
+                ) -> tuple[dict[str, Any], list[list[Any]]]:
+        """One benchmark's row of the contamination table and its examples' (place, text digest) pairs;
+        sets the drop reason of the texts it takes first (``reason_of``: text -> reason, in benchmark order)."""
         methods = {"ngram": 0, "minhash": 0}
         examples: list[dict[str, Any]] = []
+        example_keys: list[list[Any]] = []
         taken = 0
-        for i, m in sorted(found.items()):
+        for i, m in sorted(found.items(), key=lambda im: (keys[im[0]], im[0])):
             t = uniq[i]
             methods[m.method] += count_of.get(t, 0)
             if t not in reason_of:
                 reason_of[t] = f"contaminated:{spec.label}"
                 taken += count_of.get(t, 0)
             if len(examples) < self.config.max_examples:  # type: ignore[attr-defined]
+                example_keys.append([keys[i], hashlib.sha256(t.encode("utf-8")).hexdigest()[:16]])
                 examples.append(
                     {
                         "problem": _clip(t),
@@ -288,4 +335,4 @@ class DecontaminateStage(Stage):
             "examples": examples,
             "benchmark_rows": n_texts,
             "source": where,
-        }
+        }, example_keys

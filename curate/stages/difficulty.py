@@ -160,6 +160,11 @@ class DifficultyConfig(StageConfig):
         return self
 
 
+TOKENS = "__difficulty_tokens"
+"""Hidden Float64 that ``map_shard`` adds: each row's tokens (completion_tokens, else counted from its
+text; null where neither exists), so the global ``run`` does not read the traces. ``run`` drops it."""
+TEXT_COLUMNS = ("reasoning", "answer_text")
+
 OUT_COLUMNS = ("n_samples", "pass_rate", "pass_rate_low", "pass_rate_high", "difficulty", "difficulty_bucket")
 
 
@@ -172,6 +177,27 @@ class DifficultyStage(Stage):
 
     config: DifficultyConfig
 
+    # ------------------------------------------------------------------ shard contract
+    def reads(self, columns: list[str]) -> list[str] | None:
+        """problem_id, the verdict columns, the token counts (``__difficulty_tokens`` after ``map_shard``, else
+        completion_tokens and the trace text to count from), the row keys when traces are capped, and the
+        problem's own columns only when a probe or judge samples it or unsolved problems are written out."""
+        cfg = self.config
+        want = ["problem_id", "correct", "verdict", "finish_reason", DROP, "completion_tokens"]
+        want += [TOKENS] if TOKENS in columns else list(TEXT_COLUMNS)
+        if cfg.max_correct_per_problem is not None:
+            want += D.key_columns(columns)
+        samples = any(isinstance(m, JudgeMethod) or (isinstance(m, PassRateMethod) and m.source == "probe")
+                      for m in cfg.methods)
+        if samples or cfg.unsolved == "resample":
+            want += list(PROBLEM_COLUMNS)
+        return [c for c in dict.fromkeys(want) if c in columns]
+
+    def map_shard(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        """Phase 1 (per shard, every column): each row's token count in ``__difficulty_tokens``."""
+        tokens, _ = self._with_lengths(df.drop([c for c in (TOKENS, "_tokens") if c in df.columns]))
+        return df.with_columns(tokens["_tokens"].alias(TOKENS))
+
     # ------------------------------------------------------------------ run
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg = self.config
@@ -179,6 +205,7 @@ class DifficultyStage(Stage):
         if "problem_id" not in df.columns:
             raise RecipeError(f"stage '{label}': the input has no 'problem_id' column")
         df = df.drop([c for c in (*OUT_COLUMNS, "judge_score") if c in df.columns])
+
         has_correct = "correct" in df.columns
         self._check_methods(df, label)
 
@@ -195,10 +222,12 @@ class DifficultyStage(Stage):
         pass_src = next((m.source for m in cfg.methods if isinstance(m, PassRateMethod)), "teacher")
         if any(isinstance(m, PassRateMethod) and m.source == "probe" for m in cfg.methods):
             probe = self._probe(probs, ctx, stats)
-            probs = probs.join(probe, on="problem_id", how="left")
+            probs = probs.join(probe.with_columns(pl.col("problem_id").cast(probs.schema["problem_id"])),
+                               on="problem_id", how="left")
         if any(isinstance(m, JudgeMethod) for m in cfg.methods):
             judge = self._judge(probs, ctx, stats)
-            probs = probs.join(judge, on="problem_id", how="left")
+            probs = probs.join(judge.with_columns(pl.col("problem_id").cast(probs.schema["problem_id"])),
+                               on="problem_id", how="left")
         probs = probs.join(_length_signals(df), on="problem_id", how="left")
 
         probs = D.pass_rate_columns(probs, pass_src, cfg.confidence)
@@ -211,7 +240,7 @@ class DifficultyStage(Stage):
         if "judge_score" in probs.columns:
             keep_cols.append("judge_score")
         out = df.join(probs.select(keep_cols), on="problem_id", how="left", maintain_order="left")
-        out = self._filter(out, probs, ctx, stats).drop("_tokens")
+        out = self._filter(out, probs, ctx, stats).drop([c for c in ("_tokens", TOKENS) if c in out.columns])
         pr = probs["pass_rate"].drop_nulls()
         stats["pass_rate_source"] = pass_src
         stats["pass_rate_mean"] = round(float(pr.mean()), 4) if pr.len() else None
@@ -243,6 +272,12 @@ class DifficultyStage(Stage):
         """``_tokens`` per row: completion_tokens, else counted from reasoning + answer_text."""
         from ..audit.flags import count_tokens
 
+        if TOKENS in df.columns:  # counted by map_shard: the same numbers, and the same description
+            df = df.with_columns(pl.col(TOKENS).cast(pl.Float64).alias("_tokens"))
+            given = df["completion_tokens"].is_not_null() if "completion_tokens" in df.columns else pl.Series([False] * df.height)
+            n_missing = df.height - int(given.sum())
+            counted = int((~given & df["_tokens"].is_not_null()).sum())
+            return df, self._how(n_missing, df.height) if counted else "completion_tokens"
         have = (
             pl.col("completion_tokens").cast(pl.Float64)
             if "completion_tokens" in df.columns
@@ -260,16 +295,22 @@ class DifficultyStage(Stage):
         counted = count_tokens(texts.filter(missing), self.config.tokenizer).astype("float64")
         vals = df["_tokens"].to_numpy().astype("float64").copy()
         vals[missing.to_numpy()] = counted
+        return df.with_columns(pl.Series("_tokens", vals, dtype=pl.Float64)), self._how(n_missing, df.height)
+
+    def _how(self, n_missing: int, height: int) -> str:
         how = f"tokenizer:{self.config.tokenizer}" if self.config.tokenizer else "approx-regex"
-        if n_missing < df.height:
+        if n_missing < height:
             how = f"completion_tokens + {how} ({n_missing} rows counted)"
-        return df.with_columns(pl.Series("_tokens", vals, dtype=pl.Float64)), how
+        return how
 
     # ------------------------------------------------------------------ pieces
     @staticmethod
     def _problems(df: pl.DataFrame) -> pl.DataFrame:
         cols = [c for c in PROBLEM_COLUMNS if c in df.columns]
-        return df.select(cols).unique(subset="problem_id", keep="first", maintain_order=True)
+        probs = df.select(cols).unique(subset="problem_id", keep="first", maintain_order=True)
+        # one row per problem now: problem-constant text handed over as Categorical becomes plain text
+        return probs.with_columns(pl.col(c).cast(pl.Utf8) for c in cols
+                                  if c != "problem_id" and probs.schema[c] == pl.Categorical)
 
     def _probe(self, probs: pl.DataFrame, ctx: Context, stats: dict) -> pl.DataFrame:
         from ..sampling import finish_stage_sampling, sample_rows
