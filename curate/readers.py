@@ -10,10 +10,13 @@ import glob
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from .errors import SourceError, first_line
 
@@ -42,49 +45,155 @@ def file_format(path: Path, fmt: str) -> str:
     raise SourceError(f"{path}: cannot tell the format from the extension; set format: jsonl|json|parquet|csv")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    import gzip  # .jsonl.gz is decompressed; utf-8-sig accepts a leading BOM
+def _open_lines(path: Path) -> Any:
+    import gzip  # .jsonl.gz is decompressed
 
-    with (gzip.open(path, "rt", encoding="utf-8-sig") if path.suffix == ".gz" else open(path, encoding="utf-8-sig")) as f:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _jsonl_blocks(path: Path, chunk_rows: int | None) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the block's first line, its non-blank lines), ``chunk_rows`` lines a block (None: one
+    block). A leading BOM is dropped."""
+    block: list[bytes] = []
+    start = 1
+    with _open_lines(path) as f:
         for lineno, line in enumerate(f, 1):
+            if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
             if not line.strip():
                 continue
+            if not block:
+                start = lineno
+            block.append(line if line.endswith(b"\n") else line + b"\n")
+            if chunk_rows and len(block) >= chunk_rows:
+                yield start, block
+                block = []
+    if block:
+        yield start, block
+
+
+def _ndjson(path: Path, start: int, lines: list[bytes], schema: Any = None) -> pl.DataFrame:
+    """One block of JSON lines as a frame (polars' reader); a bad line is named by its line number."""
+    data = b"".join(lines)
+    data.decode("utf-8")  # strict: a non-UTF-8 file is an error, never silently replaced text
+    try:
+        if schema is not None:
+            return pl.read_ndjson(BytesIO(data), schema=schema)
+        return pl.read_ndjson(BytesIO(data), infer_schema_length=None)
+    except Exception:  # find the line to name
+        for i, line in enumerate(lines):
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise SourceError(f"{path}:{lineno}: malformed JSON line ({e.msg})") from None
+                raise SourceError(f"{path}:{start + i}: malformed JSON line ({e.msg})") from None
             if not isinstance(obj, dict):
-                raise SourceError(f"{path}:{lineno}: expected a JSON object per line")
-            rows.append(obj)
-    return rows
+                raise SourceError(f"{path}:{start + i}: expected a JSON object per line") from None
+        raise
 
 
-def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
+def relaxed_schema(schemas: list[Any]) -> pl.Schema:
+    """The schema ``pl.concat(frames, how="diagonal_relaxed")`` gives frames of these schemas."""
+    if len(schemas) == 1:
+        return pl.Schema(schemas[0])
+    return pl.concat([pl.DataFrame(schema=s) for s in schemas], how="diagonal_relaxed").schema
+
+
+def file_schema(path: Path, fmt: str, chunk_rows: int) -> pl.Schema:
+    """The schema ``read_file`` gives the whole file, found without holding it: parquet metadata, the
+    first 10,000 csv rows (as read_csv infers), every jsonl block's schema unified (as polars infers
+    over the whole file)."""
     kind = file_format(path, fmt)
-    try:
-        if kind == "jsonl":
-            rows = read_jsonl(path)
-            return pl.from_dicts(rows, infer_schema_length=None) if rows else pl.DataFrame()
-        if kind == "json":
-            import gzip
+    return _guard(path, kind, lambda: _file_schema(path, kind, chunk_rows))
 
-            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-            data = json.loads(raw.decode("utf-8-sig"))
-            if isinstance(data, dict):
-                # {"data": [...]} or {"rows": [...]} style
-                lists = [v for v in data.values() if isinstance(v, list)]
-                data = lists[0] if len(lists) == 1 else [data]
-            return pl.from_dicts(data, infer_schema_length=None) if data else pl.DataFrame()
-        if kind == "parquet":
-            return pl.read_parquet(path)
-        return pl.read_csv(path, infer_schema_length=10000)
+
+def _file_schema(path: Path, kind: str, chunk_rows: int) -> pl.Schema:
+    if kind == "parquet":
+        return pl.read_parquet_schema(path)  # type: ignore[return-value]
+    if kind == "csv":
+        return pl.scan_csv(path, infer_schema_length=_CSV_INFER).collect_schema()
+    if kind == "jsonl":
+        return relaxed_schema([_ndjson(path, s, b).schema for s, b in _jsonl_blocks(path, chunk_rows)] or [{}])
+    return read_file(path, kind).schema
+
+
+def iter_file(path: Path, fmt: str, chunk_rows: int, schema: Any) -> Iterator[pl.DataFrame]:
+    """The rows of one file in chunks of at most ``chunk_rows``, every chunk with ``schema``
+    (:func:`file_schema`), so that no value depends on where the chunks are cut. json is one chunk."""
+    kind = file_format(path, fmt)
+    it: Iterator[pl.DataFrame]
+    if kind == "parquet":
+        batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
+        it = (pl.from_arrow(b).cast(schema) for b in batches)  # type: ignore[union-attr]
+    elif kind == "jsonl":
+        it = (_ndjson(path, s, b, schema) for s, b in _jsonl_blocks(path, chunk_rows))
+    elif kind == "csv":
+        lf = pl.scan_csv(path, schema=schema)
+        it = iter(lf.collect_batches(chunk_size=chunk_rows))
+    else:
+        it = iter([read_file(path, kind)])
+    while True:
+        chunk = _guard(path, kind, lambda: next(it, None))
+        if chunk is None:
+            return
+        if chunk.height:
+            yield chunk
+
+
+def estimate_file_rows(path: Path, fmt: str) -> int:
+    """A cheap guess of a file's row count: parquet metadata; text: bytes / mean size of the first lines."""
+    kind = file_format(path, fmt)
+    if kind == "parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    size = path.stat().st_size
+    if path.suffix == ".gz":
+        with open(path, "rb") as f:  # gzip's trailer holds the uncompressed size (mod 4 GiB)
+            f.seek(-4, os.SEEK_END)
+            size = max(size, int.from_bytes(f.read(4), "little"))
+    lengths: list[int] = []
+    with _open_lines(path) as f:
+        for line in f:
+            lengths.append(len(line))
+            if len(lengths) >= 1000:
+                break
+    return max(1, round(size / (sum(lengths) / len(lengths)))) if lengths else 0
+
+
+def _guard(path: Path, kind: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
     except SourceError:
         raise
     except json.JSONDecodeError as e:
         raise SourceError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
     except Exception as e:  # polars/arrow parse errors
         raise SourceError(f"{path}: cannot read as {kind}: {first_line(e)}") from None
+
+
+_CSV_INFER = 10000
+
+
+def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
+    kind = file_format(path, fmt)
+    return _guard(path, kind, lambda: _read_whole(path, kind))
+
+
+def _read_whole(path: Path, kind: str) -> pl.DataFrame:
+    if kind == "jsonl":
+        blocks = list(_jsonl_blocks(path, None))
+        return _ndjson(path, *blocks[0]) if blocks else pl.DataFrame()
+    if kind == "json":
+        import gzip
+
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        data = json.loads(raw.decode("utf-8-sig"))
+        if isinstance(data, dict):
+            # {"data": [...]} or {"rows": [...]} style
+            lists = [v for v in data.values() if isinstance(v, list)]
+            data = lists[0] if len(lists) == 1 else [data]
+        return pl.from_dicts(data, infer_schema_length=None) if data else pl.DataFrame()
+    if kind == "parquet":
+        return pl.read_parquet(path)
+    return pl.read_csv(path, infer_schema_length=_CSV_INFER)
 
 
 def read_hub(path: str, config: str | None, split: str, revision: str | None, *, what: str | None = None,

@@ -9,10 +9,9 @@ columns for ``traces``.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -21,8 +20,30 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import columns
 from .errors import SourceError
+from .progress import Ticker
+from .readers import (
+    estimate_file_rows,
+    file_format,
+    file_schema,
+    fingerprint_files,
+    iter_file,
+    read_file,
+    read_hub,
+    relaxed_schema,
+)
 from .readers import expand_paths as _expand  # noqa: F401
-from .readers import fingerprint_files, read_file, read_hub
+from .source_text import (  # noqa: F401 - re-exported: the text helpers of the sources
+    detect_trace_format,
+    extract_gold,
+    format_warnings,
+    gsm8k_answer,
+    last_boxed,
+    normalize_problem,
+    problem_id,
+    split_plain,
+    split_think,
+    trace_format,
+)
 
 PROBLEM_COLUMNS = list(columns.PROBLEM_COLUMNS)  # the data contract: curate.columns
 
@@ -132,140 +153,108 @@ SourceConfig = Annotated[
 ]
 
 
-# ----------------------------------------------------------------------------- text helpers
+# ----------------------------------------------------------------------------- opening a source
 
-_WS = re.compile(r"\s+")
-
-
-def normalize_problem(text: str) -> str:
-    """NFKC, lower case, collapsed whitespace: the basis of the stable ``problem_id``."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip().lower()
-
-
-def problem_id(text: str) -> str:
-    return hashlib.sha256(normalize_problem(text).encode("utf-8")).hexdigest()[:16]
+#: The columns (and dtypes) of a traces source's rows: the problem columns, then the sample columns.
+TRACE_SCHEMA: dict[str, pl.DataType] = {
+    **columns.PROBLEM_SCHEMA,
+    **{k: v for k, v in columns.SAMPLE_SCHEMA.items() if k not in columns.PROBLEM_SCHEMA},
+}
+_DETECT_ROWS = 2000  # the trace format is detected on the first rows of a source
 
 
-def last_boxed(text: str | None) -> str | None:
-    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` with nested braces, or None."""
-    if not text:
-        return None
-    idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if idx < 0:
-        return None
-    i = text.find("{", idx)
-    if i < 0:
-        # "\boxed 5" form
-        m = re.match(r"\\(?:boxed|fbox)\s+([^\s$]+)", text[idx:])
-        return m.group(1) if m else None
-    depth = 0
-    for j in range(i, len(text)):
-        c = text[j]
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j].strip()
-    return None  # unbalanced
-
-
-def gsm8k_answer(text: str | None) -> str | None:
-    if not text or "####" not in text:
-        return None
-    return text.rsplit("####", 1)[1].strip().replace(",", "")
-
-
-def extract_gold(text: Any, extractor: str) -> str | None:
-    if text is None:
-        return None
-    s = str(text)
-    if extractor == "gsm8k":
-        return gsm8k_answer(s)
-    if extractor == "boxed":
-        return last_boxed(s)
-    return s.strip()
-
-
-_PARAGRAPH = re.compile(r"\n\s*\n")
-
-
-def split_plain(text: str) -> tuple[str, str]:
-    """(reasoning, answer_text) of a plain chain of thought: the answer is the paragraph holding the
-    last ``\\boxed``/``\\fbox`` and what follows it (anything written after the answer stays
-    visible to the audit), else the last paragraph; the reasoning is everything before it."""
-    t = (text or "").strip()
-    at = max(t.rfind("\\boxed"), t.rfind("\\fbox"))
-    if at < 0:
-        at = len(t)
-    cut = 0
-    for m in _PARAGRAPH.finditer(t, 0, at):
-        cut = m.end()
-    if cut == 0 and at == len(t):  # no box: the last paragraph is the answer
-        for m in _PARAGRAPH.finditer(t):
-            cut = m.end()
-    return t[:cut].strip(), t[cut:].strip()
-
-
-def detect_trace_format(texts: list[str]) -> tuple[str, float]:
-    """('think' | 'plain', share of texts with ``</think>``)."""
-    texts = [t for t in texts if t]
-    if not texts:
-        return "plain", 0.0
-    share = sum("</think>" in t or "<think>" in t for t in texts) / len(texts)
-    return ("think" if share >= 0.5 else "plain"), share
-
-
-def split_think(text: str) -> tuple[str, str]:
-    """Split a completion into (reasoning, answer_text) at ``</think>`` (``curate.traces.split``)."""
-    from .traces import split
-
-    s = split(text)
-    return s.reasoning, s.answer
-
-
-# ----------------------------------------------------------------------------- readers
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def _column(df: pl.DataFrame, cfg: _Base, target: str, where: str, required: bool = True) -> str | None:
+def _column(cols: list[str], cfg: _Base, target: str, where: str, required: bool = True) -> str | None:
     col = cfg.fields.get(target, target)
-    if col in df.columns:
+    if col in cols:
         return col
     if required or target in cfg.fields:
-        raise SourceError(
-            f"{where}: field '{col}' (for {target}) not found; columns are: {', '.join(df.columns[:20])}"
-        )
+        raise SourceError(f"{where}: field '{col}' (for {target}) not found; columns are: {', '.join(cols[:20])}")
     return None
 
 
-def _raw_frame(cfg: Any, base_dir: Path) -> tuple[pl.DataFrame, str, str, list[dict]]:
-    """Read the source's raw rows. Returns (frame, display name, where-label, input fingerprints)."""
+@dataclass
+class OpenSource:
+    """One source ready to read: local files are streamed chunk by chunk (``files`` with their whole-file
+    ``schemas``); hub datasets, presets, json files and ``shuffle: true`` are read whole (``frame``)."""
+
+    cfg: Any
+    name: str
+    where: str
+    inputs: list[dict]
+    files: list[Path] = field(default_factory=list)
+    schemas: list[Any] = field(default_factory=list)
+    frame: pl.DataFrame | None = None
+    info: dict = field(default_factory=dict)
+
+
+def open_source(cfg: Any, base_dir: Path, chunk_rows: int | None = None) -> OpenSource:
+    """Resolve a source (preset fields, files, fingerprints). ``chunk_rows`` None reads it whole."""
+    cfg = _preset_fields(cfg)
     if isinstance(cfg, PresetSource):
         from .presets import get_preset
 
         pre = get_preset(cfg.preset)
         df, fp = read_hub(pre.path, pre.config, pre.split, pre.revision)
-        return df, cfg.name or pre.name, f"preset {pre.name} ({pre.path})", [
-            {"hub": pre.path, "config": pre.config, "split": pre.split, "revision": pre.revision,
-             "fingerprint": fp}
-        ]
+        inputs = [{"hub": pre.path, "config": pre.config, "split": pre.split, "revision": pre.revision, "fingerprint": fp}]
+        return OpenSource(cfg, cfg.name or pre.name, f"preset {pre.name} ({pre.path})", inputs, frame=df)
     if isinstance(cfg, HubSource) or (isinstance(cfg, TracesSource) and cfg.hub):
         path = cfg.path if isinstance(cfg.path, str) else cfg.path[0]
         df, fp = read_hub(path, cfg.config, cfg.split, cfg.revision)
-        return df, cfg.name or path, f"hub {path}", [
-            {"hub": path, "config": cfg.config, "split": cfg.split, "revision": cfg.revision,
-             "fingerprint": fp}
-        ]
+        inputs = [{"hub": path, "config": cfg.config, "split": cfg.split, "revision": cfg.revision, "fingerprint": fp}]
+        return OpenSource(cfg, cfg.name or path, f"hub {path}", inputs, frame=df)
     files = _expand(cfg.path, base_dir, f"sources[{cfg.kind}]")
-    frames = []
-    for f in files:
-        frames.append(read_file(f, cfg.format))
-    df = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
-    name = cfg.name or files[0].stem
-    return df, name, str(files[0]) if len(files) == 1 else f"{files[0].parent}/{cfg.path}", fingerprint_files(files)
+    where = str(files[0]) if len(files) == 1 else f"{files[0].parent}/{cfg.path}"
+    src = OpenSource(cfg, cfg.name or files[0].stem, where, fingerprint_files(files))
+    if chunk_rows and not cfg.shuffle and all(file_format(f, cfg.format) != "json" for f in files):
+        src.files, src.schemas = files, [file_schema(f, cfg.format, chunk_rows) for f in files]
+    else:
+        frames = [read_file(f, cfg.format) for f in files]
+        src.frame = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
+    return src
+
+
+def _limit(cfg: Any, limit: int | None) -> int | None:
+    return min(x for x in (cfg.limit, limit) if x is not None) if (cfg.limit or limit) else None
+
+
+def raw_chunks(src: OpenSource, limit: int | None, chunk_rows: int | None) -> Iterator[pl.DataFrame]:
+    """The source's raw rows with ``source_index``, after ``shuffle`` and the limit, in chunks."""
+    lim = _limit(src.cfg, limit)
+    if src.frame is not None:
+        df, src.frame = src.frame.with_row_index("source_index"), None
+        if src.cfg.shuffle:
+            df = df.sample(fraction=1.0, shuffle=True, seed=src.cfg.seed)
+        df = df.head(lim) if lim is not None else df
+        step = chunk_rows or max(df.height, 1)
+        yield from (df.slice(off, step) for off in range(0, df.height, step))
+        return
+    union = pl.DataFrame(schema=relaxed_schema(src.schemas))
+    done = 0
+    for f, schema in zip(src.files, src.schemas):
+        for chunk in iter_file(f, src.cfg.format, chunk_rows or 1 << 62, schema):
+            if len(src.files) > 1:
+                chunk = pl.concat([union, chunk], how="diagonal_relaxed")
+            chunk = chunk.head(lim - done) if lim is not None else chunk
+            yield chunk.with_row_index("source_index", done)
+            done += chunk.height
+            if lim is not None and done >= lim:
+                return
+
+
+def estimate_rows(src: OpenSource, limit: int | None) -> int:
+    """A cheap guess of the rows the source gives (traces: x the mean number of traces per row of its
+    first rows); used to size shards only."""
+    if src.frame is not None:
+        n, head = src.frame.height, src.frame.head(1000)
+    else:
+        n = sum(estimate_file_rows(f, src.cfg.format) for f in src.files)
+        head = next(iter_file(src.files[0], src.cfg.format, 1000, src.schemas[0]), pl.DataFrame())
+    lim = _limit(src.cfg, limit)
+    n = min(n, lim) if lim is not None else n
+    col = getattr(src.cfg, "trace_field", None)
+    if col in head.columns and isinstance(head.schema[col], pl.List) and head.height:
+        n = round(n * float(head[col].list.len().mean() or 0))
+    return n
 
 
 def _preset_fields(cfg: Any) -> Any:
@@ -285,121 +274,95 @@ def _preset_fields(cfg: Any) -> Any:
     return cfg.model_copy(update=upd)
 
 
-def load_one(cfg: Any, base_dir: Path, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
-    """Load one source. Returns (rows, bad rows with drop_reason, info for the manifest)."""
-    cfg = _preset_fields(cfg)
-    df, name, where, fps = _raw_frame(cfg, base_dir)
-    if df.height == 0:
-        raise SourceError(f"{where}: no rows")
-    pcol = _column(df, cfg, "problem", where)
-    gcol = _column(df, cfg, "gold_answer", where, required=False)
-    for m in cfg.meta_fields:
-        if m not in df.columns:
-            raise SourceError(f"{where}: meta field '{m}' not found; columns are: {', '.join(df.columns[:20])}")
-    df = df.with_row_index("source_index")
-    if cfg.shuffle:
-        df = df.sample(fraction=1.0, shuffle=True, seed=cfg.seed)
-    lim = min(x for x in (cfg.limit, limit) if x is not None) if (cfg.limit or limit) else None
-    if lim is not None:
-        df = df.head(lim)
+# ----------------------------------------------------------------------------- one source's rows
 
-    problems = df[pcol].cast(pl.Utf8, strict=False)
-    golds = (
-        [extract_gold(g, cfg.answer_extractor) for g in df[gcol].to_list()] if gcol else [None] * df.height
-    )
+
+def _problems(raw: pl.DataFrame, cfg: Any, name: str, pcol: str, gcol: str | None) -> pl.DataFrame:
+    """The problem columns of a chunk of raw rows."""
+    golds = [extract_gold(g, cfg.answer_extractor) for g in raw[gcol].to_list()] if gcol else [None] * raw.height
     metas = (
-        [json.dumps(r, ensure_ascii=False, default=str) for r in df.select(cfg.meta_fields).to_dicts()]
+        [json.dumps(r, ensure_ascii=False, default=str) for r in raw.select(cfg.meta_fields).to_dicts()]
         if cfg.meta_fields
-        else ["{}"] * df.height
+        else ["{}"] * raw.height
     )
     out = pl.DataFrame(
         {
-            "problem": problems,
+            "problem": raw[pcol].cast(pl.Utf8, strict=False),
             "gold_answer": pl.Series(golds, dtype=pl.Utf8),
-            "source": [name] * df.height,
-            "source_index": df["source_index"].cast(pl.Int64),
+            "source": pl.Series([name] * raw.height, dtype=pl.Utf8),
+            "source_index": raw["source_index"].cast(pl.Int64),
             "meta": pl.Series(metas, dtype=pl.Utf8),
         }
     )
-    out = out.with_columns(
-        pl.col("problem").map_elements(problem_id, return_dtype=pl.Utf8).alias("problem_id")
-    ).select(PROBLEM_COLUMNS)
+    pid = pl.col("problem").map_elements(problem_id, return_dtype=pl.Utf8)
+    return out.with_columns(pid.alias("problem_id")).select(PROBLEM_COLUMNS)
+
+
+def _detect(raw: pl.DataFrame, cfg: TracesSource, where: str) -> tuple[str, list[str]]:
+    """The trace format to split with (from the first rows) and warnings where it disagrees with the data."""
+    fmt = trace_format(raw.columns, cfg, where)
+    traces = raw[cfg.trace_field].head(_DETECT_ROWS).to_list()
+    sample = [str(x) for tr in traces for x in (tr if isinstance(tr, list) else [tr]) if x is not None]
+    found, share = detect_trace_format(sample)
+    return format_warnings(fmt, found, share, cfg.trace_field)
+
+
+def _leading(chunks: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame]:
+    """The chunks, the first ones merged until it holds ``rows`` rows (what the format detection reads)."""
+    head: list[pl.DataFrame] = []
+    for chunk in chunks:
+        if head is not None:
+            head.append(chunk)
+            if sum(c.height for c in head) < rows:
+                continue
+            chunk, head = pl.concat(head), None  # type: ignore[assignment]
+        yield chunk
+    if head:
+        yield pl.concat(head)
+
+
+def source_rows(src: OpenSource, limit: int | None, chunk_rows: int | None, counters: dict[str, int]) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """(good rows, rejected rows) of one source, chunk by chunk; ``src.info`` is set at the end.
+    ``counters`` numbers the traces of each problem (shared by the sources of one run)."""
+    cfg, where = src.cfg, src.where
     detected: tuple[str, list[str]] | None = None
-    if isinstance(cfg, TracesSource):
-        out, detected = _traces(out, df, cfg, where)
-    bad_mask = pl.col("problem").is_null() | (pl.col("problem").str.strip_chars() == "")
-    bad = out.filter(bad_mask)
-    if bad.height and cfg.on_bad_row == "fail":
-        idx = bad["source_index"][0]
-        raise SourceError(f"{where}: row {idx}: field '{pcol}' is empty (on_bad_row: fail)")
-    bad = bad.with_columns(pl.lit("empty_problem").alias("drop_reason"))
-    info = {"name": name, "kind": cfg.kind, "where": where, "inputs": fps, "rows": out.height - bad.height}
+    pcol: str | None = None
+    good = 0
+    tick = Ticker(None, f"{where}: traces") if isinstance(cfg, TracesSource) else None
+    for raw in _leading(raw_chunks(src, limit, chunk_rows), _DETECT_ROWS):
+        if pcol is None:
+            pcol, gcol = _column(raw.columns, cfg, "problem", where), _column(raw.columns, cfg, "gold_answer", where, False)
+            for m in cfg.meta_fields:
+                if m not in raw.columns:
+                    raise SourceError(f"{where}: meta field '{m}' not found; columns are: {', '.join(raw.columns[:20])}")
+            detected = _detect(raw, cfg, where) if isinstance(cfg, TracesSource) else None
+        out = _problems(raw, cfg, src.name, pcol, gcol)  # type: ignore[arg-type]
+        if detected is not None:
+            out = _traces(out, raw, cfg, detected[0], counters, tick)
+        bad_mask = pl.col("problem").is_null() | (pl.col("problem").str.strip_chars() == "")
+        bad = out.filter(bad_mask)
+        if bad.height and cfg.on_bad_row == "fail":
+            raise SourceError(f"{where}: row {bad['source_index'][0]}: field '{pcol}' is empty (on_bad_row: fail)")
+        good += out.height - bad.height
+        yield out.filter(~bad_mask), bad.with_columns(pl.lit("empty_problem").alias("drop_reason"))
+    if pcol is None:
+        raise SourceError(f"{where}: no rows")
+    if tick is not None:
+        tick.close()
+    src.info = {"name": src.name, "kind": cfg.kind, "where": where, "inputs": src.inputs, "rows": good}
     if detected is not None:
-        fmt, warnings = detected
-        info["trace_format"] = fmt
-        if warnings:
-            info["warnings"] = [f"{name}: {w}" for w in warnings]
-    return out.filter(~bad_mask), bad, info
+        src.info["trace_format"] = detected[0]
+        if detected[1]:
+            src.info["warnings"] = [f"{src.name}: {w}" for w in detected[1]]
 
 
-def _trace_format(raw: pl.DataFrame, cfg: TracesSource, where: str) -> str:
-    """The named fields exist; the trace format asked for (``column`` when reasoning_field is set)."""
-    if cfg.trace_field not in raw.columns:
-        raise SourceError(
-            f"{where}: field '{cfg.trace_field}' (trace_field) not found; columns are: {', '.join(raw.columns[:20])}"
-        )
-    if cfg.teacher_field and cfg.teacher_field not in raw.columns:
-        raise SourceError(f"{where}: field '{cfg.teacher_field}' (teacher_field) not found")
-    if cfg.finish_reason_field and cfg.finish_reason_field not in raw.columns:
-        raise SourceError(f"{where}: field '{cfg.finish_reason_field}' (finish_reason_field) not found")
-    fmt = cfg.trace_format
-    if fmt == "column" or cfg.reasoning_field:
-        if not cfg.reasoning_field:
-            raise SourceError(f"{where}: trace_format: column needs reasoning_field (the column with the reasoning)")
-        if cfg.reasoning_field not in raw.columns:
-            raise SourceError(
-                f"{where}: field '{cfg.reasoning_field}' (reasoning_field) not found; columns are: {', '.join(raw.columns[:20])}"
-            )
-        if fmt not in ("auto", "column"):
-            raise SourceError(f"{where}: reasoning_field is set, so trace_format must be column (got {fmt})")
-        fmt = "column"
-    return fmt
-
-
-def _format_warnings(fmt: str, found: str, share: float, trace_field: str) -> tuple[str, list[str]]:
-    """The trace format to use (``auto``: the one found) and warnings where the one asked for disagrees with the data."""
-    warnings: list[str] = []
-    if fmt == "auto":
-        fmt = found
-    elif fmt == "think" and found == "plain":
-        warnings.append(
-            f"trace_format: think, but {100 * (1 - share):.0f}% of the traces have no <think> tags: their reasoning "
-            "is empty and everything lands in answer_text; they look like plain chain of thought (trace_format: plain)"
-        )
-    elif fmt == "plain" and found == "think":
-        warnings.append(
-            f"trace_format: plain, but {100 * share:.0f}% of the traces carry <think> tags (trace_format: think)"
-        )
-    elif fmt == "column" and share >= 0.5:
-        warnings.append(f"trace_format: column, but {100 * share:.0f}% of the '{trace_field}' values carry <think> tags")
-    return fmt, warnings
-
-
-def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where: str) -> tuple[pl.DataFrame, tuple[str, list[str]]]:
-    """One sample row per trace; also (the trace format used, warnings)."""
-    fmt = _trace_format(raw, cfg, where)
+def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, fmt: str, counters: dict[str, int], tick: Any) -> pl.DataFrame:
+    """One sample row per trace, numbered per problem by ``counters``."""
     traces = raw[cfg.trace_field].to_list()
     reasonings = raw[cfg.reasoning_field].to_list() if fmt == "column" else [None] * raw.height
     teachers = raw[cfg.teacher_field].to_list() if cfg.teacher_field else [cfg.teacher] * raw.height
     finishes = raw[cfg.finish_reason_field].to_list() if cfg.finish_reason_field else [None] * raw.height
-    sample = [str(x) for tr in traces[:2000] for x in (tr if isinstance(tr, list) else [tr]) if x is not None]
-    found, share = detect_trace_format(sample)
-    fmt, warnings = _format_warnings(fmt, found, share, cfg.trace_field)
     rows: list[dict] = []
-    counters: dict[str, int] = {}
-    from .progress import Ticker
-
-    tick = Ticker(raw.height, f"{where}: traces")  # plain progress lines on long reads
     for prob, tr, teacher, fin, rsn in zip(problems.to_dicts(), traces, teachers, finishes, reasonings):
         tick.advance(1)
         items = tr if isinstance(tr, list) else [tr]
@@ -431,60 +394,94 @@ def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, where:
                     "prompt_tokens": None,
                     "completion_tokens": None,
                     "request_hash": None,
+                    "error": None,
                 }
             )
-    tick.close()
-    from .sampling import SAMPLE_SCHEMA
+    return pl.DataFrame(rows, schema=TRACE_SCHEMA)
 
-    schema = {**dict(problems.schema), **{k: v for k, v in SAMPLE_SCHEMA.items() if k not in problems.schema}}
-    for r in rows:
-        r.setdefault("error", None)
-    return pl.DataFrame(rows, schema=schema), (fmt, warnings)
+
+def load_one(cfg: Any, base_dir: Path, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """Load one source. Returns (rows, bad rows with drop_reason, info for the manifest)."""
+    src = open_source(cfg, base_dir)
+    parts = list(source_rows(src, limit, None, {}))
+    return pl.concat([g for g, _ in parts]), pl.concat([b for _, b in parts]), src.info
+
+
+# ----------------------------------------------------------------------------- several sources
+
+
+class SourceRows:
+    """The rows of several sources, chunk by chunk (``chunk_rows`` None: a chunk per source), in the order
+    of :func:`load_sources`, every chunk with all of its columns (``schema``). Across chunks and sources it
+    keeps the first occurrence of a problem row (repeats go to ``bad()`` as duplicate_problem; trace rows
+    are exempt: rows of one problem are its traces) and numbers the traces of a problem once over all
+    sources. ``infos`` fills as sources end."""
+
+    def __init__(self, configs: list[Any], base_dir: Path, limit: int | None = None, chunk_rows: int | None = None):
+        self.configs, self.base_dir, self.limit, self.chunk_rows = list(configs), base_dir, limit, chunk_rows
+        traces = any(isinstance(c, TracesSource) for c in self.configs)
+        self.schema: dict[str, pl.DataType] = dict(TRACE_SCHEMA if traces else columns.PROBLEM_SCHEMA)
+        self.infos: list[dict] = []
+        self._open: dict[int, OpenSource] = {}
+        self._rejected: list[pl.DataFrame] = []
+        self._repeated: list[pl.DataFrame] = []
+        self._seen: set[str] = set()
+        self._counters: dict[str, int] = {}
+
+    def source(self, i: int) -> OpenSource:
+        if i not in self._open:
+            self._open[i] = open_source(self.configs[i], self.base_dir, self.chunk_rows)
+        return self._open[i]
+
+    def estimate(self) -> int:
+        """A cheap guess of the number of rows (opens every source)."""
+        return sum(estimate_rows(self.source(i), self.limit) for i in range(len(self.configs)))
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        for i in range(len(self.configs)):
+            src = self.source(i)
+            for good, bad in source_rows(src, self.limit, self.chunk_rows, self._counters):
+                if bad.height:
+                    self._rejected.append(bad)
+                good = good.select(  # every chunk with all the columns of the rows (as a diagonal concat gives)
+                    pl.col(c) if c in good.columns else pl.lit(None, dtype=t).alias(c) for c, t in self.schema.items()
+                )
+                yield self._first_problems(good)
+            self.infos.append(src.info)
+            del self._open[i]
+
+    def _first_problems(self, rows: pl.DataFrame) -> pl.DataFrame:
+        is_problem = rows["sample_id"].is_null() if "sample_id" in rows.columns else pl.Series([True] * rows.height)
+        seen = self._seen
+
+        def repeat(pid: str | None, problem: bool) -> bool:
+            if not problem or pid is None:
+                return False
+            if pid in seen:
+                return True
+            seen.add(pid)
+            return False
+
+        dup = pl.Series([repeat(p, q) for p, q in zip(rows["problem_id"].to_list(), is_problem.to_list())], dtype=pl.Boolean)
+        if dup.any():
+            self._repeated.append(rows.filter(dup).with_columns(pl.lit("duplicate_problem").alias("drop_reason")))
+            rows = rows.filter(~dup)
+        return rows
+
+    def bad(self) -> pl.DataFrame:
+        """The rejected rows so far: empty problems per source, then repeated problems."""
+        bads = self._rejected + self._repeated
+        return pl.concat(bads, how="diagonal_relaxed") if bads else pl.DataFrame()
 
 
 def load_sources(
     configs: list[Any], base_dir: Path, limit: int | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[dict]]:
     """Load and mix several sources (per-source limits, seeded sampling). Returns (rows, bad, infos)."""
-    frames, bads, infos = [], [], []
-    for cfg in configs:
-        df, bad, info = load_one(cfg, base_dir, limit)
-        frames.append(df)
-        if bad.height:
-            bads.append(bad)
-        infos.append(info)
-    rows = pl.concat(frames, how="diagonal_relaxed") if len(frames) > 1 else frames[0]
-    # The same problem twice (within or across problem sources) would be sampled and paid twice:
-    # keep its first occurrence. Trace rows are exempt: rows of one problem are its traces.
-    is_problem = pl.col("sample_id").is_null() if "sample_id" in rows.columns else pl.lit(True)
-    dup = is_problem & ~pl.struct("problem_id", is_problem.alias("_p")).is_first_distinct()
-    repeated = rows.filter(dup)
-    if repeated.height:
-        bads.append(repeated.with_columns(pl.lit("duplicate_problem").alias("drop_reason")))
-        rows = rows.filter(~dup)
-    if "sample_id" in rows.columns and len(frames) > 1:
-        # traces of one problem from several sources: number them once over all sources
-        idx = pl.int_range(pl.len()).over("problem_id", "_is_trace")
-        rows = (
-            rows.with_columns(pl.col("sample_id").is_not_null().alias("_is_trace"))
-            .with_columns(
-                pl.when(pl.col("_is_trace")).then(idx).otherwise(pl.col("sample_index")).alias("sample_index")
-            )
-            .with_columns(
-                pl.when(pl.col("_is_trace"))
-                .then(
-                    pl.struct("problem_id", "sample_index").map_elements(
-                        lambda r: columns.sample_id(columns.trace_origin(r["problem_id"]), r["sample_index"]),
-                        return_dtype=pl.Utf8,
-                    )
-                )
-                .otherwise(pl.col("sample_id"))
-                .alias("sample_id")
-            )
-            .drop("_is_trace")
-        )
-    bad = pl.concat(bads, how="diagonal_relaxed") if bads else pl.DataFrame()
-    return rows, bad, infos
+    stream = SourceRows(configs, base_dir, limit)
+    chunks = list(stream)
+    rows = pl.concat(chunks) if len(chunks) > 1 else chunks[0]
+    return rows, stream.bad(), stream.infos
 
 
 def load_source(cfg: Any, ctx: Any) -> pl.DataFrame:
