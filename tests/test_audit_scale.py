@@ -84,7 +84,7 @@ def _write_parts(df: pl.DataFrame, d: Path, n: int = 3) -> list[Path]:
 
 @pytest.mark.parametrize("variant", ["raw", "audited", "no_problem_id"])
 def test_write_report_lazy_parquet_equals_dataframe(tmp_path: Path, monkeypatch, variant: str) -> None:
-    import curate.audit.report as report
+    import curate.audit.frames as frames
 
     df = _rows().drop(ROW_ID)
     if variant == "audited":
@@ -101,7 +101,7 @@ def test_write_report_lazy_parquet_equals_dataframe(tmp_path: Path, monkeypatch,
     want = write_report(tmp_path / "df", df, rejected, manifest, cfg)
     assert want["rejected"]["audited_rows"] == rejected.height and sum(len(v) for v in want["examples"].values())
 
-    monkeypatch.setattr(report, "BATCH_ROWS", 7)  # flags computed batch by batch
+    monkeypatch.setattr(frames, "BATCH_ROWS", 7)  # flags computed batch by batch
     train = pl.scan_parquet(_write_parts(df, tmp_path / "train"))
     rej = pl.scan_parquet(_write_parts(rejected, tmp_path / "rejected", 2))
     got = write_report(tmp_path / "lazy", train, rej, manifest, cfg)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import polars as pl
 from . import charts
 from .config import FLAG_HELP, AuditConfig
 from .flags import audit_frame, length_stats, length_z, measure, severity
+from .frames import ROW, TEXT, audited, columns, fetch_rows
 from .summary import summarize
 
 _ID_COLS = ("sample_id", "problem_id", "source", "sample_index", "finish_reason", "verdict", "pred_answer",
@@ -60,12 +62,25 @@ def _measures(r: dict) -> dict[str, Any]:
 
 _MEASURES = ("audit_chars", "audit_repeat", "audit_compress", "audit_foreign", "audit_letters", "audit_after_chars")
 _CANDIDATES = 2000
+#: what :func:`summarize` reads besides the audit columns (all optional; no text)
+SUMMARY_COLUMNS = ("correct", "verdict", "source", "difficulty_bucket", "difficulty", "problem_id", "pass_rate")
+Fetch = Callable[[Sequence[int], Sequence[str]], pl.DataFrame]
 
 
-def _candidates(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int]) -> pl.DataFrame:
+def _with_text(df: pl.DataFrame, fetch: Fetch) -> pl.DataFrame:
+    """``df`` (rows ``__row``) with the traces and id columns it lacks, read for its rows only."""
+    need = [c for c in (*TEXT, *_ID_COLS) if c not in df.columns]
+    if not need or df.height == 0:
+        return df
+    got = fetch(df[ROW].to_list(), need)
+    return df.join(got, on=ROW, how="left", maintain_order="left")
+
+
+def _candidates(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int], fetch: Fetch) -> pl.DataFrame:
     """The flagged rows to rank, with their ``audit_*`` measures. When the frame carries only the
     flags (the stage's output), the measures are recomputed once for the union of at most
-    ``_CANDIDATES`` rows per flag (the longest traces and an even spread of the rest)."""
+    ``_CANDIDATES`` rows per flag (the longest traces and an even spread of the rest), whose traces
+    are read for that."""
     flagged = df.filter(pl.col("flags").list.len() > 0)
     if "audit_repeat" in df.columns:
         return flagged
@@ -74,38 +89,52 @@ def _candidates(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int]) -> p
         if not n:
             continue
         rows = flagged.filter(pl.col("flags").list.contains(flag)).sort("reasoning_tokens", descending=True)
-        keep.update(rows["__row"].gather_every(max(1, rows.height // _CANDIDATES)).to_list())
-    sub = flagged.filter(pl.col("__row").is_in(sorted(keep)))
+        keep.update(rows[ROW].gather_every(max(1, rows.height // _CANDIDATES)).to_list())
+    sub = _with_text(flagged.filter(pl.col(ROW).is_in(sorted(keep))), fetch)
     m = measure(sub.drop("reasoning_tokens", "reflections_per_1k"), cfg)
     return sub.with_columns(*[m[c] for c in _MEASURES])
 
 
-def worst_examples(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int]) -> dict[str, list[dict]]:
-    """Up to ``cfg.examples_per_flag`` rows per flag, worst first."""
+def worst_examples(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int],
+                   fetch: Fetch | None = None) -> dict[str, list[dict]]:
+    """Up to ``cfg.examples_per_flag`` rows per flag, worst first. ``df``: the audit columns of every
+    row (``__row``: its position, added when absent); ``fetch(rows, columns)``: those columns of those
+    rows (default: from ``df``), for the traces of the few rows ranked and shown."""
     k = cfg.examples_per_flag
     if k == 0 or df.height == 0 or not any(counts.values()):
         return {}
-    df = df.with_row_index("__row")
+    if ROW not in df.columns:
+        df = df.with_row_index(ROW)
+    if fetch is None:
+        full = df
+        fetch = lambda rows, cols: fetch_rows(full, rows, cols)  # noqa: E731
     stats = length_stats(df["reasoning_tokens"].to_numpy()) if df.height >= cfg.length_min_rows else None
-    cand = _candidates(df, cfg, counts)
+    cand = _candidates(df, cfg, counts, fetch)
     if "audit_length_z" not in cand.columns:
         cand = cand.with_columns(pl.Series("audit_length_z", np.round(length_z(cand["reasoning_tokens"].to_numpy(),
                                                                                  stats), 3)))
-    out: dict[str, list[dict]] = {}
+    tops: dict[str, pl.DataFrame] = {}
     shown: set[int] = set()  # a row with several flags is shown once (under its first flag); its flags are listed
     for flag, n in counts.items():
         if not n:
             continue
-        sub = cand.filter(pl.col("flags").list.contains(flag) & ~pl.col("__row").is_in(sorted(shown)))
+        sub = cand.filter(pl.col("flags").list.contains(flag) & ~pl.col(ROW).is_in(sorted(shown)))
         top = sub.with_columns(severity(sub, flag).alias("__sev")).sort("__sev", descending=True).head(k)
-        shown.update(top["__row"].to_list())
+        shown.update(top[ROW].to_list())
+        tops[flag] = top
+    text = _with_text(pl.concat(list(tops.values()), how="diagonal_relaxed"), fetch) if tops else None
+    out: dict[str, list[dict]] = {}
+    for flag, top in tops.items():
+        if text is not None and any(c not in top.columns for c in (*TEXT, *_ID_COLS) if c in text.columns):
+            top = top.join(text.select(ROW, *[c for c in text.columns if c not in top.columns]), on=ROW,
+                           how="left", maintain_order="left")
         rows = []
         for r in top.iter_rows(named=True):
             reasoning, cut = _clip(r.get("reasoning"), cfg.example_chars)
             answer, _ = _clip(r.get("answer_text"), 2000)
             problem, _ = _clip(r.get("problem"), 2000)
             rows.append({
-                "row": int(r["__row"]),
+                "row": int(r[ROW]),
                 "severity": round(float(r["__sev"]), 3),
                 "flags": list(r.get("flags") or []),
                 "ids": {c: r[c] for c in _ID_COLS if c in r and r[c] is not None},
@@ -279,14 +308,22 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_report(out_dir: Path, train: pl.DataFrame, rejected: pl.DataFrame | None = None,
+def write_report(out_dir: Path, train: pl.DataFrame | pl.LazyFrame, rejected: pl.DataFrame | pl.LazyFrame | None = None,
                  manifest: dict | None = None, config: AuditConfig | None = None) -> dict:
     """Audit ``train`` (flags computed when absent) and write ``out_dir/audit/report.html`` and
-    ``out_dir/audit/summary.json``. Returns the summary dict."""
+    ``out_dir/audit/summary.json``. Returns the summary dict.
+
+    ``train``/``rejected``: DataFrames, or LazyFrames (e.g. ``pl.scan_parquet`` over a version's split
+    files) for bounded memory: only the audit and summary columns of every row are collected, flags
+    absent are computed from the traces in batches, and the traces are read back only for the few
+    rows ranked and shown as examples. Same report either way."""
     cfg = config or AuditConfig()
-    train = ensure_audited(train, cfg)
-    summary = summarize(train, cfg, rejected=rejected, manifest=manifest)
-    examples = worst_examples(train, cfg, {f: c["count"] for f, c in summary["flags"].items()})
+    have = columns(train)
+    keep = [*SUMMARY_COLUMNS, *_MEASURES, "audit_length_z"]
+    narrow = audited(train, cfg, keep, problem_key="problem_id" not in have)
+    summary = summarize(narrow, cfg, rejected=rejected, manifest=manifest)
+    examples = worst_examples(narrow, cfg, {f: c["count"] for f, c in summary["flags"].items()},
+                              fetch=lambda rows, cols: fetch_rows(train, rows, cols))
     summary["examples"] = {f: [{"row": r["row"], "severity": r["severity"], **r["ids"]} for r in rows]
                            for f, rows in examples.items()}
     m = manifest or {}

@@ -111,7 +111,7 @@ def problem_difficulty(df: pl.DataFrame) -> dict[str, Any] | None:
     ``difficulty`` histograms over 10 bins of [0, 1]."""
     if df.height == 0:
         return None
-    key = "problem_id" if "problem_id" in df.columns else ("problem" if "problem" in df.columns else None)
+    key = next((k for k in ("problem_id", "__problem_key", "problem") if k in df.columns), None)
     cols: dict[str, pl.Expr] = {}
     if "pass_rate" in df.columns:
         cols["pass_rate"] = pl.col("pass_rate").cast(pl.Float64, strict=False).first()
@@ -127,7 +127,7 @@ def problem_difficulty(df: pl.DataFrame) -> dict[str, Any] | None:
     for k in cols:
         v = per[k].drop_nulls().to_numpy()
         out[k] = _hist(v, edges)
-        out[f"{k}_mean"] = _f(v.mean()) if len(v) else None
+        out[f"{k}_mean"] = _f(math.fsum(v.tolist()) / len(v)) if len(v) else None  # exact: groups come in any order
     return out
 
 
@@ -156,38 +156,42 @@ def manifest_tables(manifest: dict | None) -> tuple[list[dict], dict[str, Any]]:
     return funnel, contam
 
 
-def rejected_table(rejected: pl.DataFrame | None, cfg: AuditConfig | None = None) -> dict[str, Any]:
+def rejected_table(rejected: pl.DataFrame | pl.LazyFrame | None, cfg: AuditConfig | None = None) -> dict[str, Any]:
     """Rows of the rejected split by stage / reason; with traces in it, their flags too (what the
-    curation threw away is audited as well: a filter that drops good traces shows here)."""
-    if rejected is None or rejected.height == 0:
-        return {"rows": 0, "by_reason": {}}
-    out: dict[str, Any] = {"rows": rejected.height, "by_reason": {}}
-    cols = [c for c in ("dropped_by", "drop_reason") if c in rejected.columns]
-    if cols:
-        vc = rejected.group_by(cols).len().sort("len", descending=True)
-        for r in vc.iter_rows(named=True):
-            label = " / ".join(str(r[c]) for c in cols)
-            out["by_reason"][label] = int(r["len"])
-    traces = rejected.filter(pl.col("reasoning").is_not_null() | pl.col("answer_text").is_not_null()) if (
-        "reasoning" in rejected.columns and "answer_text" in rejected.columns) else rejected.clear()
-    if cfg is not None and traces.height:
-        from .flags import audit_frame
+    curation threw away is audited as well: a filter that drops good traces shows here). A LazyFrame
+    is read in batches (narrow columns kept; see :mod:`curate.audit.frames`)."""
+    from .frames import audited, columns, height
 
-        a = audit_frame(traces, cfg)
-        counts = flag_counts(a, cfg.enabled())
-        out["audited_rows"] = a.height
-        out["rows_flagged"] = int((a["flags"].list.len() > 0).sum())
-        out["flag_counts"] = {f: c for f, c in counts.items() if c}
-        if cols:
-            by = a.with_columns(pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("") for c in cols], separator=" / ").alias("_k"))
-            out["flags_by_reason"] = {
-                k: {f: int(n) for f in cfg.enabled() if (n := g["flags"].list.contains(f).sum())}
-                for (k,), g in by.group_by("_k", maintain_order=True)
-            }
+    n = 0 if rejected is None else height(rejected)
+    if rejected is None or n == 0:
+        return {"rows": 0, "by_reason": {}}
+    out: dict[str, Any] = {"rows": n, "by_reason": {}}
+    have = columns(rejected)
+    cols = [c for c in ("dropped_by", "drop_reason") if c in have]
+    if cols:
+        label = pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("None") for c in cols], separator=" / ")
+        vc = (rejected.lazy().select(label.alias("_k")).group_by("_k").len()
+              .sort(["len", "_k"], descending=[True, False]).collect())
+        out["by_reason"] = {k: int(v) for k, v in vc.iter_rows()}
+    if cfg is not None and "reasoning" in have and "answer_text" in have:
+        a = audited(rejected, cfg, cols, recompute=True,
+                    where=pl.col("reasoning").is_not_null() | pl.col("answer_text").is_not_null())
+        if a.height:
+            counts = flag_counts(a, cfg.enabled())
+            out["audited_rows"] = a.height
+            out["rows_flagged"] = int((a["flags"].list.len() > 0).sum())
+            out["flag_counts"] = {f: c for f, c in counts.items() if c}
+            if cols:
+                by = a.with_columns(pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("") for c in cols],
+                                                  separator=" / ").alias("_k"))
+                out["flags_by_reason"] = {
+                    k: {f: int(n) for f in cfg.enabled() if (n := g["flags"].list.contains(f).sum())}
+                    for (k,), g in by.group_by("_k", maintain_order=True)
+                }
     return out
 
 
-def summarize(df: pl.DataFrame, cfg: AuditConfig, *, rejected: pl.DataFrame | None = None,
+def summarize(df: pl.DataFrame, cfg: AuditConfig, *, rejected: pl.DataFrame | pl.LazyFrame | None = None,
               manifest: dict | None = None) -> dict[str, Any]:
     """The summary dict (``summary.json``) of an audited frame."""
     flags = cfg.enabled()

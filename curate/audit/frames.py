@@ -1,0 +1,88 @@
+"""The report's input of any size: a DataFrame or a LazyFrame (``pl.scan_parquet`` over a version's split
+files). Only narrow columns are collected for every row; traces are read in batches of ``BATCH_ROWS`` rows
+(measured, then dropped) and, at the end, for the few rows the report shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Union
+
+import polars as pl
+
+from .config import AuditConfig
+from .flags import FLAG_INPUTS, MeasureKernel, audit_frame
+
+Frame = Union[pl.DataFrame, pl.LazyFrame]
+AUDIT_COLUMNS = ("flags", "reasoning_tokens", "reflections_per_1k")
+TEXT = ("reasoning", "answer_text", "problem")
+ROW = "__row"
+PROBLEM_KEY = "__problem_key"
+"""A 64-bit hash of ``problem`` standing in for it as the per-problem key when there is no problem_id."""
+BATCH_ROWS = 20_000
+
+
+def columns(f: Frame) -> list[str]:
+    return f.columns if isinstance(f, pl.DataFrame) else f.collect_schema().names()
+
+
+def height(f: Frame) -> int:
+    return f.height if isinstance(f, pl.DataFrame) else int(f.select(pl.len()).collect().item())
+
+
+def batches(f: Frame, cols: Sequence[str], rows: int | None = None) -> Iterator[pl.DataFrame]:
+    """``cols`` plus ``__row`` (the row's position) in consecutive slices of ``rows`` rows, at least one
+    (maybe empty); a LazyFrame over parquet reads only the row groups of each slice."""
+    rows = rows or BATCH_ROWS
+    lf = f.lazy().select(cols).with_row_index(ROW)
+    if isinstance(f, pl.DataFrame):
+        df = lf.collect()  # zero-copy columns
+        yield from (df.slice(off, rows) for off in range(0, max(df.height, 1), rows))
+        return
+    for off in range(0, max(height(f), 1), rows):
+        yield lf.slice(off, rows).collect()
+
+
+def fetch_rows(f: Frame, rows: Sequence[int], cols: Sequence[str]) -> pl.DataFrame:
+    """``__row`` and those of ``cols`` the frame has, for the given row positions (in row order); only
+    the slices holding a wanted row are read."""
+    cols = [c for c in dict.fromkeys(cols) if c in columns(f)]
+    want = sorted(set(int(r) for r in rows))
+    if isinstance(f, pl.DataFrame):
+        return f.select(cols).with_row_index(ROW).filter(pl.col(ROW).is_in(want))
+    lf, out, b = f.select(cols).with_row_index(ROW), [], BATCH_ROWS
+    for off in sorted({r // b * b for r in want}):
+        out.append(lf.slice(off, b).filter(pl.col(ROW).is_in(want)).collect())
+    schema = lf.collect_schema()
+    return pl.concat(out) if out else pl.DataFrame(schema=schema)
+
+
+def audited(f: Frame, cfg: AuditConfig, keep: Sequence[str], *, recompute: bool = False,
+            where: pl.Expr | None = None, problem_key: bool = False) -> pl.DataFrame:
+    """The ``keep`` columns (those present), ``__row`` and the audit's ``flags``/``reasoning_tokens``/
+    ``reflections_per_1k`` of every row (of the rows ``where`` holds), in row order. The stored
+    audit columns are used unless ``recompute`` or absent; else the traces are measured batch by batch
+    (only the measures kept) and flagged at the end with the whole frame's length reference: the same
+    flags as :func:`audit_frame` on the whole frame. ``problem_key``: add ``__problem_key``."""
+    have = columns(f)
+    keep = [c for c in dict.fromkeys(keep) if c in have and c not in AUDIT_COLUMNS]
+    stored = not recompute and all(c in have for c in AUDIT_COLUMNS)
+    plain = keep + ([] if stored else [c for c in FLAG_INPUTS if c in have and c not in keep])
+    extra = [c for c in AUDIT_COLUMNS] if stored else [c for c in TEXT if c in have and c not in plain]
+    if problem_key and "problem" in have and "problem" not in plain + extra:
+        extra.append("problem")
+    kernel = MeasureKernel(cfg)
+    parts: list[pl.DataFrame] = []
+    measures: list[pl.DataFrame] = []
+    for b in batches(f, plain + extra):
+        if where is not None:
+            b = b.filter(where)
+        part = b.select(ROW, *plain, *([c for c in AUDIT_COLUMNS] if stored else []),
+                        *([pl.col("problem").hash().alias(PROBLEM_KEY)] if problem_key and "problem" in have else []))
+        parts.append(part)
+        if not stored and b.height:
+            measures.append(kernel(b.drop(ROW)))
+    base = pl.concat(parts)
+    if stored:
+        return base
+    out = audit_frame(base, cfg, measured=pl.concat(measures) if measures else None)
+    return out.select(ROW, *[c for c in out.columns if c in keep or c == PROBLEM_KEY], *AUDIT_COLUMNS)
