@@ -63,6 +63,11 @@ class CurriculumStage(Stage):
 
     config: CurriculumConfig
 
+    def reads(self, columns: list[str]) -> list[str] | None:
+        """difficulty and its bucket (orders other than random), problem_id and the stable row keys' columns."""
+        want = [] if self.config.order == "random" else ["problem_id", "difficulty", "difficulty_bucket"]
+        return [c for c in dict.fromkeys([*want, *D.key_columns(columns)]) if c in columns]
+
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg = self.config
         label = ctx.stage_label or self.name

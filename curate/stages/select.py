@@ -50,6 +50,14 @@ class SelectStage(Stage):
 
     config: SelectConfig
 
+    def reads(self, columns: list[str]) -> list[str] | None:
+        """problem_id, ``by``, the category column (or ``meta`` for a meta key), drop marks and the row keys."""
+        cfg = self.config
+        want = ["problem_id", cfg.by, DROP]
+        if cfg.category is not None:
+            want.append(cfg.category if cfg.category in columns else "meta")
+        return [c for c in dict.fromkeys([*want, *D.key_columns(columns)]) if c in columns]
+
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg = self.config
         label = ctx.stage_label or self.name
@@ -83,12 +91,14 @@ class SelectStage(Stage):
         """One row per live problem (score, category, row count, Gumbel-top-k key), its ids and keys."""
         cfg = self.config
         live = df.filter(pl.col(DROP).is_null()) if DROP in df.columns else df
-        cat = _category_expr(df, cfg.category, label)
+        src = _category_source(df, cfg.category, label)
+        first = pl.col(src).first() if src is not None else pl.lit(None, dtype=pl.Utf8)
         probs = (
-            live.with_columns(cat.alias("_cat"))
-            .group_by("problem_id", maintain_order=True)
-            .agg(pl.col(cfg.by).cast(pl.Float64).max().alias("_score"), pl.col("_cat").first(), pl.len().alias("_rows"))
+            live.group_by("problem_id", maintain_order=True)
+            .agg(pl.col(cfg.by).cast(pl.Float64).max().alias("_score"), first.alias("_cat"), pl.len().alias("_rows"))
         )
+        # one row per problem now: the category (a Categorical column, a key of meta) as plain text
+        probs = probs.with_columns(_category_expr(cfg.category, src))
         pids = [str(p) for p in probs["problem_id"].to_list()]
         # Gumbel-top-k keys: seeded per problem content, independent of the input order
         rng = np.random.default_rng((int(seed) & 0xFFFFFFFF, 0x5E1EC7))
@@ -193,15 +203,26 @@ class SelectStage(Stage):
         return chosen
 
 
-def _category_expr(df: pl.DataFrame, category: str | None, label: str) -> pl.Expr:
+def _category_source(df: pl.DataFrame, category: str | None, label: str) -> str | None:
+    """The column the category is read from (the category column itself, or ``meta``); None: no category."""
     if category is None:
-        return pl.lit(UNKNOWN)
+        return None
     if category in df.columns:
-        return pl.col(category).cast(pl.Utf8).fill_null(UNKNOWN)
-    if "meta" in df.columns and df.schema["meta"] == pl.Utf8:
-        key = category.replace('"', "")
-        return pl.col("meta").str.json_path_match(f"$.{key}").fill_null(UNKNOWN)
+        return category
+    if "meta" in df.columns and df.schema["meta"] in (pl.Utf8, pl.Categorical):
+        return "meta"
     raise RecipeError(f"stage '{label}': category: '{category}' is neither a column nor a key of 'meta'")
+
+
+def _category_expr(category: str | None, src: str | None) -> pl.Expr:
+    """The category of a problem row whose ``_cat`` holds the value of ``src`` (see _category_source)."""
+    if src is None:
+        return pl.lit(UNKNOWN).alias("_cat")
+    text = pl.col("_cat").cast(pl.Utf8)
+    if src == "meta" and category != "meta":
+        key = str(category).replace('"', "")
+        text = text.str.json_path_match(f"$.{key}")
+    return text.fill_null(UNKNOWN).alias("_cat")
 
 
 def _mark_unselected(df: pl.DataFrame, take_rows: dict[str, int]) -> pl.DataFrame:
