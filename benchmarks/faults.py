@@ -4,7 +4,7 @@
 
 1. Fault mix: ``--problems`` problems x n=2 at ``--rate`` faults per attempt (429 + Retry-After, 5xx,
    resets, slow replies, truncated and malformed 200 bodies) plus 2% sticky failures, through the
-   official openai client: faults injected, rows lost (problems without a result or an explicit error
+   openai backend (its aiohttp client): faults injected, rows lost (problems without a result or an explicit error
    row), error rows (= sticky requests).
 2. Budget overshoot at concurrency 16 and 64: every reply is exactly ``max_tokens`` tokens (the worst
    case), latency 100 ms, ``budget.max_completion_tokens`` = 20 requests' worth. Side by side in the
@@ -62,7 +62,7 @@ def budget_run(concurrency: int, reserve: bool, *, usage: bool = True) -> dict:
     try:
         with tempfile.TemporaryDirectory() as d, OpenAIServer(script=lambda m, p, i: reply, latency=0.1) as srv:
             cfg = SampleConfig(teacher={"backend": "openai", "model": "m", "base_url": srv.base_url,
-                                        "concurrency": concurrency, "client": "aiohttp"},
+                                        "concurrency": concurrency},
                                n=1, max_tokens=max_tokens, budget={"max_completion_tokens": budget})
             ctx = Context.for_test(Path(d))
             try:

@@ -13,15 +13,15 @@ prompts (the same user messages through the server's chat template), concurrency
 
 * vLLM's ``vllm bench serve`` (``--backend openai-chat``, custom dataset, ``--skip-chat-template``:
   the prompts go as the user message; ``--no-stream``, as curate does not stream);
-* curate: ``sample_rows`` with ``backend: openai`` (end to end: planning, the durable log, rows), with
-  ``client: aiohttp`` and with the default ``client: openai`` (the official SDK).
+* curate: ``sample_rows`` with ``backend: openai`` (end to end: planning, the durable log, rows; its one
+  HTTP client, aiohttp).
 
 The two alternate (bench, curate, bench, curate) after a warm-up, and the best of each is kept. The
 ratio curate / bench is the toolkit's overhead in front of a real server (goal >= 0.95). Then the
 server stops and ``backend: vllm`` (in-process, engine loaded before timing) generates the same
 prompts: in-process vs served completion tokens/s.
 
-Last line: ``RESULT ratio=<curate aiohttp / vllm bench req/s> ratio_sdk=<...> inproc_tok_s=<..> served_tok_s=<..>``.
+Last line: ``RESULT ratio=<curate / vllm bench req/s> inproc_tok_s=<..> served_tok_s=<..>``.
 The machine may be shared: the 1-minute load average is printed next to the figures.
 """
 
@@ -71,7 +71,7 @@ def vllm_bench(base: str, model: str, data: Path, args, out: Path) -> dict:
     return r
 
 
-def curate_run(base: str, model: str, texts: list[str], args, client: str, work: Path) -> dict:
+def curate_run(base: str, model: str, texts: list[str], args, work: Path) -> dict:
     import polars as pl
 
     from curate.sampling import SampleConfig, sample_rows
@@ -79,7 +79,7 @@ def curate_run(base: str, model: str, texts: list[str], args, client: str, work:
 
     cfg = SampleConfig(
         teacher={"backend": "openai", "model": model, "base_url": base, "concurrency": args.concurrency,
-                 "client": client, "max_retries": 0},
+                 "max_retries": 0},
         n=1, temperature=1.0, top_p=1.0, max_tokens=args.max_tokens, seed=0, user_template="{problem}",
         extra_body={"ignore_eos": True},
     )
@@ -138,33 +138,29 @@ def main() -> None:
           f"(ignore_eos) cpus={os.cpu_count()}", flush=True)
     srv = VLLMServer(model, "--dtype", args.dtype, "--max-model-len", str(args.max_model_len), "--enforce-eager",
                      "--seed", "0", log=tmp / "serve.log", timeout=600)
-    bench, ours, sdk = [], [], []
+    bench, ours = [], []
     try:
-        curate_run(srv.base_url, model, texts[: args.concurrency], args, "aiohttp", tmp / "warm")  # warm-up
+        curate_run(srv.base_url, model, texts[: args.concurrency], args, tmp / "warm")  # warm-up
         for i in range(args.rounds):
             b = vllm_bench(srv.base_url, model, data, args, tmp / f"bench{i}.json")
             bench.append(b)
             print(f"vllm bench serve   round {i}: {b['request_throughput']:.2f} req/s  "
                   f"{b['output_throughput']:.1f} tok/s  ({b['completed']} done)  load={load()}", flush=True)
-            o = curate_run(srv.base_url, model, texts, args, "aiohttp", tmp / f"ours{i}")
+            o = curate_run(srv.base_url, model, texts, args, tmp / f"ours{i}")
             ours.append(o)
-            print(f"curate (aiohttp)   round {i}: {o['req_s']:.2f} req/s  {o['tok_s']:.1f} tok/s  load={load()}", flush=True)
-            o = curate_run(srv.base_url, model, texts, args, "openai", tmp / f"sdk{i}")
-            sdk.append(o)
-            print(f"curate (openai SDK) round {i}: {o['req_s']:.2f} req/s  {o['tok_s']:.1f} tok/s  load={load()}", flush=True)
+            print(f"curate             round {i}: {o['req_s']:.2f} req/s  {o['tok_s']:.1f} tok/s  load={load()}", flush=True)
     finally:
         srv.close()
     best_b = max(b["request_throughput"] for b in bench)
     best_o = max(o["req_s"] for o in ours)
-    best_s = max(o["req_s"] for o in sdk)
     served_tok = max(o["tok_s"] for o in ours)
     inproc_tok = float("nan")
     if not args.no_inproc:
         ip = inproc_run(model, texts, args, tmp / "inproc", args.dtype)
         inproc_tok = ip["tok_s"]
         print(f"in-process vLLM: {ip['req_s']:.2f} req/s  {ip['tok_s']:.1f} tok/s  load={load()}", flush=True)
-    print(f"ratio curate(aiohttp)/vllm-bench = {best_o / best_b:.3f}   curate(openai SDK)/vllm-bench = {best_s / best_b:.3f}")
-    print(f"RESULT ratio={best_o / best_b:.3f} ratio_sdk={best_s / best_b:.3f} bench_req_s={best_b:.2f} "
+    print(f"ratio curate/vllm-bench = {best_o / best_b:.3f}")
+    print(f"RESULT ratio={best_o / best_b:.3f} bench_req_s={best_b:.2f} "
           f"curate_req_s={best_o:.2f} inproc_tok_s={inproc_tok:.1f} served_tok_s={served_tok:.1f}")
 
 

@@ -326,8 +326,10 @@ def format_validation_error(err: ValidationError, path: Path, lines: dict[tuple,
     for i, part in enumerate(loc):
         if (*doc_loc, part) in lines and len(doc_loc) == len(field):
             doc_loc = (*doc_loc, part)
-        elif i > 0 and isinstance(loc[i - 1], int) and isinstance(part, str) and i < len(loc) - 1:
-            continue  # a tagged-union member name, not a key of the document
+        elif isinstance(part, str) and i < len(loc) - 1 and (
+            (i > 0 and isinstance(loc[i - 1], int)) or (*doc_loc, loc[i + 1]) in lines
+        ):
+            continue  # a tagged-union member name (e.g. teacher.<backend>.field), not a key of the document
         field.append(part)
     etype = e.get("type", "")
     msg = e.get("msg", "invalid")

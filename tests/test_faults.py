@@ -1,7 +1,7 @@
 """Reliability of teacher sampling against a misbehaving OpenAI-compatible server (issue 14, items 1, 2,
 4, 6 and 11): malformed replies and usage are per-row problems (never a run failure, also on re-run),
 budgets reserve for in-flight requests and report the final spend, ``max_failures`` counts the whole
-stage. Real openai client, real loopback HTTP server (curate.testing.openai_server)."""
+stage. The real backend over HTTP, real loopback server (curate.testing.openai_server)."""
 
 from __future__ import annotations
 
@@ -34,8 +34,7 @@ def ctx(tmp_path):
 
 
 # ----------------------------------------------------------------------------- item 1: list-valued content
-@pytest.mark.parametrize("client", ["openai", "aiohttp"])
-def test_content_as_a_list_of_parts_is_read_not_a_crash(ctx, client):
+def test_content_as_a_list_of_parts_is_read_not_a_crash(ctx):
     parts = [{"type": "text", "text": "<think>two and two</think>"}, {"type": "text", "text": " \\boxed{4}"}]
 
     def script(m, p, i):
@@ -48,7 +47,7 @@ def test_content_as_a_list_of_parts_is_read_not_a_crash(ctx, client):
         return Reply(message={"content": {"unexpected": "object"}})  # not text: a per-row failure
 
     with OpenAIServer(script=script) as srv:
-        df = sample_rows(problems(3), cfg_for(srv, max_failures=5, teacher={"client": client}), ctx)
+        df = sample_rows(problems(3), cfg_for(srv, max_failures=5), ctx)
     rows = {r["problem_id"]: r for r in df.to_dicts()}
     assert rows["p0"]["reasoning"] == "two and two" and rows["p0"]["answer_text"] == "\\boxed{4}"
     assert rows["p1"]["reasoning"] == "one plus one" and rows["p1"]["answer_text"] == "\\boxed{2}"

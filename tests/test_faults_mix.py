@@ -1,13 +1,12 @@
 """Sampling against an adversarial loopback server (``fault_mix``: 429 + Retry-After, 5xx, connection
-resets, slow replies, truncated and malformed 200 bodies, sticky failures), through the real openai
-client and the aiohttp client: every problem ends in a result row or an explicit ``teacher_error`` row
+resets, slow replies, truncated and malformed 200 bodies, sticky failures), through the backend's
+HTTP client: every problem ends in a result row or an explicit ``teacher_error`` row
 (none silently missing), sticky failures are the only errors, Retry-After is honoured, and a re-run
 sends only what failed."""
 
 from __future__ import annotations
 
 import polars as pl
-import pytest
 
 from curate.sampling import SampleConfig, finish_stage_sampling, sample_rows
 from curate.stages.base import Context
@@ -20,20 +19,19 @@ def problems(k: int) -> pl.DataFrame:
     return pl.DataFrame({"problem_id": [f"p{i}" for i in range(k)], "problem": [f"Compute {i} * 3." for i in range(k)]})
 
 
-def cfg_for(srv, client: str) -> SampleConfig:
+def cfg_for(srv) -> SampleConfig:
     return SampleConfig(
-        teacher={"backend": "openai", "model": "m", "base_url": srv.base_url, "client": client, "concurrency": 16,
+        teacher={"backend": "openai", "model": "m", "base_url": srv.base_url, "concurrency": 16,
                  "max_retries": 6, "backoff_initial": 0.01, "backoff_max": 0.05, "timeout": 2},
         n=2, max_failures=0.2,
     )
 
 
-@pytest.mark.parametrize("client", ["openai", "aiohttp"])
-def test_fault_mix_loses_no_row_and_only_sticky_requests_fail(tmp_path, client):
+def test_fault_mix_loses_no_row_and_only_sticky_requests_fail(tmp_path):
     sched = fault_mix(0.2, seed=7, sticky=0.03, retry_after=0.05)
     ctx = Context.for_test(tmp_path)
     with OpenAIServer(faults=sched) as srv:
-        out = sample_rows(problems(N), cfg_for(srv, client), ctx)
+        out = sample_rows(problems(N), cfg_for(srv), ctx)
         log = srv.requests()
         # Retry-After honoured: the next attempt of a 429'd request comes at least retry_after later
         by_key: dict[str, list] = {}
@@ -41,7 +39,7 @@ def test_fault_mix_loses_no_row_and_only_sticky_requests_fail(tmp_path, client):
             by_key.setdefault(r.request_hash, []).append(r)
         gaps = [b.t - a.t for rs in by_key.values() for a, b in zip(rs, rs[1:]) if a.fault == "rate_limit"]
         sent_first = srv.count()
-        out2 = sample_rows(problems(N), cfg_for(srv, client), ctx)  # re-run: only the failed ones again
+        out2 = sample_rows(problems(N), cfg_for(srv), ctx)  # re-run: only the failed ones again
         resent = {r.request_hash for r in srv.requests()[sent_first:]}
     injected = dict(sched.injected)
     assert sum(v for k, v in injected.items() if k != "sticky") >= 0.1 * N and len(injected) >= 5, injected

@@ -1,5 +1,5 @@
 """Teacher sampling over real HTTP: curate.sampling.sample_rows + the openai backend against the
-loopback server (curate.testing.openai_server), both HTTP clients (official SDK and aiohttp)."""
+loopback server (curate.testing.openai_server)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ from curate.errors import BackendError, BudgetExceeded, RecipeError
 from curate.sampling import SampleConfig, sample_rows, split_reasoning, with_prefill
 from curate.stages.base import Context
 from curate.testing.openai_server import Fault, OpenAIServer, Reply, first_attempts, token_id, tokenize
-
-CLIENTS = ["openai", "aiohttp"]
-
 
 def problems(k: int = 3) -> pl.DataFrame:
     return pl.DataFrame(
@@ -54,8 +51,7 @@ def test_split_reasoning_forms():
     assert with_prefill("a\n<think>\n", "<think>z</think>w") == "<think>z</think>w"  # re-emitted opener
 
 
-@pytest.mark.parametrize("client", CLIENTS)
-def test_native_n_columns_reasoning_and_resume(client, ctx):
+def test_native_n_columns_reasoning_and_resume(ctx):
     def script(messages, params, index):
         q = messages[-1]["content"]
         if "1 + 1" in q:
@@ -65,7 +61,7 @@ def test_native_n_columns_reasoning_and_resume(client, ctx):
         return f"<think>zero</think>\\boxed{{0}} #{index}"
 
     with OpenAIServer(script=script) as srv:
-        cfg = cfg_for(srv, n=3, seed=11, teacher={"client": client})
+        cfg = cfg_for(srv, n=3, seed=11, teacher={})
         df = sample_rows(problems(), cfg, ctx)
         assert srv.count() == 3  # native n: one request per problem
         assert all(r.body["n"] == 3 and r.body["seed"] == 11 for r in srv.requests())
@@ -106,13 +102,12 @@ def test_fan_out_seeds_and_indices_match_native(ctx, tmp_path):
         assert fan["request_hash"].n_unique() == 6 and native["request_hash"].n_unique() == 2
 
 
-@pytest.mark.parametrize("client", CLIENTS)
-def test_retries_429_retry_after_500_malformed_disconnect(client, ctx):
+def test_retries_429_retry_after_500_malformed_disconnect(ctx):
     faults = {0: Fault.rate_limit(retry_after=0.4), 1: Fault.error(500), 2: Fault.malformed(), 3: Fault.disconnect(),
               4: Fault.error(502)}
     with OpenAIServer(faults=faults) as srv:
         t0 = time.perf_counter()
-        df = sample_rows(problems(1), cfg_for(srv, teacher={"client": client, "backoff_initial": 0.001}), ctx)
+        df = sample_rows(problems(1), cfg_for(srv, teacher={"backoff_initial": 0.001}), ctx)
         took = time.perf_counter() - t0
         assert [r.status for r in srv.requests()] == [429, 500, 200, 0, 502, 200]
         assert took >= 0.4  # Retry-After honoured although our own backoff is 1 ms
@@ -120,21 +115,19 @@ def test_retries_429_retry_after_500_malformed_disconnect(client, ctx):
         assert len(srv.completed()) == 1
 
 
-@pytest.mark.parametrize("client", CLIENTS)
-def test_timeout_then_retry(client, ctx):
+def test_timeout_then_retry(ctx):
     with OpenAIServer(faults=first_attempts(Fault.delay(2.0))) as srv:
-        df = sample_rows(problems(2), cfg_for(srv, teacher={"client": client, "timeout": 0.3}), ctx)
+        df = sample_rows(problems(2), cfg_for(srv, teacher={"timeout": 0.3}), ctx)
         assert df["finish_reason"].to_list() == ["stop", "stop"]
         assert srv.count() == 4  # each request: one timed out attempt, one good one
 
 
-@pytest.mark.parametrize("client", CLIENTS)
-def test_failures_become_error_rows_and_are_retried_next_run(client, ctx):
+def test_failures_become_error_rows_and_are_retried_next_run(ctx):
     def script(messages, params, index):
         return Fault.error(503, "overloaded") if "1 + 1" in messages[-1]["content"] else "fine \\boxed{1}"
 
     with OpenAIServer(script=script) as srv:
-        cfg = cfg_for(srv, n=2, max_failures=1, teacher={"client": client, "max_retries": 2})
+        cfg = cfg_for(srv, n=2, max_failures=1, teacher={"max_retries": 2})
         df = sample_rows(problems(3), cfg, ctx)
         bad = df.filter(pl.col("problem_id") == "p1")
         assert bad["finish_reason"].to_list() == ["error", "error"]
@@ -213,6 +206,27 @@ def test_secret_key_never_reaches_log_rows_or_hash(ctx, monkeypatch):
     blob = b"".join(p.read_bytes() for p in (ctx.work_dir).rglob("*") if p.is_file())
     assert secret.encode() not in blob
     assert secret not in str(df.to_dicts()) and secret not in str(ctx.stats) and secret not in str(seen)
+
+
+def test_removed_client_key_is_a_recipe_error_naming_it(tmp_path):
+    from curate.yamlio import load_yaml_model
+
+    p = tmp_path / "sample.yaml"
+    p.write_text("teacher:\n  backend: openai\n  model: m\n  client: aiohttp\n")
+    with pytest.raises(RecipeError) as e:
+        load_yaml_model(p, SampleConfig)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}:4: teacher.client: ") and "\n" not in msg and "delete" in msg, msg
+
+
+def test_proxy_from_the_environment_is_used(ctx, monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with OpenAIServer() as srv:  # the loopback server answers the absolute-form requests a proxy gets
+        monkeypatch.setenv("HTTP_PROXY", srv.base_url.rsplit("/v1", 1)[0])
+        cfg = cfg_for(srv, max_failures=2, teacher={"base_url": "http://teacher.invalid/v1", "max_retries": 0})
+        df = sample_rows(problems(2), cfg, ctx)
+        assert df["error"].to_list() == [None, None] and srv.count() == 2
 
 
 def test_missing_key_without_base_url_is_one_line(ctx, monkeypatch):

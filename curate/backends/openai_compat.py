@@ -1,16 +1,18 @@
-"""``backend: openai``: any OpenAI-compatible chat endpoint through the official ``openai`` async client.
+"""``backend: openai``: any OpenAI-compatible chat endpoint over one ``aiohttp`` session.
 
-* ``AsyncOpenAI`` with its own retries off (``max_retries=0``) so ours govern: tenacity, exponential
-  backoff with jitter, at least the server's ``Retry-After``, on 429 / 408 / 409 / 5xx / timeouts /
-  connection errors / malformed bodies. Other 4xx fail at once (a per-row failure).
-* ``client: openai`` (default): the official ``AsyncOpenAI`` with its aiohttp transport
-  (``openai.DefaultAioHttpClient``) when aiohttp is installed, else its default httpx transport; the
-  request goes through ``client.post`` and the JSON body is read as a dict (the typed
-  ``ChatCompletion`` model would drop vendor fields such as ``reasoning_content``).
-* ``client: aiohttp``: the same requests, retries and parsing over a bare ``aiohttp`` session. The
-  SDK spends about 0.8 ms of CPU per request on request/response objects (measured here, 2 cores),
-  which caps one process near 1,000 requests/s; aiohttp alone needs about 0.2 ms. Use it for
-  loopback or LAN servers at high concurrency (see ``benchmarks/sampling.py``).
+* One HTTP client path: ``POST {base_url}/chat/completions`` with a JSON body over an ``aiohttp``
+  session (``concurrency`` connections kept alive; proxies from ``HTTP(S)_PROXY`` / ``NO_PROXY``; the
+  system CA store, ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set, and on macOS / Windows the OS trust
+  store through ``truststore`` when installed). The reply is read as a plain dict, so vendor fields
+  such as ``reasoning_content`` survive. The official ``openai`` SDK is not used here: it spends about
+  0.8 ms of CPU per request building request/response objects (httpx2 URLs, headers, options models)
+  against 0.2 ms for the same request over aiohttp (measured on 2 cores), which caps one process near
+  1,000 requests/s; returning a raw response does not help, the cost is in building the request
+  (``benchmarks/sampling.py`` drives the SDK side by side). ``teacher.client`` (``openai`` /
+  ``aiohttp``) chose between the two; it is gone, and a recipe that still sets it gets a one-line error.
+* Retries: tenacity, exponential backoff with jitter, at least the server's ``Retry-After`` (or
+  ``retry-after-ms``), on 429 / 408 / 409 / 5xx / timeouts / connection errors / malformed bodies.
+  Other 4xx fail at once (a per-row failure).
 * ``concurrency`` worker tasks; ``rpm`` / ``tpm`` limits with ``aiolimiter``.
 * Logprobs: ``logprobs: k`` -> ``logprobs=true, top_logprobs=k``; with ``token_ids: true``
   (vLLM servers) ``return_tokens_as_token_ids`` makes tokens read ``token_id:<id>`` -> exact ids, and
@@ -18,7 +20,7 @@
   so a sampled token outside the top-k would push out the k-th. Each step's list is sorted by logprob
   and cut at k (``vllm serve --max-logprobs`` must allow k + 1; its default 20 allows k <= 19).
 * The API key is read from the environment variable named by ``api_key_env`` and lives only in the
-  client object: it never enters the request hash, the log, a row or a message.
+  session's default headers: it never enters the request hash, the log, a row or a message.
 """
 
 from __future__ import annotations
@@ -27,25 +29,23 @@ import asyncio
 import json
 import os
 import random
+import ssl
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, Literal
 
+import aiohttp
 from pydantic import Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from ..errors import BackendError
 from .base import Request, Sink, Strict, as_count, as_text
 
 if TYPE_CHECKING:
-    import openai
-
     from ..sampling import SampleConfig
 
-try:
-    import aiohttp as _aiohttp
-except ImportError:  # pragma: no cover - depends on the environment
-    _aiohttp = None
+_OPENAI_URL = "https://api.openai.com/v1"
 
 class OpenAITeacher(Strict):
     """Any OpenAI-compatible chat endpoint (OpenAI, DeepSeek, ``vllm serve``, SGLang, ...)."""
@@ -59,9 +59,8 @@ class OpenAITeacher(Strict):
     """Name of the environment variable holding the key (keys never go in a recipe). Unset with a
     ``base_url`` (a local server): the key ``EMPTY`` is sent."""
     concurrency: int = Field(64, ge=1, le=8192)
-    client: Literal["openai", "aiohttp"] = "openai"
-    """``openai``: the official AsyncOpenAI client; ``aiohttp``: a bare aiohttp session (less CPU per
-    request, for loopback/LAN servers at high concurrency)."""
+    client: SkipJsonSchema[None] = Field(None, exclude=True)
+    """Removed (there is one HTTP client); kept only to say so when a recipe still sets it."""
     rpm: float | None = Field(None, gt=0)
     """Requests-per-minute limit (aiolimiter)."""
     tpm: float | None = Field(None, gt=0)
@@ -76,6 +75,12 @@ class OpenAITeacher(Strict):
     """Ask for ``n`` choices in one request; false = fan out ``n`` requests with ``n=1``."""
     token_ids: bool = False
     """Send ``return_tokens_as_token_ids`` (vLLM servers) so logprob tokens carry exact ids."""
+    @field_validator("client", mode="before")
+    @classmethod
+    def _client_removed(cls, v: Any) -> None:
+        raise ValueError(f"removed: curate now has one HTTP client (aiohttp), so '{v}' chooses nothing; "
+                         "delete this key")
+
     @field_validator("api_key_env", "base_url_env")
     @classmethod
     def _env_name(cls, v: str, info: Any) -> str:
@@ -96,13 +101,13 @@ class MalformedResponse(Exception):
     """The server answered 200 with a body that is not a chat completion."""
 
 
-class HTTPStatus(Exception):
-    """A non-2xx answer on the ``aiohttp`` client (mirrors ``openai.APIStatusError``'s fields)."""
+class APIStatusError(Exception):
+    """A non-2xx answer: its status, headers (``Retry-After``) and the server's error message."""
 
     def __init__(self, status_code: int, headers: Any, message: str):
         super().__init__(f"Error code: {status_code} - {message}")
         self.status_code = status_code
-        self.response = type("R", (), {"headers": headers})()
+        self.headers = headers
 
 
 def _status(exc: BaseException) -> int | None:
@@ -110,25 +115,18 @@ def _status(exc: BaseException) -> int | None:
 
 
 def retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (MalformedResponse, json.JSONDecodeError)):
-        return True
-    if _aiohttp is not None and isinstance(exc, (_aiohttp.ClientError, asyncio.TimeoutError)):
-        return True  # aiohttp client: connection errors, payload errors, timeouts
-    oa = sys.modules.get("openai")  # imported only by the `openai` client
-    if oa is not None and isinstance(exc, (oa.APIConnectionError, oa.APIResponseValidationError)):
-        return True  # APITimeoutError is an APIConnectionError
-    if isinstance(exc, HTTPStatus) or (oa is not None and isinstance(exc, oa.APIStatusError)):
+    if isinstance(exc, APIStatusError):
         s = exc.status_code
         return s in (408, 409, 429) or s >= 500
-    return False
+    # malformed bodies; connection, payload and timeout errors (aiohttp's timeouts are asyncio's)
+    return isinstance(exc, (MalformedResponse, aiohttp.ClientError, asyncio.TimeoutError))
 
 
 def retry_after(exc: BaseException | None) -> float | None:
     """Seconds from a ``Retry-After`` (or ``retry-after-ms``) header on an API error, if any."""
-    resp = getattr(exc, "response", None)
-    if resp is None:
+    h = getattr(exc, "headers", None)
+    if h is None:
         return None
-    h = resp.headers
     try:
         if h.get("retry-after-ms"):
             return float(h["retry-after-ms"]) / 1000.0
@@ -237,6 +235,21 @@ def parse_completion(body: Any, n: int, k: int | None) -> dict:
     return {"samples": samples, "prompt_tokens": as_count(usage.get("prompt_tokens")), "completion_tokens": completion}
 
 
+def _ssl_context() -> ssl.SSLContext | bool:
+    """``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set; on macOS / Windows the OS trust store (``truststore``,
+    when installed: python.org builds there ship without CA certificates); else the system store."""
+    if os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None,
+                                          capath=os.environ.get("SSL_CERT_DIR") or None)
+    if sys.platform in ("darwin", "win32"):
+        try:
+            import truststore
+        except ImportError:
+            return True
+        return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return True  # aiohttp's default context: the system store
+
+
 def resolve_endpoint(t: OpenAITeacher) -> tuple[str | None, str]:
     base_url = t.base_url or os.environ.get(t.base_url_env) or None
     key = os.environ.get(t.api_key_env)
@@ -272,6 +285,7 @@ class OpenAIBackend:
     def __init__(self, t: OpenAITeacher, cfg: SampleConfig):
         self.t, self.cfg = t, cfg
         self.base_url, self._key = resolve_endpoint(t)
+        self._url = (self.base_url or _OPENAI_URL).rstrip("/") + "/chat/completions"
         self.teacher = t.model
         self.tokenizer = tokenizer_column(t) if cfg.logprobs is not None else None
 
@@ -329,52 +343,31 @@ class OpenAIBackend:
         if err:
             raise err[0]
 
-    def _client(self) -> "openai.AsyncOpenAI":
-        import httpx2
-        import openai
-
-        limits = httpx2.Limits(max_connections=self.t.concurrency, max_keepalive_connections=self.t.concurrency)
-        timeout = httpx2.Timeout(self.t.timeout, connect=min(self.t.timeout, 30.0))
-        try:
-            http = openai.DefaultAioHttpClient(limits=limits, timeout=timeout)
-        except RuntimeError:  # aiohttp not installed: the default httpx transport
-            http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)
-        return openai.AsyncOpenAI(api_key=self._key, base_url=self.base_url, max_retries=0,
-                                  timeout=timeout, http_client=http)
-
-    def _aiohttp_post(self) -> tuple[Any, Any]:
-        """(post(body, headers) -> dict, close()) over a bare aiohttp session."""
-        if _aiohttp is None:
-            raise BackendError("teacher.client: aiohttp is not installed; run: pip install aiohttp")
+    def _session(self) -> aiohttp.ClientSession:
         t = self.t
-        url = (self.base_url or "https://api.openai.com/v1").rstrip("/") + "/chat/completions"
-        session = _aiohttp.ClientSession(
-            connector=_aiohttp.TCPConnector(limit=t.concurrency),
-            timeout=_aiohttp.ClientTimeout(total=t.timeout, connect=min(t.timeout, 30.0)),
-            headers={"Authorization": f"Bearer {self._key}"},
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=t.concurrency, ssl=_ssl_context()),
+            timeout=aiohttp.ClientTimeout(total=t.timeout, connect=min(t.timeout, 30.0)),
+            headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
+            trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as httpx and requests do
         )
 
-        async def post(body: dict, headers: dict) -> Any:
-            async with session.post(url, json=body, headers=headers) as r:
-                raw = await r.read()
-                if r.status >= 400:
-                    try:
-                        err = json.loads(raw).get("error") or {}
-                        msg = err.get("message") if isinstance(err, dict) else str(err)
-                    except (ValueError, AttributeError):
-                        msg = raw[:200].decode("utf-8", "replace")
-                    raise HTTPStatus(r.status, r.headers, str(msg))
-                return json.loads(raw)
-
-        return post, session.close
-
-    def _sdk_post(self) -> tuple[Any, Any]:
-        client = self._client()
-
-        async def post(body: dict, headers: dict) -> Any:
-            return await client.post("/chat/completions", body=body, cast_to=object, options={"headers": headers})
-
-        return post, client.close
+    async def _post(self, session: aiohttp.ClientSession, body: dict, headers: dict) -> Any:
+        """One attempt: the parsed JSON body of a 2xx answer, else ``APIStatusError`` / ``MalformedResponse``."""
+        async with session.post(self._url, data=json.dumps(body).encode(), headers=headers) as r:
+            raw = await r.read()
+            status, resp_headers = r.status, r.headers
+        if status >= 400:
+            try:
+                err = json.loads(raw).get("error") or {}
+                msg = err.get("message") if isinstance(err, dict) else str(err)
+            except (ValueError, AttributeError):
+                msg = raw[:200].decode("utf-8", "replace")
+            raise APIStatusError(status, resp_headers, str(msg))
+        try:
+            return json.loads(raw)
+        except ValueError as e:  # truncated or not JSON (JSONDecodeError), or not UTF-8 (UnicodeDecodeError)
+            raise MalformedResponse(f"response body is not JSON ({e}): {raw[:120]!r}") from None
 
     async def _main(self, requests: list[Request], sink: Sink) -> None:
         from aiolimiter import AsyncLimiter
@@ -383,7 +376,7 @@ class OpenAIBackend:
         # rpm: one request every 60/rpm s (no initial burst); tpm: a one-second token bucket
         rpm = AsyncLimiter(1, 60.0 / t.rpm) if t.rpm else None
         tpm = AsyncLimiter(max(1.0, t.tpm / 60.0), 1) if t.tpm else None
-        post, close = self._aiohttp_post() if t.client == "aiohttp" else self._sdk_post()
+        session = self._session()
         it = iter(requests)
 
         admit = getattr(sink, "admit", None)  # reserves budget for the request before it is sent
@@ -401,7 +394,7 @@ class OpenAIBackend:
                 if tpm is not None:
                     await tpm.acquire(min(self._estimate_tokens(req), tpm.max_rate))
                 try:
-                    payload = await self._send(post, req)
+                    payload = await self._send(session, req)
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
@@ -412,14 +405,14 @@ class OpenAIBackend:
         try:
             await asyncio.gather(*[worker() for _ in range(min(t.concurrency, len(requests)))])
         finally:
-            await close()
+            await session.close()
 
-    async def _send(self, post: Any, req: Request) -> dict:
+    async def _send(self, session: aiohttp.ClientSession, req: Request) -> dict:
         body = self.body(req)
         headers = {"X-Curate-Request-Hash": req.key, "X-Curate-Sample-Index": str(req.sample_index)}
         k, t = self.cfg.logprobs, self.t
         try:  # first attempt outside tenacity: most requests need no retry, and its bookkeeping costs CPU
-            return parse_completion(await post(body, headers), req.n, k)
+            return parse_completion(await self._post(session, body, headers), req.n, k)
         except Exception as e:
             if t.max_retries == 0 or not retryable(e):
                 raise
@@ -433,5 +426,5 @@ class OpenAIBackend:
             reraise=True,
         ):
             with attempt:
-                return parse_completion(await post(body, headers), req.n, k)
+                return parse_completion(await self._post(session, body, headers), req.n, k)
         raise AssertionError("unreachable")  # pragma: no cover
