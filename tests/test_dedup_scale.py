@@ -86,3 +86,92 @@ def test_stage_same_rows_as_all_pairs(tmp_path):
     b = stage.run(df, ctx)
     assert a.equals(b)
     assert a["drop_reason"].is_not_null().sum() > 0
+
+
+@pytest.mark.parametrize("cap", [None, 2, 8])
+def test_band_pairs_equal_the_per_bucket_policy(cap):
+    # the vectorised band_pairs and bucket_pairs (what the Ray engine applies per gathered bucket)
+    # take the same pairs from the same buckets: exact band bytes grouped in plain Python here
+    from curate.dedup.minhash import band_pairs, bucket_pairs, signatures
+    from curate.stages.dedup import numbers_of
+
+    texts, _ = bench.templated_problems(700, 10)
+    sigs, _ = signatures(texts, MinHashParams(ngram=2))
+    g = np.array([hash(numbers_of(t)) % 1000 for t in texts], dtype=np.int64)
+    bands, rows = 32, 4
+    codes = band_pairs(sigs, bands, rows, max_bucket=cap, groups=g)
+    ref = set()
+    for b in range(bands):
+        buckets: dict[bytes, list[int]] = {}
+        for k in range(len(texts)):
+            buckets.setdefault(sigs[k, b * rows : (b + 1) * rows].tobytes(), []).append(k)
+        for members in buckets.values():
+            i, j = bucket_pairs(np.array(members), g[members], cap)
+            ref.update(zip(i.tolist(), j.tolist()))
+    assert sorted(ref) == [(int(c) // len(texts), int(c) % len(texts)) for c in codes]
+    if cap:
+        assert len(codes) < len(band_pairs(sigs, bands, rows, max_bucket=None))
+
+
+def _real_frame() -> pl.DataFrame:
+    """A real-shaped sample frame: templated problems with exact and near copies, 4 samples each."""
+    t = bench.templated_frame(300, per_problem=4, n_templates=30, reasoning_chars=300)
+    # some rows already dropped by an earlier stage, and a text column that is sometimes missing
+    t = t.with_columns(
+        drop_reason=pl.when(pl.col("sample_id").str.ends_with("-3") & (pl.col("correct"))).then(pl.lit("truncated")),
+        answer_text=pl.when(pl.col("correct")).then(pl.lit("The answer is 7.")),
+    )
+    return t
+
+
+CONTRACT_CONFIGS = [
+    {},
+    {"keep": "most_correct"},
+    {"keep": "shortest"},
+    {"keep": "shortest", "drop_tokens": True},
+    {"keep": "longest", "merge_different_answers": True},
+    {"field": "reasoning"},
+    {"field": "reasoning", "keep": "longest", "drop_tokens": True},
+    {"field": "both", "keep": "most_correct"},
+    {"method": "exact", "merge_different_numbers": True},
+]
+
+
+@pytest.mark.parametrize("categorical", [False, True], ids=["utf8", "categorical"])
+@pytest.mark.parametrize("cfg", CONTRACT_CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()) or "default")
+def test_reads_then_join_back_equals_run_on_full_rows(tmp_path, cfg, categorical):
+    # the shard contract: run(df.select(reads + __rid)) joined back onto the full rows by __rid == run(df)
+    df = _real_frame()
+    cfg = dict(cfg)
+    if cfg.pop("drop_tokens", False):
+        df = df.drop("completion_tokens")
+    if categorical:  # constant per problem: may arrive as Categorical in the narrow frame
+        df = df.with_columns(pl.col("problem", "gold_answer", "problem_id").cast(pl.Categorical))
+    df = df.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW_ID))
+    stage = DedupStage(DedupConfig(**cfg))
+    reads = stage.reads(df.columns)
+    assert reads is not None and ROW_ID not in reads
+    if stage.config.keep not in ("shortest", "longest") and stage.config.field == "problem":
+        assert "reasoning" not in reads and "answer_text" not in reads  # traces are never loaded for this
+    if stage.config.keep != "most_correct":
+        assert "correct" not in reads
+    ref_ctx, ctx = Context.for_test(tmp_path), Context.for_test(tmp_path)
+    ref = stage.run(df, ref_ctx)
+    narrow = stage.run(df.select(*reads, ROW_ID), ctx)
+    assert ROW_ID in narrow.columns and narrow.height == df.height
+    back = df.drop([c for c in narrow.columns if c != ROW_ID and c in df.columns])
+    back = back.join(narrow, on=ROW_ID, how="left").select(ref.columns).sort(ROW_ID)
+    assert back.equals(ref.sort(ROW_ID))
+    assert ref[ROW_ID].to_list() == list(range(df.height))
+    assert {k: v for k, v in ctx.stats.items()} == ref_ctx.stats
+    assert ref["drop_reason"].is_in(["exact_duplicate", "near_duplicate"]).sum() > 0
+
+
+def test_categorical_inputs_give_the_utf8_result(tmp_path):
+    df = _real_frame()
+    cat = df.with_columns(pl.col("problem", "gold_answer", "problem_id").cast(pl.Categorical))
+    for cfg in ({"keep": "most_correct"}, {"field": "both"}):
+        a = DedupStage(DedupConfig(**cfg)).run(df, Context.for_test(tmp_path))
+        b = DedupStage(DedupConfig(**cfg)).run(cat, Context.for_test(tmp_path))
+        assert b.with_columns(pl.col("problem", "gold_answer", "problem_id").cast(pl.Utf8)).equals(a)
+        assert b.schema["problem"] == pl.Categorical  # columns the stage does not change keep their dtype

@@ -79,16 +79,21 @@ def find_duplicates(
         ci, cj = reps[codes // max(1, len(reps))], reps[codes % max(1, len(reps))]
         n_cand = len(ci)
         if n_cand:
-            if verify == "exact":
-                involved = np.unique(np.concatenate([ci, cj]))
-                sets = shingle_sets([texts[int(k)] for k in involved], params, num_proc=num_proc)
-                where = {int(k): s for k, s in zip(involved, sets)}
-                sim = np.array([jaccard(where[int(a)], where[int(b)]) for a, b in zip(ci, cj)])
-            else:
-                sim = estimated_jaccard(sigs, ci, cj)
+            sim = _similarity(texts, sigs, ci, cj, params, verify, num_proc)
             ok = sim >= threshold
             pi, pj, sim = ci[ok], cj[ok], sim[ok]
     return DedupResult(cluster_labels(rep, pi, pj), keys, pi, pj, sim, n_candidates=n_cand, lsh_params=lsh_params)
+
+
+def _similarity(texts, sigs: np.ndarray, ci: np.ndarray, cj: np.ndarray, params: MinHashParams, verify: Verify,
+                num_proc: int) -> np.ndarray:
+    """Similarity of each candidate pair: exact shingle-set Jaccard, or the signature estimate."""
+    if verify != "exact":
+        return estimated_jaccard(sigs, ci, cj)
+    involved = np.unique(np.concatenate([ci, cj]))
+    sets = shingle_sets([texts[int(k)] for k in involved], params, num_proc=num_proc)
+    where = {int(k): s for k, s in zip(involved, sets)}
+    return np.array([jaccard(where[int(a)], where[int(b)]) for a, b in zip(ci, cj)])
 
 
 def cluster_labels(rep: np.ndarray, pi: np.ndarray, pj: np.ndarray) -> np.ndarray:

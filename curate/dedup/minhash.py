@@ -321,6 +321,27 @@ def band_pairs(
     return codes
 
 
+def bucket_pairs(
+    members: np.ndarray, groups: np.ndarray | None = None, max_bucket: int | None = MAX_BUCKET
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (i < j) :func:`band_pairs` takes from one bucket (``members`` ascending, ``groups``
+    theirs): the same policy for an engine that gathers whole buckets (Ray)."""
+    m = np.asarray(members, dtype=np.int64)
+    k = len(m)
+    if max_bucket is None or k <= max_bucket:
+        a, b = np.triu_indices(k, k=1)
+        return m[a], m[b]
+    if groups is not None:
+        g = np.asarray(groups)
+        ii, jj = [], []
+        for v in np.unique(g):
+            i, j = bucket_pairs(m[g == v], None, max_bucket)
+            ii.append(i)
+            jj.append(j)
+        return np.concatenate(ii), np.concatenate(jj)
+    return np.r_[np.full(k - 1, m[0]), m[1:-1]], np.r_[m[1:], m[2:]]  # star from the first + chain
+
+
 def lsh_candidate_pairs(
     sigs: np.ndarray,
     params: MinHashParams,
