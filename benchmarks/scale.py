@@ -16,7 +16,8 @@ output folder. Timing: per stage from the published ``manifest.json`` funnel (``
 ``other`` = wall time of the subprocess minus the funnel's seconds (interpreter start, imports,
 publishing: writing the version, the card and the audit report). Memory: RSS of the ``curate run``
 process plus all its children (verify workers, Ray processes it started), summed, sampled every 0.2 s.
-With ``--address`` the Ray cluster's own processes are not children: their memory is not counted.
+With ``--address`` the Ray cluster's own processes are not children: the RSS of this machine's Ray
+processes (raylet, GCS, workers, agents; idle ones included) is added, not that of other nodes.
 
 Last line: RESULT rows=<N of the last size> seconds=<..> peak_rss_gib=<..> growth=<seconds last/first or 1.0>
 """
@@ -42,7 +43,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from scale_synth import Params, generate  # noqa: E402
+from scale_synth import Params, generate
 
 GIB = 1024**3
 NAME = "scalebench"
@@ -85,12 +86,32 @@ def shard_rows_supported() -> bool:
     return "shard_rows" in recipe_model().model_fields
 
 
-class TreeRSS:
-    """Peak summed RSS of a process and all its descendants, sampled in a thread."""
+def ray_processes() -> list[psutil.Process]:
+    """This machine's Ray processes (raylet, gcs_server, workers ``ray::...``, agents) of this user."""
+    me = os.getuid()
+    out = []
+    for p in psutil.process_iter(["name", "cmdline", "uids"]):
+        try:
+            if p.info["uids"] is None or p.info["uids"].real != me:
+                continue
+            name, cmd = p.info["name"] or "", " ".join(p.info["cmdline"] or [])[:300]
+            if name in ("raylet", "gcs_server") or name.startswith("ray::") or cmd.startswith("ray::") \
+                    or "ray/_private/" in cmd or "ray/dashboard/" in cmd or "ray/autoscaler/" in cmd:
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
 
-    def __init__(self, pid: int, every: float = 0.2):
-        self.proc, self.every = psutil.Process(pid), every
-        self.peak = self.peak_single = 0
+
+class TreeRSS:
+    """Peak summed RSS of a process and all its descendants, sampled in a thread; with ``cluster``,
+    also the peak of (tree + this machine's Ray processes that are not in the tree)."""
+
+    def __init__(self, pid: int, every: float = 0.2, cluster: bool = False):
+        self.proc, self.every, self.cluster = psutil.Process(pid), every, cluster
+        self.peak = self.peak_single = self.peak_with_cluster = 0
+        self._last_scan = 0.0
+        self._ray: list[psutil.Process] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -110,6 +131,17 @@ class TreeRSS:
                 total += rss
                 self.peak_single = max(self.peak_single, rss)
             self.peak = max(self.peak, total)
+            if self.cluster:
+                if time.monotonic() - self._last_scan > 2.0:  # new Ray workers appear: rescan now and then
+                    self._ray, self._last_scan = ray_processes(), time.monotonic()
+                pids = {p.pid for p in procs}
+                for p in self._ray:
+                    if p.pid not in pids:
+                        try:
+                            total += p.memory_info().rss
+                        except psutil.Error:
+                            continue
+                self.peak_with_cluster = max(self.peak_with_cluster, total)
             self._stop.wait(self.every)
 
     def stop(self) -> None:
@@ -117,13 +149,13 @@ class TreeRSS:
         self._t.join()
 
 
-def run_curate(recipe_path: Path, home: Path, log: Path) -> tuple[float, TreeRSS, int]:
+def run_curate(recipe_path: Path, home: Path, log: Path, cluster: bool = False) -> tuple[float, TreeRSS, int]:
     env = {**os.environ, "CURATE_HOME": str(home)}
     t0 = time.perf_counter()
     with open(log, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", str(recipe_path), "--no-resume"],
                                 stdout=f, stderr=subprocess.STDOUT, env=env, cwd=recipe_path.parent)
-        mon = TreeRSS(proc.pid)
+        mon = TreeRSS(proc.pid, cluster=cluster)
         rc = proc.wait()
     wall = time.perf_counter() - t0
     mon.stop()
@@ -143,7 +175,8 @@ def one_size(rows: int, args: argparse.Namespace, work: Path, engine: str, tag: 
     shard = args.shard_rows if args.shard_rows and args.shard_ok else None
     rp = run_dir / "recipe.yaml"
     rp.write_text(yaml.safe_dump(recipe(data, engine, args.address, shard, run_dir / "out"), sort_keys=False))
-    wall, mon, rc = run_curate(rp, run_dir / "home", run_dir / "curate.log")
+    cluster = engine == "ray" and bool(args.address)
+    wall, mon, rc = run_curate(rp, run_dir / "home", run_dir / "curate.log", cluster)
     if rc != 0:
         tail = (run_dir / "curate.log").read_text(errors="replace")[-3000:]
         raise SystemExit(f"curate run failed (exit {rc}) at {rows} rows; log {run_dir / 'curate.log'}:\n{tail}")
@@ -159,10 +192,10 @@ def one_size(rows: int, args: argparse.Namespace, work: Path, engine: str, tag: 
     other = wall - staged
     print(f"{'other':12} {'':>10} {'':>10} {other:9.1f} {'':>10}   (start-up, imports, publish)")
     print(f"{'total':12} {rows:>10,} {manifest['splits']['train']:>10,} {wall:9.1f} {rows / wall:10,.0f}")
-    print(f"peak_rss_gib={mon.peak / GIB:.2f} (process tree)  largest process={mon.peak_single / GIB:.2f} GiB",
-          flush=True)
-    return {"rows": rows, "seconds": wall, "peak": mon.peak / GIB, "funnel": funnel, "vdir": vdir,
-            "data": data}
+    peak = mon.peak_with_cluster if cluster else mon.peak
+    print(f"peak_rss_gib={peak / GIB:.2f} (process tree{' + Ray processes on this machine' if cluster else ''})  "
+          f"tree alone={mon.peak / GIB:.2f}  largest process={mon.peak_single / GIB:.2f} GiB", flush=True)
+    return {"rows": rows, "seconds": wall, "peak": peak / GIB, "funnel": funnel, "vdir": vdir, "data": data}
 
 
 def train_frame(vdir: Path) -> pl.DataFrame:

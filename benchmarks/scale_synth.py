@@ -41,23 +41,28 @@ PER_PROBLEM = 8
 FORMAT_VERSION = 1  # bump when the generated rows change (meta.json check on reuse)
 
 _REAL = (
-    "apple basket train river number garden window pencil marble ticket cookie farmer bridge candle "
-    "rabbit ladder orange violin planet shovel bottle wallet rocket button mirror hammer carpet tiger "
-    "lemon pocket circle square triangle minute hour week money coin store price total each more less "
-    "twice half quarter dozen pair group team class school friend sister brother mother father uncle "
-    "first then next so since because therefore thus hence we let note that check again wait compute "
-    "count add subtract multiply divide sum product difference ratio value result step case both "
-    "the a of to and in is it for on with as at by from this which are be was can if"
-).split()
+    "apple", "basket", "train", "river", "number", "garden", "window", "pencil", "marble", "ticket", "cookie",
+    "farmer", "bridge", "candle", "rabbit", "ladder", "orange", "violin", "planet", "shovel", "bottle", "wallet",
+    "rocket", "button", "mirror", "hammer", "carpet", "tiger", "lemon", "pocket", "circle", "square", "triangle",
+    "minute", "hour", "week", "money", "coin", "store", "price", "total", "each", "more", "less", "twice", "half",
+    "quarter", "dozen", "pair", "group", "team", "class", "school", "friend", "sister", "brother", "mother",
+    "father", "uncle", "first", "then", "next", "so", "since", "because", "therefore", "thus", "hence", "we", "let",
+    "note", "that", "check", "again", "wait", "compute", "count", "add", "subtract", "multiply", "divide", "sum",
+    "product", "difference", "ratio", "value", "result", "step", "case", "both", "the", "a", "of", "to", "and",
+    "in", "is", "it", "for", "on", "with", "as", "at", "by", "from", "this", "which", "are", "be", "was", "can",
+    "if"
+)
 _NAMES = (
-    "Ava Ben Cara Dan Eli Fay Gus Hana Ivan Jade Kai Lena Milo Nora Omar Pia Quinn Rosa Sam Tara Uma Vic "
-    "Wes Xena Yuri Zoe Ada Bo Cyd Dev Emi Finn Gia Hal Ira Jon Kim Leo Mae Ned Oli Pam Ray Sue Ted Val"
-).split()
+    "Ava", "Ben", "Cara", "Dan", "Eli", "Fay", "Gus", "Hana", "Ivan", "Jade", "Kai", "Lena", "Milo", "Nora", "Omar",
+    "Pia", "Quinn", "Rosa", "Sam", "Tara", "Uma", "Vic", "Wes", "Xena", "Yuri", "Zoe", "Ada", "Bo", "Cyd", "Dev",
+    "Emi", "Finn", "Gia", "Hal", "Ira", "Jon", "Kim", "Leo", "Mae", "Ned", "Oli", "Pam", "Ray", "Sue", "Ted", "Val"
+)
 _NOUNS = (
-    "apple marble ticket cookie pencil candle button coin stamp card shell sticker book toy cup bead "
-    "plate flower egg orange lemon ribbon brick block kite ball hat sock glove box bag jar tile nail "
-    "seed leaf stone feather badge key"
-).split()
+    "apple", "marble", "ticket", "cookie", "pencil", "candle", "button", "coin", "stamp", "card", "shell",
+    "sticker", "book", "toy", "cup", "bead", "plate", "flower", "egg", "orange", "lemon", "ribbon", "brick",
+    "block", "kite", "ball", "hat", "sock", "glove", "box", "bag", "jar", "tile", "nail", "seed", "leaf", "stone",
+    "feather", "badge", "key"
+)
 
 
 # The story of each operation: literal text and slots P (name), N (noun), A, B (numbers).
