@@ -9,13 +9,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from test_audit import _body, _clean, _frame
 
 from curate.audit import AuditConfig, audit_frame, write_report
 from curate.columns import ROW_ID
 from curate.stages.audit import AuditStage
 from curate.stages.base import Context
-
-from test_audit import CASES, _body, _clean, _frame
 
 _TEXT = ("reasoning", "answer_text", "problem")
 
@@ -84,7 +83,7 @@ def _write_parts(df: pl.DataFrame, d: Path, n: int = 3) -> list[Path]:
 
 @pytest.mark.parametrize("variant", ["raw", "audited", "no_problem_id"])
 def test_write_report_lazy_parquet_equals_dataframe(tmp_path: Path, monkeypatch, variant: str) -> None:
-    import curate.audit.frames as frames
+    from curate.audit import frames
 
     df = _rows().drop(ROW_ID)
     if variant == "audited":

@@ -11,6 +11,7 @@ Columns read (all optional except ``reasoning``): ``reasoning``, ``answer_text``
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -168,18 +169,24 @@ def _foreign_letters(reasoning: pl.Series, problem: pl.Series) -> tuple[np.ndarr
     return foreign, letters
 
 
+@functools.lru_cache(maxsize=2)
+def _tokenizer(name: str) -> Any:
+    """Loaded once per process (the measures run batch by batch)."""
+    from ..errors import RecipeError, require
+
+    tr = require("transformers", "train", "a tokenizer for the audit")
+    try:
+        return tr.AutoTokenizer.from_pretrained(name)
+    except Exception as e:  # noqa: BLE001 - any load failure is a config fault
+        raise RecipeError(f"audit.tokenizer: cannot load tokenizer '{name}' ({type(e).__name__}: {e})") from None
+
+
 def count_tokens(texts: pl.Series, tokenizer: str | None) -> np.ndarray:
     if tokenizer is None:
         return pl.DataFrame({"t": texts}).select(
             pl.col("t").str.count_matches(APPROX_TOKEN_RE).fill_null(0)
         )["t"].to_numpy().astype(np.int64)
-    from ..errors import RecipeError, require
-
-    tr = require("transformers", "train", "a tokenizer for the audit")
-    try:
-        tok = tr.AutoTokenizer.from_pretrained(tokenizer)
-    except Exception as e:  # noqa: BLE001 - any load failure is a config fault
-        raise RecipeError(f"audit.tokenizer: cannot load tokenizer '{tokenizer}' ({type(e).__name__}: {e})") from None
+    tok = _tokenizer(tokenizer)
     out = np.zeros(len(texts), dtype=np.int64)
     vals = texts.fill_null("").to_list()
     for start in range(0, len(vals), 1024):

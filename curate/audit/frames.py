@@ -5,14 +5,13 @@ files). Only narrow columns are collected for every row; traces are read in batc
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Union
 
 import polars as pl
 
 from .config import AuditConfig
 from .flags import FLAG_INPUTS, MeasureKernel, audit_frame
 
-Frame = Union[pl.DataFrame, pl.LazyFrame]
+Frame = pl.DataFrame | pl.LazyFrame
 AUDIT_COLUMNS = ("flags", "reasoning_tokens", "reflections_per_1k")
 TEXT = ("reasoning", "answer_text", "problem")
 ROW = "__row"
@@ -46,7 +45,7 @@ def fetch_rows(f: Frame, rows: Sequence[int], cols: Sequence[str]) -> pl.DataFra
     """``__row`` and those of ``cols`` the frame has, for the given row positions (in row order); only
     the slices holding a wanted row are read."""
     cols = [c for c in dict.fromkeys(cols) if c in columns(f)]
-    want = sorted(set(int(r) for r in rows))
+    want = sorted({int(r) for r in rows})
     if isinstance(f, pl.DataFrame):
         return f.select(cols).with_row_index(ROW).filter(pl.col(ROW).is_in(want))
     lf, out, b = f.select(cols).with_row_index(ROW), [], BATCH_ROWS

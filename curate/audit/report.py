@@ -20,21 +20,12 @@ import polars as pl
 
 from . import charts
 from .config import FLAG_HELP, AuditConfig
-from .flags import audit_frame, length_stats, length_z, measure, severity
+from .flags import length_stats, length_z, measure, severity
 from .frames import ROW, TEXT, audited, columns, fetch_rows
 from .summary import summarize
 
 _ID_COLS = ("sample_id", "problem_id", "source", "sample_index", "finish_reason", "verdict", "pred_answer",
             "gold_answer", "difficulty_bucket")
-
-
-def ensure_audited(df: pl.DataFrame, cfg: AuditConfig) -> pl.DataFrame:
-    """The frame with ``flags``/``reasoning_tokens``/``reflections_per_1k`` (computed when absent)."""
-    if all(c in df.columns for c in ("flags", "reasoning_tokens", "reflections_per_1k")):
-        return df
-    if "reasoning" not in df.columns:
-        df = df.with_columns(pl.lit(None, dtype=pl.Utf8).alias("reasoning"))
-    return audit_frame(df, cfg)
 
 
 def _clip(text: str | None, n: int) -> tuple[str, bool]:
@@ -107,7 +98,7 @@ def worst_examples(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int],
         df = df.with_row_index(ROW)
     if fetch is None:
         full = df
-        fetch = lambda rows, cols: fetch_rows(full, rows, cols)  # noqa: E731
+        fetch = lambda rows, cols: fetch_rows(full, rows, cols)
     stats = length_stats(df["reasoning_tokens"].to_numpy()) if df.height >= cfg.length_min_rows else None
     cand = _candidates(df, cfg, counts, fetch)
     if "audit_length_z" not in cand.columns:
