@@ -227,6 +227,11 @@ def test_proxy_from_the_environment_is_used(ctx, monkeypatch):
         cfg = cfg_for(srv, max_failures=2, teacher={"base_url": "http://teacher.invalid/v1", "max_retries": 0})
         df = sample_rows(problems(2), cfg, ctx)
         assert df["error"].to_list() == [None, None] and srv.count() == 2
+        # NO_PROXY: the loopback server directly, although the proxy named now is dead
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        df = sample_rows(problems(3), cfg_for(srv, max_failures=2, teacher={"max_retries": 0}), ctx)
+        assert df["error"].to_list() == [None] * 3 and srv.count() == 3
 
 
 def test_missing_key_without_base_url_is_one_line(ctx, monkeypatch):

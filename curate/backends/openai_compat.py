@@ -250,6 +250,18 @@ def _ssl_context() -> ssl.SSLContext | bool:
     return True  # aiohttp's default context: the system store
 
 
+def _env_proxy(url: str) -> str | None:
+    """The proxy for ``url`` from ``HTTP_PROXY`` / ``HTTPS_PROXY`` (``NO_PROXY`` honoured), as httpx and
+    requests do; ``None`` without one."""
+    import urllib.parse
+    import urllib.request
+
+    u = urllib.parse.urlsplit(url)
+    if u.hostname and urllib.request.proxy_bypass(u.hostname):
+        return None
+    return urllib.request.getproxies().get(u.scheme) or None
+
+
 def resolve_endpoint(t: OpenAITeacher) -> tuple[str | None, str]:
     base_url = t.base_url or os.environ.get(t.base_url_env) or None
     key = os.environ.get(t.api_key_env)
@@ -349,7 +361,8 @@ class OpenAIBackend:
             connector=aiohttp.TCPConnector(limit=t.concurrency, ssl=_ssl_context()),
             timeout=aiohttp.ClientTimeout(total=t.timeout, connect=min(t.timeout, 30.0)),
             headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
-            trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as httpx and requests do
+            # the proxy is resolved once: trust_env=True would look it (and ~/.netrc) up in a thread per request
+            proxy=_env_proxy(self._url),
         )
 
     async def _post(self, session: aiohttp.ClientSession, body: dict, headers: dict) -> Any:
