@@ -123,3 +123,17 @@ def test_write_report_lazy_reads_text_only_of_example_rows(tmp_path: Path) -> No
     got = write_report(tmp_path / "lazy", poisoned.lazy(), None, None, cfg)
     assert got == want
     assert (tmp_path / "lazy" / "audit" / "report.html").read_text() == (tmp_path / "df" / "audit" / "report.html").read_text()
+
+
+def test_measures_belong_to_their_settings(tmp_path: Path) -> None:
+    """A second audit stage with other thresholds measures again and never reads the first one's measures;
+    no hidden measure column is returned."""
+    df = _rows()
+    first = AuditStage(AuditConfig())
+    other = AuditStage(AuditConfig(tail_chars=500, repeat_min_count=3))
+    mapped = first.map_shard(df, Context.for_test(tmp_path))
+    assert other.reads(mapped.columns) is None
+    want = other.run(df, Context.for_test(tmp_path))
+    got = other.run(other.map_shard(mapped, Context.for_test(tmp_path)), Context.for_test(tmp_path))
+    assert_frame_equal(got, want)
+    assert not [c for c in got.columns if c.startswith("__audit")]

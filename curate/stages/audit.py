@@ -11,6 +11,8 @@ and the few plain columns the flags look at (never the traces), and then does no
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import ClassVar
 
 import polars as pl
@@ -22,7 +24,8 @@ from ..errors import RecipeError, require
 from .base import Context, Stage
 
 MEASURE_PREFIX = "__audit."
-"""map_shard's columns: the kernel's measures under this prefix (hidden: not for publishing)."""
+"""map_shard's columns: ``__audit.<config key>.<measure>`` (hidden: not for publishing). The key is a hash
+of the audit's settings, so a second audit stage with other settings never reads the first one's."""
 
 
 class AuditStage(Stage):
@@ -38,6 +41,10 @@ class AuditStage(Stage):
     def check(self, ctx: Context) -> None:
         if self.config.tokenizer:  # type: ignore[attr-defined]
             require("transformers", "train", "audit.tokenizer")
+
+    def _prefix(self) -> str:
+        cfg = self.config.model_dump(mode="json", exclude={"label"})
+        return f"{MEASURE_PREFIX}{hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]}."
 
     def _kernel(self) -> MeasureKernel:
         return MeasureKernel(self.config, batch_rows=self.CHUNK)  # type: ignore[arg-type]
@@ -55,22 +62,25 @@ class AuditStage(Stage):
         columns (a pure function of each row)."""
         self._need_reasoning(df, ctx)
         m = ctx.map(self._kernel(), df) if df.height else self._kernel()(df)
-        return pl.concat([df, m.rename(lambda c: MEASURE_PREFIX + c)], how="horizontal")
+        m = m.rename(lambda c: self._prefix() + c)
+        return pl.concat([df.drop(m.columns, strict=False), m], how="horizontal")
 
     def reads(self, columns: list[str]) -> list[str] | None:
         """With map_shard's measures among ``columns``: those and the flags' plain inputs (no text).
         Without them (no map phase ran): None, every column (``run`` measures the traces itself)."""
-        if not any(c.startswith(MEASURE_PREFIX) for c in columns):
+        pre = self._prefix()
+        if not any(c.startswith(pre) for c in columns):
             return None
-        return [c for c in columns if c.startswith(MEASURE_PREFIX) or c in FLAG_INPUTS]
+        return [c for c in columns if c.startswith(pre) or c in FLAG_INPUTS]
 
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg: AuditConfig = self.config  # type: ignore[assignment]
-        pre = [c for c in df.columns if c.startswith(MEASURE_PREFIX)]
-        if pre:  # measured shard by shard already (map_shard): the flags only
-            measured = df.select(pre).rename(lambda c: c[len(MEASURE_PREFIX):])
-            df = df.drop(pre)
-        else:
+        prefix = self._prefix()
+        pre = [c for c in df.columns if c.startswith(prefix)]
+        # measured shard by shard already (map_shard): the flags only
+        measured = df.select(pre).rename(lambda c: c[len(prefix):]) if pre else None
+        df = df.drop([c for c in df.columns if c.startswith(MEASURE_PREFIX)])  # hidden: never returned
+        if measured is None:
             self._need_reasoning(df, ctx)
             # the per-row measures are the kernel (an engine may run it anywhere); the flags need the
             # whole frame's length reference: here
