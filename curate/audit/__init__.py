@@ -1,7 +1,8 @@
 """Trace-quality audit: per-row flags, aggregates, and a self-contained HTML report.
 
 Public API (kept stable for the runner, the publisher and the CLI):
-``AuditConfig``, ``audit_frame(df, cfg)``, ``write_report(out_dir, train, rejected, manifest, config)``,
+``AuditConfig``, ``audit_frame(df, cfg)``, ``write_report(out_dir, train, rejected, manifest, config)`` (DataFrames
+or LazyFrames, e.g. ``pl.scan_parquet`` over a version's split files: bounded memory),
 ``audit_dataset(target, out_dir, mapping, config)``.
 """
 
