@@ -185,6 +185,8 @@ class OpenSource:
     schemas: list[Any] = field(default_factory=list)
     frame: pl.DataFrame | None = None
     info: dict = field(default_factory=dict)
+    per_row: float = 1.0
+    """Rows per raw row (traces per row of a list trace field; set by :func:`estimate_rows`)."""
 
 
 def open_source(cfg: Any, base_dir: Path, chunk_rows: int | None = None) -> OpenSource:
@@ -253,8 +255,8 @@ def estimate_rows(src: OpenSource, limit: int | None) -> int:
     n = min(n, lim) if lim is not None else n
     col = getattr(src.cfg, "trace_field", None)
     if col in head.columns and isinstance(head.schema[col], pl.List) and head.height:
-        n = round(n * float(head[col].list.len().mean() or 0))
-    return n
+        src.per_row = max(1.0, float(head[col].list.len().mean() or 0))
+    return round(n * src.per_row)
 
 
 def _preset_fields(cfg: Any) -> Any:
@@ -329,7 +331,8 @@ def source_rows(src: OpenSource, limit: int | None, chunk_rows: int | None, coun
     pcol: str | None = None
     good = 0
     tick = Ticker(None, f"{where}: traces") if isinstance(cfg, TracesSource) else None
-    for raw in _leading(raw_chunks(src, limit, chunk_rows), _DETECT_ROWS):
+    raw_rows = max(1, int(chunk_rows / src.per_row)) if chunk_rows else None  # a chunk: chunk_rows rows out
+    for raw in _leading(raw_chunks(src, limit, raw_rows), _DETECT_ROWS):
         if pcol is None:
             pcol, gcol = _column(raw.columns, cfg, "problem", where), _column(raw.columns, cfg, "gold_answer", where, False)
             for m in cfg.meta_fields:
