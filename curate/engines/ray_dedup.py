@@ -24,7 +24,9 @@ import pyarrow as pa
 
 from ..dedup.cluster import DedupResult, cluster_labels
 from ..dedup.minhash import (
+    MAX_BUCKET,
     MinHashParams,
+    bucket_pairs,
     estimated_jaccard,
     make_lsh,
     shingle_sets,
@@ -63,6 +65,7 @@ def _band_rows(batch: pa.Table, bands: int, rows: int, num_perm: int, parts: int
     sigs = np.ascontiguousarray(_sig_matrix(batch.column("sig"), num_perm))
     row = batch.column("row").to_numpy()
     m, width = len(row), rows * sigs.dtype.itemsize
+    grp = batch.column("grp").to_numpy()
     out_band, out_key, out_part, out_row = [], [], [], []
     for b in range(bands):
         block = np.ascontiguousarray(sigs[:, b * rows : (b + 1) * rows])
@@ -79,22 +82,23 @@ def _band_rows(batch: pa.Table, bands: int, rows: int, num_perm: int, parts: int
             "bkey": pa.concat_arrays(out_key),
             "part": pa.array(np.concatenate(out_part).astype(np.int64)),
             "row": pa.array(np.concatenate(out_row).astype(np.int64)),
+            "grp": pa.array(np.tile(grp, bands)),
         }
     )
 
 
-def _bucket_pairs(group: pa.Table) -> pa.Table:
-    """All pairs (i < j) of rows that share a bucket (band index + exact band values)."""
-    df = pl.from_arrow(group.select(["band", "bkey", "row"]))
+def _bucket_pairs(group: pa.Table, max_bucket: int | None = None) -> pa.Table:
+    """The pairs (i < j) of rows that share a bucket (band index + exact band values), by the local
+    finder's fan-out policy (:func:`curate.dedup.minhash.bucket_pairs`)."""
+    df = pl.from_arrow(group.select(["band", "bkey", "row", "grp"]))
     assert isinstance(df, pl.DataFrame)
-    buckets = df.group_by("band", "bkey").agg(pl.col("row").sort()).filter(pl.col("row").list.len() > 1)
+    buckets = df.sort("row").group_by("band", "bkey").agg("row", "grp").filter(pl.col("row").list.len() > 1)
     ii: list[np.ndarray] = []
     jj: list[np.ndarray] = []
-    for members in buckets.get_column("row").to_list():
-        m = np.asarray(members, dtype=np.int64)
-        a, b = np.triu_indices(len(m), k=1)
-        ii.append(m[a])
-        jj.append(m[b])
+    for members, grp in zip(buckets.get_column("row").to_list(), buckets.get_column("grp").to_list()):
+        a, b = bucket_pairs(np.asarray(members, dtype=np.int64), np.asarray(grp), max_bucket)
+        ii.append(a)
+        jj.append(b)
     i = np.concatenate(ii) if ii else np.empty(0, dtype=np.int64)
     j = np.concatenate(jj) if jj else np.empty(0, dtype=np.int64)
     return pa.table({"i": pa.array(i, type=pa.int64()), "j": pa.array(j, type=pa.int64())})
@@ -120,6 +124,7 @@ def ray_find_duplicates(
     lsh_weights: tuple[float, float] = (0.1, 0.9),
     num_proc: int = 1,  # noqa: ARG001 - the cluster's CPUs replace local worker processes
     progress: Any = None,
+    groups: Any = None, max_bucket: int | None = MAX_BUCKET,  # bucket fan-out: as find_duplicates
     engine: RayEngine,
 ) -> DedupResult:
     """Same contract and result as :func:`curate.dedup.find_duplicates`, computed on the Ray cluster."""
@@ -142,14 +147,15 @@ def ray_find_duplicates(
         lsh = make_lsh(lt, params.num_perm, lsh_weights)  # datasketch picks bands x rows
         lsh_params = (lsh.b, lsh.r)
         parts = max(2, 2 * int(ray.cluster_resources().get("CPU", 2)))
-        rep_tab = pa.table({"row": pa.array(reps, type=pa.int64()), "sig": signed.column("sig").take(pa.array(reps))})
+        grp = np.zeros(len(reps), np.uint64) if groups is None else np.asarray(groups, np.uint64)[reps]
+        rep_tab = pa.table({"row": pa.array(reps, type=pa.int64()), "sig": signed.column("sig").take(pa.array(reps)), "grp": grp})
         blocks = [rep_tab.slice(o, engine.batch_size) for o in range(0, rep_tab.num_rows, engine.batch_size)]
         band_ds = ray.data.from_arrow(blocks).map_batches(
             partial(_band_rows, bands=lsh.b, rows=lsh.r, num_perm=params.num_perm, parts=parts),
             batch_format="pyarrow",
             batch_size=None,
         )
-        pairs_ds = band_ds.groupby("part", num_partitions=parts).map_groups(_bucket_pairs, batch_format="pyarrow")
+        pairs_ds = band_ds.groupby("part", num_partitions=parts).map_groups(partial(_bucket_pairs, max_bucket=max_bucket), batch_format="pyarrow")
         tabs = [t for t in ray.get(pairs_ds.to_arrow_refs()) if t.num_rows]
         if tabs:
             pairs = pa.concat_tables(tabs)
