@@ -27,6 +27,9 @@ __all__ = [
     "parse_judge_score",
     "seeded_permutation",
     "weighted_interleave",
+    "break_ties",
+    "length_signals",
+    "minmax",
 ]
 
 
@@ -148,6 +151,49 @@ def combine_ranks(scores: Sequence[Sequence[float | None]], weights: Sequence[fl
         den[ok] += w
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def minmax(vals: list[float | None]) -> list[float | None]:
+    """Min-max scaling to [0, 1] over the non-null values (all equal: 0.5; None stays None)."""
+    xs = [v for v in vals if v is not None]
+    if not xs:
+        return vals
+    lo, hi = min(xs), max(xs)
+    return [None if v is None else (0.5 if hi == lo else (v - lo) / (hi - lo)) for v in vals]
+
+
+def length_signals(df: pl.DataFrame) -> pl.DataFrame:
+    """Per problem (from the rows' ``_tokens``): median tokens of the correct traces and mean tokens of all traces."""
+    ok = (pl.col("correct") == True) if "correct" in df.columns else pl.lit(False)  # noqa: E712
+    return df.group_by("problem_id").agg(
+        pl.col("_tokens").filter(ok).median().alias("median_correct_tokens"),
+        pl.col("_tokens").mean().alias("_mean_tokens"),
+    )
+
+
+def break_ties(combined: np.ndarray, probs: pl.DataFrame, stats: dict) -> np.ndarray:
+    """Order problems with equal combined difficulty by the length signals (median correct-trace
+    tokens, then mean tokens; longer = harder), without reordering different ones: the result is
+    ``(d + g/2 * t) / (1 + g/2)`` with g the smallest gap between distinct values and t in [0, 1]
+    the tie-break rank, so it stays in [0, 1]."""
+    d = np.asarray(combined, dtype=float)
+    ok = ~np.isnan(d)
+    if ok.sum() < 2:
+        return d
+    vals = np.unique(d[ok])
+    if len(vals) == ok.sum():
+        return d
+    stats["tied_problems"] = int(ok.sum() - len(vals))
+    med = probs["median_correct_tokens"].to_numpy().astype(float) if "median_correct_tokens" in probs.columns else np.full(len(d), np.nan)
+    mean = probs["_mean_tokens"].to_numpy().astype(float) if "_mean_tokens" in probs.columns else np.full(len(d), np.nan)
+    key = np.where(np.isnan(med), mean, med)
+    if np.all(np.isnan(key[ok])) or len(np.unique(key[ok & ~np.isnan(key)])) < 2:
+        return d
+    t = normalized_rank([None if np.isnan(x) else float(x) for x in key])
+    t = np.where(np.isnan(t), 0.5, t)
+    g = float(np.min(np.diff(vals))) if len(vals) > 1 else 1.0
+    stats["tie_break"] = "trace length"
+    return np.where(ok, (d + g / 2.0 * t) / (1.0 + g / 2.0), np.nan)
 
 
 # --------------------------------------------------------------------------- buckets

@@ -18,6 +18,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from curate.columns import ROW_ID
+from curate.errors import RecipeError
 from curate.sources import TracesSource, load_sources
 from curate.stages.base import Context
 from curate.stages.curriculum import CurriculumConfig, CurriculumStage
@@ -109,7 +110,9 @@ def _check_global_stage(stage, df: pl.DataFrame, tmp: Path, prepared: pl.DataFra
             assert c in narrow.columns
             assert got[c].cast(pl.Utf8).to_list() == df.join(got.select(ROW_ID), on=ROW_ID, how="right")[c].to_list()
             got = got.with_columns(pl.col(c).cast(df.schema[c]))
-    joined = got.join(df.drop([c for c in back if c in df.columns]), on=ROW_ID, how="left", maintain_order="left")
+    removed = [c for c in narrow.columns if c not in got.columns]  # given and not returned: gone (the runner's rule)
+    rest = df.drop([c for c in [*back, *removed] if c in df.columns])
+    joined = got.join(rest, on=ROW_ID, how="left", maintain_order="left")
     if not reorders:  # the runner keeps the dataset's order: compare in it
         joined = whole.select(ROW_ID).join(joined, on=ROW_ID, how="left", maintain_order="left")
     assert sorted(joined.columns) == sorted(whole.columns)
@@ -125,7 +128,7 @@ def _check_global_stage(stage, df: pl.DataFrame, tmp: Path, prepared: pl.DataFra
 def test_verify_on_problem_shards_equals_whole(frames, cfg):
     tmp, raw, _ = frames
     stage = VerifyStage(VerifyStageConfig(num_proc=0, **cfg))
-    whole, stats = _check_problem_stage(stage, raw, tmp)
+    _, stats = _check_problem_stage(stage, raw, tmp)
     assert stats["problems"] == raw["problem_id"].n_unique()
     assert sum(stats["verdicts"].values()) == raw.height
     assert 0 < stats["pass@1"] < stats["pass@4"] <= 1 and "pass@8" not in stats  # 4 samples per problem
@@ -140,6 +143,32 @@ def test_verify_merge_of_uneven_parts_recomputes_the_median_and_means(frames):
     stage = VerifyStage(VerifyStageConfig(num_proc=0, pass_k=[1, 2, 4]))
     _, stats = _check_problem_stage(stage, cut, tmp)
     assert "pass@4" in stats and stats["mean_samples_per_problem"] < 4
+
+
+def test_verify_judges_missing_gold_over_all_shards(frames):
+    """One shard without any gold answer is no reason to refuse a frame that mostly has them; a frame that
+    mostly lacks them is refused (in merge_stats, over every shard) with the one-line recipe error."""
+    tmp, raw, _ = frames
+    parts = _parts(raw)
+
+    def without_gold(k: int) -> pl.DataFrame:
+        gone = pl.concat([p.select(ROW_ID) for p in parts[:k]])[ROW_ID].implode()
+        return raw.with_columns(pl.when(pl.col(ROW_ID).is_in(gone)).then(None).otherwise(pl.col("gold_answer"))
+                                .alias("gold_answer"))
+
+    stage = VerifyStage(VerifyStageConfig(num_proc=0))
+    _, stats = _check_problem_stage(stage, without_gold(1), tmp)
+    assert parts[0].height >= stats["verdicts"]["no_gold"] > parts[0].height // 2  # (truncated ones stay truncated)
+    most = without_gold(2)
+    stats = []
+    for part in _parts(most):
+        c = _ctx(tmp)
+        stage.run(part, c)
+        stats.append(c.stats)
+    with pytest.raises(RecipeError, match="rows .* have no gold answer"):
+        stage.merge_stats(stats)
+    with pytest.raises(RecipeError, match="have no gold answer"):  # a frame without __rid: refused in run()
+        stage.run(most.drop(ROW_ID), _ctx(tmp))
 
 
 def test_merge_stats_of_one_part_is_that_part(frames, tmp_path):
@@ -160,7 +189,7 @@ def test_decontaminate_on_problem_shards_equals_whole(frames):
     bench = tmp / "bench.jsonl"
     bench.write_text("".join(json.dumps({"problem": p}) + "\n" for p in probs[5:200:9]))
     stage = DecontaminateStage(DecontaminateConfig(benchmarks=[{"name": "b", "path": str(bench)}], max_examples=4))
-    whole, stats = _check_problem_stage(stage, raw, tmp)
+    _, stats = _check_problem_stage(stage, raw, tmp)
     t = stats["contamination"]["b"]
     assert t["contaminated"] >= 4 * 20 and len(t["examples"]) == 4
 
@@ -175,7 +204,7 @@ def test_decontaminate_examples_of_texts_shared_by_several_shards(frames):
     other.write_text("".join(json.dumps({"problem": a}) + "\n" for a in answers[1::2]))
     cfg = DecontaminateConfig(benchmarks=[{"name": "a", "path": str(bench)}, {"name": "o", "path": str(other)}],
                               field="answer_text", ngram=3, min_overlap=1, minhash=False, max_examples=6)
-    whole, stats = _check_problem_stage(DecontaminateStage(cfg), raw, tmp)
+    _, stats = _check_problem_stage(DecontaminateStage(cfg), raw, tmp)
     ex = stats["contamination"]["a"]["examples"]
     assert len(ex) == 6 and len({e["problem"] for e in ex}) == 6
 
@@ -207,6 +236,13 @@ def test_difficulty_after_map_shard_reads_no_trace_text(frames, cfg):
     prepared = pl.concat([stage.map_shard(p, _ctx(tmp)) for p in _parts(verified)]).sort(ROW_ID)
     assert not {"reasoning", "answer_text", "prompt"} & set(stage.reads(prepared.columns))
     _check_global_stage(stage, verified, tmp, prepared=prepared)
+
+
+def test_difficulty_over_an_earlier_difficulty_run(frames):
+    """Columns an earlier difficulty stage left (judge_score, the buckets) are replaced or removed alike."""
+    tmp, _, verified = frames
+    again = DifficultyStage(DifficultyConfig()).run(verified, _ctx(tmp)).with_columns(pl.lit(6.0).alias("judge_score"))
+    _check_global_stage(DifficultyStage(DifficultyConfig(buckets={"n": 4})), again.drop("drop_reason"), tmp)
 
 
 def test_difficulty_reads_only_what_its_config_needs(frames):

@@ -35,8 +35,8 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..dedup.contamination import BenchmarkIndex, ContamKernel, ContamParams, Match, matches_of
 from ..columns import ROW_ID
+from ..dedup.contamination import BenchmarkIndex, ContamKernel, ContamParams, Match, matches_of
 from ..errors import RecipeError, SourceError
 from ..presets import PRESETS, get_preset
 from .base import DROP, Context, Stage, StageConfig, mark_drop

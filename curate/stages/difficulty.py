@@ -179,11 +179,11 @@ class DifficultyStage(Stage):
 
     # ------------------------------------------------------------------ shard contract
     def reads(self, columns: list[str]) -> list[str] | None:
-        """problem_id, the verdict columns, the token counts (``__difficulty_tokens`` after ``map_shard``, else
+        """problem_id, the verdict columns, a stale judge_score (run removes it), the token counts (``__difficulty_tokens`` after ``map_shard``, else
         completion_tokens and the trace text to count from), the row keys when traces are capped, and the
         problem's own columns only when a probe or judge samples it or unsolved problems are written out."""
         cfg = self.config
-        want = ["problem_id", "correct", "verdict", "finish_reason", DROP, "completion_tokens"]
+        want = ["problem_id", "correct", "verdict", "finish_reason", DROP, "completion_tokens", "judge_score"]
         want += [TOKENS] if TOKENS in columns else list(TEXT_COLUMNS)
         if cfg.max_correct_per_problem is not None:
             want += D.key_columns(columns)
@@ -228,12 +228,12 @@ class DifficultyStage(Stage):
             judge = self._judge(probs, ctx, stats)
             probs = probs.join(judge.with_columns(pl.col("problem_id").cast(probs.schema["problem_id"])),
                                on="problem_id", how="left")
-        probs = probs.join(_length_signals(df), on="problem_id", how="left")
+        probs = probs.join(D.length_signals(df), on="problem_id", how="left")
 
         probs = D.pass_rate_columns(probs, pass_src, cfg.confidence)
 
         combined = self._combine(probs, warnings)
-        probs = probs.with_columns(pl.Series("difficulty", _break_ties(combined, probs, stats), dtype=pl.Float64))
+        probs = probs.with_columns(pl.Series("difficulty", D.break_ties(combined, probs, stats), dtype=pl.Float64))
         probs = self._bucket(probs, stats, warnings)
 
         keep_cols = ["problem_id", *OUT_COLUMNS]
@@ -372,7 +372,7 @@ class DifficultyStage(Stage):
                 toks = probs["median_correct_tokens"].to_list()
                 vals = [None if t is None else math.log1p(float(t)) for t in toks]
                 if cfg.combine == "score":
-                    vals = _minmax(vals)
+                    vals = D.minmax(vals)
             else:
                 js = probs["judge_score"].to_list()
                 vals = [None if s is None else (float(s) - 1.0) / 9.0 for s in js]
@@ -490,45 +490,3 @@ def _aggregate(rows: pl.DataFrame) -> pl.DataFrame:
         g.cast(pl.Int64).sum().alias("teacher_n"),
         (g & pl.col("correct").fill_null(False)).cast(pl.Int64).sum().alias("teacher_c"),
     )
-
-
-def _length_signals(df: pl.DataFrame) -> pl.DataFrame:
-    """Per problem: median tokens of the correct traces and mean tokens of all traces."""
-    ok = (pl.col("correct") == True) if "correct" in df.columns else pl.lit(False)  # noqa: E712
-    return df.group_by("problem_id").agg(
-        pl.col("_tokens").filter(ok).median().alias("median_correct_tokens"),
-        pl.col("_tokens").mean().alias("_mean_tokens"),
-    )
-
-
-def _break_ties(combined: np.ndarray, probs: pl.DataFrame, stats: dict) -> np.ndarray:
-    """Order problems with equal combined difficulty by the length signals (median correct-trace
-    tokens, then mean tokens; longer = harder), without reordering different ones: the result is
-    ``(d + g/2 * t) / (1 + g/2)`` with g the smallest gap between distinct values and t in [0, 1]
-    the tie-break rank, so it stays in [0, 1]."""
-    d = np.asarray(combined, dtype=float)
-    ok = ~np.isnan(d)
-    if ok.sum() < 2:
-        return d
-    vals = np.unique(d[ok])
-    if len(vals) == ok.sum():
-        return d
-    stats["tied_problems"] = int(ok.sum() - len(vals))
-    med = probs["median_correct_tokens"].to_numpy().astype(float) if "median_correct_tokens" in probs.columns else np.full(len(d), np.nan)
-    mean = probs["_mean_tokens"].to_numpy().astype(float) if "_mean_tokens" in probs.columns else np.full(len(d), np.nan)
-    key = np.where(np.isnan(med), mean, med)
-    if np.all(np.isnan(key[ok])) or len(np.unique(key[ok & ~np.isnan(key)])) < 2:
-        return d
-    t = D.normalized_rank([None if np.isnan(x) else float(x) for x in key])
-    t = np.where(np.isnan(t), 0.5, t)
-    g = float(np.min(np.diff(vals))) if len(vals) > 1 else 1.0
-    stats["tie_break"] = "trace length"
-    return np.where(ok, (d + g / 2.0 * t) / (1.0 + g / 2.0), np.nan)
-
-
-def _minmax(vals: list[float | None]) -> list[float | None]:
-    xs = [v for v in vals if v is not None]
-    if not xs:
-        return vals
-    lo, hi = min(xs), max(xs)
-    return [None if v is None else (0.5 if hi == lo else (v - lo) / (hi - lo)) for v in vals]

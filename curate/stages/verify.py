@@ -20,6 +20,7 @@ import polars as pl
 import math
 from typing import Any
 
+from ..columns import ROW_ID
 from ..errors import RecipeError
 from ..verify import VERDICTS, VerifyConfig, problem_aggregates
 from ..verify.frame import VerifyKernel, check_columns
@@ -32,15 +33,22 @@ class VerifyStageConfig(VerifyConfig):
     source whose ``fields`` map misses the gold column would otherwise pass every trace ungraded."""
 
 
+def missing_gold(df: pl.DataFrame) -> int:
+    """Rows without a gold answer (null or blank)."""
+    gold = df["gold_answer"].cast(pl.Utf8) if "gold_answer" in df.columns else pl.Series([None] * df.height, dtype=pl.Utf8)
+    return int((gold.is_null() | (gold.str.strip_chars() == "")).sum())
+
+
 def check_gold(df: pl.DataFrame, allow: bool, label: str) -> None:
     """RecipeError when more than half of the rows have no gold answer (unless ``allow``)."""
-    if allow or df.height == 0:
-        return
-    gold = df["gold_answer"].cast(pl.Utf8) if "gold_answer" in df.columns else pl.Series([None] * df.height, dtype=pl.Utf8)
-    missing = int((gold.is_null() | (gold.str.strip_chars() == "")).sum())
-    if 2 * missing > df.height:
+    if not allow and df.height:
+        _refuse_missing_gold(missing_gold(df), df.height, label)
+
+
+def _refuse_missing_gold(missing: int, rows: int, label: str) -> None:
+    if 2 * missing > rows:
         raise RecipeError(
-            f"stage '{label}': {missing} of {df.height} rows ({100 * missing / df.height:.0f}%) have no gold answer, "
+            f"stage '{label}': {missing} of {rows} rows ({100 * missing / rows:.0f}%) have no gold answer, "
             "so every verdict would be no_gold; map the gold column in the source (fields: {gold_answer: COLUMN}) "
             "or set allow_missing_gold: true on the verify stage"
         )
@@ -57,9 +65,12 @@ class VerifyStage(Stage):
     def merge_stats(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
         """Counts add (verdicts, pool counters); problems, pass@k (k <= the median samples per problem),
         maj@k and the mean samples per problem are recomputed from the parts' per-problem tallies."""
-        tallies = [p.get("_merge") for p in parts]
+        tallies = [p.get("_merge") or {} for p in parts]
+        golds = [t["gold"] for t in tallies if "gold" in t]
+        if golds and not golds[0]["allow"]:
+            _refuse_missing_gold(sum(g["missing_gold"] for g in golds), sum(g["rows"] for g in golds), golds[0]["label"])
         out = merge_counts([{k: v for k, v in p.items() if k != "_merge"} for p in parts])
-        if len(parts) == 1 or not any(tallies):
+        if len(parts) == 1 or not any("n_c" in t for t in tallies):
             return out
         for k in [k for k in out if k == "problems" or k.startswith("pass@") or k in ("maj@k", "mean_samples_per_problem")]:
             del out[k]
@@ -73,13 +84,19 @@ class VerifyStage(Stage):
 
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg: VerifyConfig = self.config  # type: ignore[assignment]
-        check_gold(df, getattr(cfg, "allow_missing_gold", False), ctx.stage_label or self.name)
+        label, allow = ctx.stage_label or self.name, bool(getattr(cfg, "allow_missing_gold", False))
+        if ROW_ID not in df.columns:
+            check_gold(df, allow, label)
+        # under the sharded runner (rows carry __rid) a shard is only part of the frame: the share of rows
+        # without gold is judged over every shard in merge_stats (a shard alone may be mostly ungraded)
+        gold = {"missing_gold": missing_gold(df), "rows": df.height, "allow": allow, "label": label}
         check_columns(df)
         # the per-row judging is the kernel (an engine may run it anywhere); the aggregates: here
         judged = ctx.map(VerifyKernel(cfg), df)
         counts = judged.get_column("verdict").value_counts()
         n_of = dict(zip(counts["verdict"].to_list(), counts["count"].to_list()))
         ctx.stats.setdefault("verdicts", {}).update({v: int(n_of.get(v, 0)) for v in VERDICTS})
+        ctx.stats["_merge"] = {"gold": gold}
         out = df.with_columns(judged.get_columns())
         if out.height == 0:
             return out.with_columns(
@@ -96,7 +113,7 @@ class VerifyStage(Stage):
         # sharded run (merge_stats) are exactly those of one run over the whole frame
         tally = _tally(agg)
         ctx.stats.update(_summary(tally, cfg.pass_k))
-        ctx.stats["_merge"] = tally
+        ctx.stats["_merge"].update(tally)
         drop = [c for c in ("n_correct", "maj_answer", "maj_score", "maj_correct") if c in out.columns]
         out = out.drop(drop).join(
             agg.select("problem_id", "n_correct", "maj_answer", "maj_score", "maj_correct"),
