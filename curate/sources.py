@@ -31,7 +31,7 @@ from .readers import (
     read_hub,
     relaxed_schema,
 )
-from .readers import expand_paths as _expand  # noqa: F401
+from .readers import expand_paths as _expand
 from .source_text import (  # noqa: F401 - re-exported: the text helpers of the sources
     detect_trace_format,
     extract_gold,
@@ -161,6 +161,7 @@ TRACE_SCHEMA: dict[str, pl.DataType] = {
     **{k: v for k, v in columns.SAMPLE_SCHEMA.items() if k not in columns.PROBLEM_SCHEMA},
 }
 _DETECT_ROWS = 2000  # the trace format is detected on the first rows of a source
+_EMPTY_PROBLEM = pl.col("problem").is_null() | (pl.col("problem").str.strip_chars() == "")
 
 
 def _column(cols: list[str], cfg: _Base, target: str, where: str, required: bool = True) -> str | None:
@@ -325,11 +326,12 @@ def _leading(chunks: Iterator[pl.DataFrame], rows: int) -> Iterator[pl.DataFrame
 
 def source_rows(src: OpenSource, limit: int | None, chunk_rows: int | None, counters: dict[str, int]) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """(good rows, rejected rows) of one source, chunk by chunk; ``src.info`` is set at the end.
-    ``counters`` numbers the traces of each problem (shared by the sources of one run)."""
+    ``counters`` numbers the traces of each problem (shared by the sources of one run; the traces of
+    rejected rows are numbered per source)."""
     cfg, where = src.cfg, src.where
     detected: tuple[str, list[str]] | None = None
     pcol: str | None = None
-    good = 0
+    good, empty_counters = 0, {}  # type: ignore[var-annotated]
     tick = Ticker(None, f"{where}: traces") if isinstance(cfg, TracesSource) else None
     raw_rows = max(1, int(chunk_rows / src.per_row)) if chunk_rows else None  # a chunk: chunk_rows rows out
     for raw in _leading(raw_chunks(src, limit, raw_rows), _DETECT_ROWS):
@@ -341,8 +343,8 @@ def source_rows(src: OpenSource, limit: int | None, chunk_rows: int | None, coun
             detected = _detect(raw, cfg, where) if isinstance(cfg, TracesSource) else None
         out = _problems(raw, cfg, src.name, pcol, gcol)  # type: ignore[arg-type]
         if detected is not None:
-            out = _traces(out, raw, cfg, detected[0], counters, tick)
-        bad_mask = pl.col("problem").is_null() | (pl.col("problem").str.strip_chars() == "")
+            out = _traces(out, raw, cfg, detected[0], (counters, empty_counters), tick)
+        bad_mask = _EMPTY_PROBLEM
         bad = out.filter(bad_mask)
         if bad.height and cfg.on_bad_row == "fail":
             raise SourceError(f"{where}: row {bad['source_index'][0]}: field '{pcol}' is empty (on_bad_row: fail)")
@@ -359,48 +361,44 @@ def source_rows(src: OpenSource, limit: int | None, chunk_rows: int | None, coun
             src.info["warnings"] = [f"{src.name}: {w}" for w in detected[1]]
 
 
-def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, fmt: str, counters: dict[str, int], tick: Any) -> pl.DataFrame:
-    """One sample row per trace, numbered per problem by ``counters``."""
+def _split(text: str, fmt: str, rsn: Any) -> tuple[str, str]:
+    """(reasoning, answer_text) of one trace in the given format."""
+    if fmt == "column":
+        return ("" if rsn is None else str(rsn)).strip(), text.strip()
+    return split_plain(text) if fmt == "plain" else split_think(text)
+
+
+def _traces(problems: pl.DataFrame, raw: pl.DataFrame, cfg: TracesSource, fmt: str,
+            counters: tuple[dict, dict], tick: Any) -> pl.DataFrame:
+    """One sample row per trace. A problem's traces are numbered by ``counters[0]`` (over all sources)
+    or, for an empty problem (a rejected row), by ``counters[1]`` (per source)."""
     traces = raw[cfg.trace_field].to_list()
     reasonings = raw[cfg.reasoning_field].to_list() if fmt == "column" else [None] * raw.height
     teachers = raw[cfg.teacher_field].to_list() if cfg.teacher_field else [cfg.teacher] * raw.height
     finishes = raw[cfg.finish_reason_field].to_list() if cfg.finish_reason_field else [None] * raw.height
-    rows: list[dict] = []
-    for prob, tr, teacher, fin, rsn in zip(problems.to_dicts(), traces, teachers, finishes, reasonings):
+    empty = problems.select(_EMPTY_PROBLEM).to_series().to_list()
+    cols: dict[str, list] = {k: [] for k in ("i", "sample_id", "sample_index", "teacher", "reasoning", "answer_text", "finish_reason")}
+    for i, (pid, tr, teacher, fin, rsn) in enumerate(zip(problems["problem_id"].to_list(), traces, teachers, finishes, reasonings)):
         tick.advance(1)
+        count = counters[1] if empty[i] else counters[0]
         items = tr if isinstance(tr, list) else [tr]
         rsn_items = rsn if isinstance(rsn, list) else [rsn] * len(items)
         for j, text in enumerate(items):
             text = "" if text is None else str(text)
-            if fmt == "column":
-                r = rsn_items[j] if j < len(rsn_items) else None
-                reasoning, answer = ("" if r is None else str(r)).strip(), text.strip()
-            elif fmt == "plain":
-                reasoning, answer = split_plain(text)
-            else:
-                reasoning, answer = split_think(text)
-            k = counters.get(prob["problem_id"], 0)
-            counters[prob["problem_id"]] = k + 1
+            reasoning, answer = _split(text, fmt, rsn_items[j] if j < len(rsn_items) else None)
+            k = count.get(pid, 0)
+            count[pid] = k + 1
             fin_reason = fin if isinstance(fin, str) else None
             if fin_reason is None:
                 fin_reason = "length" if ("<think>" in text and "</think>" not in text) else "stop"
-            rows.append(
-                {
-                    **prob,
-                    "sample_id": columns.sample_id(columns.trace_origin(prob["problem_id"]), k),
-                    "sample_index": k,
-                    "teacher": str(teacher),
-                    "prompt": [{"role": "user", "content": prob["problem"] or ""}],
-                    "reasoning": reasoning,
-                    "answer_text": answer,
-                    "finish_reason": fin_reason,
-                    "prompt_tokens": None,
-                    "completion_tokens": None,
-                    "request_hash": None,
-                    "error": None,
-                }
-            )
-    return pl.DataFrame(rows, schema=TRACE_SCHEMA)
+            for key, v in (("i", i), ("sample_id", columns.sample_id(columns.trace_origin(pid), k)), ("sample_index", k),
+                           ("teacher", str(teacher)), ("reasoning", reasoning), ("answer_text", answer), ("finish_reason", fin_reason)):
+                cols[key].append(v)
+    prompt = pl.concat_list(pl.struct(pl.lit("user").alias("role"), pl.col("problem").fill_null("").alias("content")))
+    out = problems.select(pl.all().gather(pl.Series(cols.pop("i"), dtype=pl.UInt32))).with_columns(
+        *(pl.Series(k, v, dtype=TRACE_SCHEMA[k]) for k, v in cols.items()), prompt.alias("prompt")
+    )
+    return out.select(pl.col(k).cast(t) if k in out.columns else pl.lit(None, dtype=t).alias(k) for k, t in TRACE_SCHEMA.items())
 
 
 def load_one(cfg: Any, base_dir: Path, limit: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
