@@ -171,6 +171,19 @@ def test_verify_judges_missing_gold_over_all_shards(frames):
         stage.run(most.drop(ROW_ID), _ctx(tmp))
 
 
+def test_verify_merge_with_an_empty_shard(frames):
+    tmp, raw, _ = frames
+    stage = VerifyStage(VerifyStageConfig(num_proc=0))
+    stats = []
+    for part in [raw.head(0), *_parts(raw.head(200)), raw.head(0)]:
+        c = _ctx(tmp)
+        stage.run(part, c)
+        stats.append(c.stats)
+    c = _ctx(tmp)
+    stage.run(raw.head(200), c)
+    assert stage.merge_stats(stats) == stage.merge_stats([c.stats])
+
+
 def test_merge_stats_of_one_part_is_that_part(frames, tmp_path):
     tmp, raw, _ = frames
     stage = VerifyStage(VerifyStageConfig(num_proc=0))

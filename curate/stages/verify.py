@@ -21,7 +21,7 @@ import math
 from typing import Any
 
 from ..columns import ROW_ID
-from ..errors import RecipeError
+from ..errors import CurateError, RecipeError
 from ..verify import VERDICTS, VerifyConfig, problem_aggregates
 from ..verify.frame import VerifyKernel, check_columns
 from .base import Context, Stage, mark_drop
@@ -70,8 +70,10 @@ class VerifyStage(Stage):
         if golds and not golds[0]["allow"]:
             _refuse_missing_gold(sum(g["missing_gold"] for g in golds), sum(g["rows"] for g in golds), golds[0]["label"])
         out = merge_counts([{k: v for k, v in p.items() if k != "_merge"} for p in parts])
-        if len(parts) == 1 or not any("n_c" in t for t in tallies):
+        if len(parts) == 1:
             return out
+        if any("problems" in p and "n_c" not in t for p, t in zip(parts, tallies)):
+            raise CurateError(f"stage {self.name}: a shard's stats lack the per-problem tallies (_merge) to merge")
         for k in [k for k in out if k == "problems" or k.startswith("pass@") or k in ("maj@k", "mean_samples_per_problem")]:
             del out[k]
         tally: dict[str, dict[str, int]] = {"n_c": {}, "maj": {}}
