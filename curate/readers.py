@@ -52,10 +52,10 @@ def _open_lines(path: Path) -> Any:
 
 
 def _jsonl_blocks(path: Path, chunk_rows: int | None) -> Iterator[tuple[int, list[bytes]]]:
-    """(number of the block's first line, its non-blank lines), ``chunk_rows`` lines a block (None: one
-    block). A leading BOM is dropped."""
+    """(number of the block's first line, its non-blank lines), ``chunk_rows`` lines or 64 MiB a block
+    (``chunk_rows`` None: one block). A leading BOM is dropped."""
     block: list[bytes] = []
-    start = 1
+    start = size = 0
     with _open_lines(path) as f:
         for lineno, line in enumerate(f, 1):
             if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
@@ -63,9 +63,10 @@ def _jsonl_blocks(path: Path, chunk_rows: int | None) -> Iterator[tuple[int, lis
             if not line.strip():
                 continue
             if not block:
-                start = lineno
+                start, size = lineno, 0
             block.append(line if line.endswith(b"\n") else line + b"\n")
-            if chunk_rows and len(block) >= chunk_rows:
+            size += len(line)
+            if chunk_rows and (len(block) >= chunk_rows or size >= _BLOCK_BYTES):
                 yield start, block
                 block = []
     if block:
@@ -170,6 +171,7 @@ def _guard(path: Path, kind: str, fn: Callable[[], Any]) -> Any:
 
 
 _CSV_INFER = 10000
+_BLOCK_BYTES = 1 << 26
 
 
 def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:

@@ -108,13 +108,16 @@ def test_one_shard_is_load_sources_frame_in_order(tmp_path):
     assert_frame_equal(pl.read_parquet(shard_path(tmp_path / "out", 0)).drop(ROW_ID), want)
 
 
-def test_jsonl_types_that_change_between_chunks_read_as_the_whole_file(tmp_path):
+@pytest.mark.parametrize("block_bytes", [None, 60])
+def test_jsonl_types_that_change_between_chunks_read_as_the_whole_file(tmp_path, monkeypatch, block_bytes):
+    if block_bytes:  # blocks cut by size as well as by line count
+        monkeypatch.setattr("curate.readers._BLOCK_BYTES", block_bytes)
     # whole-file inference makes `answer` a string and `extra` a struct with both keys: chunks must agree
     lines = [{"problem": f"p{i}", "answer": i, "extra": {"x": i}} for i in range(5)]
     lines += [{"problem": "p5", "answer": 2.5, "extra": {"y": "z"}}, {"problem": "p6", "answer": "seven"}]
     _jsonl(tmp_path / "d.jsonl", lines)
     configs = [FileSource(path="d.jsonl", fields={"gold_answer": "answer"}, meta_fields=["extra"])]
-    _, want = _shards_equal_load_sources(configs, tmp_path, tmp_path / "out", chunk_rows=2)
+    _, want = _shards_equal_load_sources(configs, tmp_path, tmp_path / "out", chunk_rows=3)
     assert want["gold_answer"].to_list()[:2] == ["0", "1"]
     assert json.loads(want["meta"][0]) == {"extra": {"x": 0, "y": None}}
 
