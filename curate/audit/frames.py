@@ -32,13 +32,13 @@ def batches(f: Frame, cols: Sequence[str], rows: int | None = None) -> Iterator[
     """``cols`` plus ``__row`` (the row's position) in consecutive slices of ``rows`` rows, at least one
     (maybe empty); a LazyFrame over parquet reads only the row groups of each slice."""
     rows = rows or BATCH_ROWS
-    lf = f.lazy().select(cols).with_row_index(ROW)
     if isinstance(f, pl.DataFrame):
-        df = lf.collect()  # zero-copy columns
+        df = f.select(cols).with_row_index(ROW)  # zero-copy columns
         yield from (df.slice(off, rows) for off in range(0, max(df.height, 1), rows))
         return
+    lf = f.select(cols)  # the row index is added after the slice: before it, it defeats slice pushdown
     for off in range(0, max(height(f), 1), rows):
-        yield lf.slice(off, rows).collect()
+        yield lf.slice(off, rows).collect().with_row_index(ROW, offset=off)
 
 
 def fetch_rows(f: Frame, rows: Sequence[int], cols: Sequence[str]) -> pl.DataFrame:
@@ -48,11 +48,10 @@ def fetch_rows(f: Frame, rows: Sequence[int], cols: Sequence[str]) -> pl.DataFra
     want = sorted({int(r) for r in rows})
     if isinstance(f, pl.DataFrame):
         return f.select(cols).with_row_index(ROW).filter(pl.col(ROW).is_in(want))
-    lf, out, b = f.select(cols).with_row_index(ROW), [], BATCH_ROWS
+    lf, out, b = f.select(cols), [], BATCH_ROWS
     for off in sorted({r // b * b for r in want}):
-        out.append(lf.slice(off, b).filter(pl.col(ROW).is_in(want)).collect())
-    schema = lf.collect_schema()
-    return pl.concat(out) if out else pl.DataFrame(schema=schema)
+        out.append(lf.slice(off, b).collect().with_row_index(ROW, offset=off).filter(pl.col(ROW).is_in(want)))
+    return pl.concat(out) if out else lf.clear().collect().with_row_index(ROW)
 
 
 def audited(f: Frame, cfg: AuditConfig, keep: Sequence[str], *, recompute: bool = False,
