@@ -327,6 +327,11 @@ def stable_row_keys(df: pl.DataFrame) -> list[str]:
     """A content key per row: its sample_id, else problem_id + sample_index, else problem_id + the row's
     place among its problem's rows. No frame position: a problem's rows keep their order in any frame that
     holds them (a shard, the rows of a narrow read in any shard order), so the keys are the same there."""
+    return stable_row_key_series(df).to_list()
+
+
+def stable_row_key_series(df: pl.DataFrame) -> pl.Series:
+    """:func:`stable_row_keys` as a Utf8 series (no Python string per row)."""
     pid = (pl.col("problem_id").cast(pl.Utf8).fill_null("None") if "problem_id" in df.columns else pl.lit(""))
     nth = pl.int_range(pl.len(), dtype=pl.Int64).over(pid)
     key = pl.concat_str([pid, pl.lit("\x00"), nth.cast(pl.Utf8).str.zfill(12)])
@@ -335,15 +340,17 @@ def stable_row_keys(df: pl.DataFrame) -> list[str]:
         key = pl.when(pl.col("sample_index").is_not_null()).then(idx).otherwise(key)
     if "sample_id" in df.columns:
         key = pl.when(pl.col("sample_id").is_not_null()).then(pl.col("sample_id").cast(pl.Utf8)).otherwise(key)
-    return df.select(key.alias("_key"))["_key"].to_list()
+    return df.select(key.alias("_key"))["_key"]
 
 
-def random_keys(keys: Sequence[str], seed: int, salt: str = "") -> np.ndarray:
+def random_keys(keys: Sequence[str] | pl.Series, seed: int, salt: str = "") -> np.ndarray:
     """A seeded random rank per key: depends on the set of keys and the seed, not on their order."""
     n = len(keys)
     out = np.empty(n, dtype=np.int64)
     if n == 0:
         return out
-    order = sorted(range(n), key=lambda i: (keys[i], i))
-    out[np.array(order, dtype=np.int64)] = seeded_permutation(n, seed, salt)
+    s = keys.cast(pl.Utf8) if isinstance(keys, pl.Series) else pl.Series(list(keys), dtype=pl.Utf8)
+    # by key (UTF-8 byte order = code point order), ties by position
+    order = s.alias("k").to_frame().with_row_index("i").sort(["k", "i"])["i"].to_numpy()
+    out[order] = seeded_permutation(n, seed, salt)
     return out

@@ -84,16 +84,16 @@ class CurriculumStage(Stage):
                 f"stage '{label}': order: {cfg.order} needs column(s) {', '.join(missing)}; add a difficulty stage before it"
             )
 
-        keys = D.stable_row_keys(df)
+        keys = D.stable_row_key_series(df)
         tmp = df.with_columns(
             pl.Series("_row_rand", D.random_keys(keys, seed, "curriculum:row")),
-            pl.Series("_row_key", keys, dtype=pl.Utf8),
+            keys.alias("_row_key"),
         )
-        if "problem_id" in tmp.columns:
-            pids = [str(p) for p in tmp["problem_id"].to_list()]
-            uniq = sorted(set(pids))
-            prand = dict(zip(uniq, D.random_keys(uniq, seed, "curriculum:problem").tolist()))
-            tmp = tmp.with_columns(pl.Series("_prob_rand", [prand[p] for p in pids], dtype=pl.Int64))
+        if "problem_id" in tmp.columns:  # a seeded key per problem (computed once per problem, joined back)
+            probs = tmp.select(pl.col("problem_id").unique())
+            text = probs["problem_id"].cast(pl.Utf8).fill_null("None")
+            probs = probs.with_columns(pl.Series("_prob_rand", D.random_keys(text, seed, "curriculum:problem"), dtype=pl.Int64))
+            tmp = tmp.join(probs, on="problem_id", how="left", maintain_order="left", nulls_equal=True)
 
         if cfg.order in ("easy_to_hard", "hard_to_easy"):
             out = self._sorted(tmp, descending=cfg.order == "hard_to_easy")
@@ -136,14 +136,11 @@ class CurriculumStage(Stage):
             nulls_last=True,
         )
         if "difficulty_bucket" in out.columns:
-            # stage = position of the row's bucket in traversal order
-            seen: dict[str | None, int] = {}
-            stages = []
-            for b in out["difficulty_bucket"].to_list():
-                if b not in seen:
-                    seen[b] = len(seen) + 1
-                stages.append(seen[b])
-            return out.with_columns(pl.Series("curriculum_stage", stages, dtype=pl.Int32))
+            # stage = position of the row's bucket in traversal order (a null bucket counts as one)
+            first = (out.select("difficulty_bucket").with_row_index("_i").group_by("difficulty_bucket")
+                     .agg(pl.col("_i").min()).sort("_i")
+                     .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("curriculum_stage")))
+            return out.join(first.drop("_i"), on="difficulty_bucket", how="left", maintain_order="left", nulls_equal=True)
         return out.with_columns(pl.lit(1, pl.Int32).alias("curriculum_stage"))
 
     def _staged(self, df: pl.DataFrame) -> pl.DataFrame:

@@ -455,10 +455,10 @@ class DifficultyStage(Stage):
         cfg = self.config
         seed = ctx.seed if cfg.seed is None else cfg.seed
         df = df.with_row_index("_row")
-        stable = D.stable_row_keys(df)
+        stable = D.stable_row_key_series(df)
         rand = D.random_keys(stable, seed, "max_correct_per_problem")
         length = pl.col("_tokens") if "_tokens" in df.columns else pl.lit(0.0)
-        df = df.with_columns(pl.Series("_rand", rand), pl.Series("_stable", stable), length.fill_null(float("inf")).alias("_len"))
+        df = df.with_columns(pl.Series("_rand", rand), stable.alias("_stable"), length.fill_null(float("inf")).alias("_len"))
         elig = df.filter(pl.col(DROP).is_null() & graded & (pl.col("correct") == True))  # noqa: E712
         if cfg.prefer == "random":
             elig = elig.sort(["problem_id", "_rand"])

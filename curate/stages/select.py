@@ -227,8 +227,7 @@ def _category_expr(category: str | None, src: str | None) -> pl.Expr:
 
 def _mark_unselected(df: pl.DataFrame, take_rows: dict[str, int]) -> pl.DataFrame:
     """Mark ``not_selected`` every live row beyond its problem's allowance (rows in stable key order)."""
-    keys = D.stable_row_keys(df)
-    tmp = df.with_columns(pl.Series("_rk", keys, dtype=pl.Utf8), pl.int_range(pl.len()).alias("_ix"))
+    tmp = df.with_columns(D.stable_row_key_series(df).alias("_rk"), pl.int_range(pl.len()).alias("_ix"))
     live_mask = pl.col(DROP).is_null() if DROP in df.columns else pl.lit(True)
     ranked = (
         tmp.filter(live_mask)
