@@ -57,7 +57,7 @@ class CurriculumConfig(StageConfig):
 class CurriculumStage(Stage):
     name: ClassVar[str] = "curriculum"
     Config: ClassVar[type[StageConfig]] = CurriculumConfig
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: row keys without frame positions (shard contract)
     requires: ClassVar[tuple[str, ...]] = ("difficulty",)
     produces: ClassVar[tuple[str, ...]] = ("curriculum_rank", "curriculum_stage")
 

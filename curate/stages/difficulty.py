@@ -171,7 +171,7 @@ OUT_COLUMNS = ("n_samples", "pass_rate", "pass_rate_low", "pass_rate_high", "dif
 class DifficultyStage(Stage):
     name: ClassVar[str] = "difficulty"
     Config: ClassVar[type[StageConfig]] = DifficultyConfig
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: row keys without frame positions; map_shard token counts (shard contract)
     requires: ClassVar[tuple[str, ...]] = ("problem_id",)
     produces: ClassVar[tuple[str, ...]] = OUT_COLUMNS
 

@@ -44,7 +44,7 @@ class SelectConfig(StageConfig):
 class SelectStage(Stage):
     name: ClassVar[str] = "select"
     Config: ClassVar[type[StageConfig]] = SelectConfig
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: row keys without frame positions (shard contract)
     requires: ClassVar[tuple[str, ...]] = ("problem_id",)
     produces: ClassVar[tuple[str, ...]] = ()
 
