@@ -20,6 +20,7 @@ With ``--address`` the Ray cluster's own processes are not children: the RSS of 
 processes (raylet, GCS, workers, agents; idle ones included) is added, not that of other nodes.
 
 Last line: RESULT rows=<N of the last size> seconds=<..> peak_rss_gib=<..> growth=<seconds last/first or 1.0>
+(with --compare-ray: the ray runs' figures; the line before it is identical=0|1)
 """
 
 from __future__ import annotations
