@@ -229,7 +229,7 @@ class LSHPairs:
 
 
 _BAND_MIX = np.uint64(0x9E3779B97F4A7C15)
-MAX_BUCKET = 8
+MAX_BUCKET = 2
 """Default LSH bucket fan-out cap of :func:`band_pairs` (buckets up to this size give all their pairs)."""
 
 
