@@ -4,7 +4,7 @@ files). Only narrow columns are collected for every row; traces are read in batc
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import polars as pl
 
@@ -41,17 +41,30 @@ def batches(f: Frame, cols: Sequence[str], rows: int | None = None) -> Iterator[
         yield lf.slice(off, rows).collect().with_row_index(ROW, offset=off)
 
 
+def map_rows(f: Frame, rows: Sequence[int], cols: Sequence[str],
+             fn: Callable[[pl.DataFrame], pl.DataFrame]) -> list[pl.DataFrame]:
+    """``fn`` over the given rows (``__row`` and those of ``cols`` the frame has), a slice of the frame
+    at a time: only the slices holding a wanted row are read, and only one is in memory."""
+    cols = [c for c in dict.fromkeys(cols) if c in columns(f)]
+    want = pl.Series(sorted({int(r) for r in rows}), dtype=pl.UInt32)
+    b, out = BATCH_ROWS, []
+    starts = sorted({int(r) // b * b for r in want})
+    for off in starts:
+        if isinstance(f, pl.DataFrame):
+            part = f.select(cols).slice(off, b)
+        else:
+            part = f.select(cols).slice(off, b).collect()
+        part = part.with_row_index(ROW, offset=off).filter(pl.col(ROW).is_in(want.implode()))
+        out.append(fn(part))
+    return out
+
+
 def fetch_rows(f: Frame, rows: Sequence[int], cols: Sequence[str]) -> pl.DataFrame:
     """``__row`` and those of ``cols`` the frame has, for the given row positions (in row order); only
     the slices holding a wanted row are read."""
-    cols = [c for c in dict.fromkeys(cols) if c in columns(f)]
-    want = sorted({int(r) for r in rows})
-    if isinstance(f, pl.DataFrame):
-        return f.select(cols).with_row_index(ROW).filter(pl.col(ROW).is_in(want))
-    lf, out, b = f.select(cols), [], BATCH_ROWS
-    for off in sorted({r // b * b for r in want}):
-        out.append(lf.slice(off, b).collect().with_row_index(ROW, offset=off).filter(pl.col(ROW).is_in(want)))
-    return pl.concat(out) if out else lf.clear().collect().with_row_index(ROW)
+    parts = map_rows(f, rows, cols, lambda d: d)
+    keep = [c for c in dict.fromkeys(cols) if c in columns(f)]
+    return pl.concat(parts) if parts else f.lazy().select(keep).clear().collect().with_row_index(ROW)
 
 
 def audited(f: Frame, cfg: AuditConfig, keep: Sequence[str], *, recompute: bool = False,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import polars as pl
 from . import charts
 from .config import FLAG_HELP, AuditConfig
 from .flags import length_stats, length_z, measure, severity
-from .frames import ROW, TEXT, audited, columns, fetch_rows
+from .frames import ROW, TEXT, Frame, audited, columns, fetch_rows, map_rows
 from .summary import summarize
 
 _ID_COLS = ("sample_id", "problem_id", "source", "sample_index", "finish_reason", "verdict", "pred_answer",
@@ -55,23 +54,22 @@ _MEASURES = ("audit_chars", "audit_repeat", "audit_compress", "audit_foreign", "
 _CANDIDATES = 2000
 #: what :func:`summarize` reads besides the audit columns (all optional; no text)
 SUMMARY_COLUMNS = ("correct", "verdict", "source", "difficulty_bucket", "difficulty", "problem_id", "pass_rate")
-Fetch = Callable[[Sequence[int], Sequence[str]], pl.DataFrame]
 
 
-def _with_text(df: pl.DataFrame, fetch: Fetch) -> pl.DataFrame:
+def _with_text(df: pl.DataFrame, source: Frame) -> pl.DataFrame:
     """``df`` (rows ``__row``) with the traces and id columns it lacks, read for its rows only."""
     need = [c for c in (*TEXT, *_ID_COLS) if c not in df.columns]
     if not need or df.height == 0:
         return df
-    got = fetch(df[ROW].to_list(), need)
+    got = fetch_rows(source, df[ROW].to_list(), need)
     return df.join(got, on=ROW, how="left", maintain_order="left")
 
 
-def _candidates(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int], fetch: Fetch) -> pl.DataFrame:
+def _candidates(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int], source: Frame) -> pl.DataFrame:
     """The flagged rows to rank, with their ``audit_*`` measures. When the frame carries only the
     flags (the stage's output), the measures are recomputed once for the union of at most
-    ``_CANDIDATES`` rows per flag (the longest traces and an even spread of the rest), whose traces
-    are read for that."""
+    ``_CANDIDATES`` rows per flag (the longest traces and an even spread of the rest), from their
+    traces read slice by slice (only the measures kept)."""
     flagged = df.filter(pl.col("flags").list.len() > 0)
     if "audit_repeat" in df.columns:
         return flagged
@@ -81,26 +79,27 @@ def _candidates(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int], fetc
             continue
         rows = flagged.filter(pl.col("flags").list.contains(flag)).sort("reasoning_tokens", descending=True)
         keep.update(rows[ROW].gather_every(max(1, rows.height // _CANDIDATES)).to_list())
-    sub = _with_text(flagged.filter(pl.col(ROW).is_in(sorted(keep))), fetch)
-    m = measure(sub.drop("reasoning_tokens", "reflections_per_1k"), cfg)
-    return sub.with_columns(*[m[c] for c in _MEASURES])
+    sub = flagged.filter(pl.col(ROW).is_in(sorted(keep)))
+    parts = map_rows(source, sorted(keep), TEXT, lambda b: measure(b, cfg).select(ROW, *_MEASURES))
+    m = pl.concat(parts) if parts else None
+    if m is None:
+        return sub.with_columns(pl.lit(None, pl.Int64).alias(c) for c in _MEASURES)
+    return sub.join(m.with_columns(pl.col(ROW).cast(sub.schema[ROW])), on=ROW, how="left", maintain_order="left")
 
 
 def worst_examples(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int],
-                   fetch: Fetch | None = None) -> dict[str, list[dict]]:
+                   source: Frame | None = None) -> dict[str, list[dict]]:
     """Up to ``cfg.examples_per_flag`` rows per flag, worst first. ``df``: the audit columns of every
-    row (``__row``: its position, added when absent); ``fetch(rows, columns)``: those columns of those
-    rows (default: from ``df``), for the traces of the few rows ranked and shown."""
+    row (``__row``: its position, added when absent); ``source``: the frame the traces and ids of
+    the few rows ranked and shown are read from (default: ``df``)."""
     k = cfg.examples_per_flag
     if k == 0 or df.height == 0 or not any(counts.values()):
         return {}
     if ROW not in df.columns:
         df = df.with_row_index(ROW)
-    if fetch is None:
-        full = df
-        fetch = lambda rows, cols: fetch_rows(full, rows, cols)
+    source = df if source is None else source
     stats = length_stats(df["reasoning_tokens"].to_numpy()) if df.height >= cfg.length_min_rows else None
-    cand = _candidates(df, cfg, counts, fetch)
+    cand = _candidates(df, cfg, counts, source)
     if "audit_length_z" not in cand.columns:
         cand = cand.with_columns(pl.Series("audit_length_z", np.round(length_z(cand["reasoning_tokens"].to_numpy(),
                                                                                  stats), 3)))
@@ -113,7 +112,7 @@ def worst_examples(df: pl.DataFrame, cfg: AuditConfig, counts: dict[str, int],
         top = sub.with_columns(severity(sub, flag).alias("__sev")).sort("__sev", descending=True).head(k)
         shown.update(top[ROW].to_list())
         tops[flag] = top
-    text = _with_text(pl.concat(list(tops.values()), how="diagonal_relaxed"), fetch) if tops else None
+    text = _with_text(pl.concat(list(tops.values()), how="diagonal_relaxed"), source) if tops else None
     out: dict[str, list[dict]] = {}
     for flag, top in tops.items():
         if text is not None and any(c not in top.columns for c in (*TEXT, *_ID_COLS) if c in text.columns):
@@ -314,7 +313,7 @@ def write_report(out_dir: Path, train: pl.DataFrame | pl.LazyFrame, rejected: pl
     narrow = audited(train, cfg, keep, problem_key="problem_id" not in have)
     summary = summarize(narrow, cfg, rejected=rejected, manifest=manifest)
     examples = worst_examples(narrow, cfg, {f: c["count"] for f, c in summary["flags"].items()},
-                              fetch=lambda rows, cols: fetch_rows(train, rows, cols))
+                              source=train)
     summary["examples"] = {f: [{"row": r["row"], "severity": r["severity"], **r["ids"]} for r in rows]
                            for f, rows in examples.items()}
     m = manifest or {}
