@@ -4,7 +4,7 @@
 
 DATA_DIR holds ``traces-*.parquet`` from ``benchmarks/scale_synth.py`` (one row per problem, a list of
 8 traces of ~2.1k characters). Each size runs ``write_source_shards`` in a fresh process and reports its
-peak RSS (ru_maxrss), seconds and rows/s: the first ``--small-files`` files, then all of them. Bounded
+peak RSS (VmHWM), seconds and rows/s: the first ``--small-files`` files, then all of them. Bounded
 memory means the peak stays about flat while the rows grow. Last line:
 ``RESULT rows=<N> seconds=<..> peak_rss_gib=<..> growth=<peak ratio large/small>``.
 """
@@ -19,16 +19,18 @@ import tempfile
 from pathlib import Path
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from curate.source_shards import write_source_shards
 from curate.sources import TracesSource
 files, out, shard_rows, chunk_rows = json.loads(sys.argv[1])
+def peak_kib():  # VmHWM: this process's own peak (ru_maxrss would carry the parent's across exec)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 cfg = TracesSource(path=files, trace_field="generations", fields={"gold_answer": "answer"}, teacher="synth")
 t = time.time()
 res = write_source_shards([cfg], Path("/"), None, Path(out), shard_rows, chunk_rows=chunk_rows)
 print(json.dumps({"rows": res.rows, "shards": res.n_shards, "seconds": time.time() - t,
-                  "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                  "peak_gib": peak_kib() / 2**20,
                   "bytes": sum(p.stat().st_size for p in Path(out).glob("part-*.parquet"))}))
 """
 
