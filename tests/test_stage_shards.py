@@ -92,6 +92,13 @@ def _narrow(stage, df: pl.DataFrame) -> pl.DataFrame:
     return narrow.with_columns([pl.col(c).cast(pl.Categorical) for c in cat])
 
 
+def _timeless(x):
+    """Stats without wall-clock fields (a sampler's seconds)."""
+    if isinstance(x, dict):
+        return {k: _timeless(v) for k, v in x.items() if k != "seconds"}
+    return x
+
+
 def _check_global_stage(stage, df: pl.DataFrame, tmp: Path, prepared: pl.DataFrame | None = None,
                         reorders: bool = False) -> pl.DataFrame:
     """``prepared``: the frame after the stage's map_shard (default: ``df`` itself). The narrow rows come
@@ -100,7 +107,8 @@ def _check_global_stage(stage, df: pl.DataFrame, tmp: Path, prepared: pl.DataFra
     whole_ctx = _ctx(tmp)
     whole = stage.run(df, whole_ctx)
     narrow = pl.concat(_parts(_narrow(stage, df if prepared is None else prepared)))
-    nctx = _ctx(tmp)
+    (tmp / "narrow").mkdir(exist_ok=True)
+    nctx = _ctx(tmp / "narrow")  # its own work dir: a probe or judge is asked afresh
     got = stage.run(narrow, nctx)
     assert ROW_ID in got.columns and got.height == df.height
     assert sorted(got[ROW_ID].to_list()) == sorted(df[ROW_ID].to_list())
@@ -117,7 +125,7 @@ def _check_global_stage(stage, df: pl.DataFrame, tmp: Path, prepared: pl.DataFra
         joined = whole.select(ROW_ID).join(joined, on=ROW_ID, how="left", maintain_order="left")
     assert sorted(joined.columns) == sorted(whole.columns)
     assert_frame_equal(joined.select(whole.columns), whole)
-    assert nctx.stats == whole_ctx.stats
+    assert _timeless(nctx.stats) == _timeless(whole_ctx.stats)
     return whole
 
 
@@ -264,6 +272,40 @@ def test_difficulty_reads_only_what_its_config_needs(frames):
     plain = DifficultyStage(DifficultyConfig()).reads(cols)
     assert "problem" not in plain and "prompt" not in plain and "gold_answer" not in plain
     assert {"problem_id", "correct", "verdict", "finish_reason", "completion_tokens"} <= set(plain)
+    assert "sample_id" not in plain and "sample_id" in DifficultyStage(DifficultyConfig(max_correct_per_problem=1)).reads(cols)
+    resample = DifficultyStage(DifficultyConfig(unsolved="resample")).reads(cols)
+    assert {"problem", "gold_answer", "source", "meta"} <= set(resample) and "prompt" not in resample
+
+
+def test_difficulty_probe_and_judge_on_a_narrow_frame(frames):
+    """The probe and the judge sample from the narrow frame's problems (Categorical text) through the real
+    openai client against the loopback server; same rows, columns and stats as on the full frame."""
+    pytest.importorskip("aiohttp")
+    from curate.testing.openai_server import OpenAIServer, Reply
+
+    tmp, _, verified = frames
+    few = verified.filter(pl.col("problem_id").is_in(verified["problem_id"].unique(maintain_order=True).head(12).implode()))
+    gold = dict(zip(few["problem"].to_list(), few["gold_answer"].to_list()))
+
+    def script(messages, params, index):
+        problem = next(p for p in gold if p in messages[-1]["content"])
+        h = zlib.crc32(problem.encode())
+        if params["model"] == "judge":
+            return Reply(content=f"Difficulty: {1 + h % 10}")
+        return Reply(content=f"\\boxed{{{gold[problem] if index < h % 4 else 'wrong'}}}")
+
+    with OpenAIServer(script=script, latency=0.0) as srv:
+        def model(name: str) -> dict:
+            return {"teacher": {"backend": "openai", "model": name, "base_url": srv.base_url, "max_retries": 0,
+                                "api_key_env": "CURATE_TEST_NO_KEY"}, "n": 4, "max_tokens": 64}
+
+        cfg = DifficultyConfig(methods=[{"method": "pass_rate", "source": "probe"}, {"method": "judge"},
+                                        {"method": "pass_rate", "source": "teacher"}],
+                               probe=model("probe"), judge=model("judge"), unsolved="keep")
+        stage = DifficultyStage(cfg)
+        assert {"problem", "gold_answer"} <= set(stage.reads(few.columns))
+        out = _check_global_stage(stage, few, tmp / "llm")
+    assert out["judge_score"].null_count() == 0 and out["n_samples"].min() == 4
 
 
 # ----------------------------------------------------------------------------------------------- curriculum / select
