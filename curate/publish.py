@@ -63,45 +63,7 @@ def git_commit(cwd: Path) -> dict[str, Any] | None:
         return None
 
 
-# ----------------------------------------------------------------------------- training formats
-
-
-from .traces import join as assistant_content  # noqa: E402  (the <think> format: curate.traces)
-
-
-def add_formats(df: pl.DataFrame, formats: list[str]) -> pl.DataFrame:
-    """Add ``messages`` and/or ``completion`` (with the existing chat ``prompt``) training columns."""
-    if df.height == 0 or "reasoning" not in df.columns or "answer_text" not in df.columns:
-        return df
-    msg_t = pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8}))
-    contents = [assistant_content(r, a) for r, a in zip(df["reasoning"].to_list(), df["answer_text"].to_list())]
-    if "prompt" in df.columns:
-        prompts = df["prompt"].to_list()
-    else:
-        prompts = [[{"role": "user", "content": p or ""}] for p in df["problem"].to_list()]
-    cols = {}
-    if "messages" in formats:
-        cols["messages"] = pl.Series(
-            [list(p) + [{"role": "assistant", "content": c}] for p, c in zip(prompts, contents)], dtype=msg_t
-        )
-    if "prompt_completion" in formats:
-        if "prompt" not in df.columns:
-            cols["prompt"] = pl.Series(prompts, dtype=msg_t)
-        cols["completion"] = pl.Series([[{"role": "assistant", "content": c}] for c in contents], dtype=msg_t)
-    return df.with_columns(**cols)
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def write_split(df: pl.DataFrame, data_dir: Path, split: str, shard_rows: int) -> list[str]:
-    n = max(1, -(-df.height // shard_rows))
-    names = []
-    for i in range(n):
-        name = f"{split}-{i:05d}-of-{n:05d}.parquet"
-        df.slice(i * shard_rows, shard_rows).write_parquet(data_dir / name)
-        names.append(f"data/{name}")
-    return names
+from .splits import add_formats, write_rejected, write_train  # noqa: F401  (re-exported)
 
 
 def files_sha256(root: Path, files: list[str]) -> str:
@@ -368,74 +330,6 @@ def _manifest(lr: Any, result: Any, n_rejected: int, files: list[str], limit: in
     }
 
 
-class SplitWriter:
-    """Writes one split as ``<split>-<i>-of-<n>.parquet`` files of ``shard_rows`` rows from chunks as they come."""
-
-    def __init__(self, data_dir: Path, split: str, total: int, shard_rows: int, schema: dict | None = None):
-        self.dir, self.split, self.rows = data_dir, split, shard_rows
-        self.n = max(1, -(-total // shard_rows))
-        self.buf: list[pl.DataFrame] = []
-        self.have = 0
-        self.names: list[str] = []
-        self.schema = schema
-
-    def add(self, df: pl.DataFrame) -> None:
-        if self.schema is not None:
-            df = pl.concat([pl.DataFrame(schema=self.schema), df], how="diagonal_relaxed").select(list(self.schema))
-        self.buf.append(df)
-        self.have += df.height
-        while self.have >= self.rows and len(self.names) < self.n - 1:
-            self._flush(self.rows)
-
-    def _flush(self, rows: int) -> None:
-        df = pl.concat(self.buf, how="diagonal_relaxed") if len(self.buf) > 1 else self.buf[0]
-        name = f"{self.split}-{len(self.names):05d}-of-{self.n:05d}.parquet"
-        df.slice(0, rows).write_parquet(self.dir / name)
-        self.names.append(f"data/{name}")
-        rest = df.slice(rows)
-        self.buf, self.have = ([rest] if rest.height or rest.width else []), rest.height
-
-    def close(self) -> list[str]:
-        while len(self.names) < self.n:
-            if not self.buf:
-                self.buf = [pl.DataFrame(schema=self.schema or {})]
-            self._flush(self.have if len(self.names) == self.n - 1 else self.rows)
-        return self.names
-
-
-def _write_train(result: Any, tmp: Path, recipe: Any) -> list[str]:
-    """The train split in the dataset's order (a bucket sort on disk across work shards)."""
-    from .shards import HIDDEN, iter_ordered
-
-    w = SplitWriter(tmp / "data", "train", result.final.rows, recipe.output.shard_rows)
-    for chunk in iter_ordered(result.final, tmp / ".sort", bucket_rows=recipe.shard_rows):
-        w.add(add_formats(chunk.drop([c for c in HIDDEN if c in chunk.columns]), recipe.output.formats))
-    return w.close()
-
-
-def _write_rejected(result: Any, tmp: Path, recipe: Any) -> tuple[list[str], int]:
-    """The rejected split (source, then stage by stage), with one schema over all its files."""
-    from .runner import iter_rejected
-
-    spill = tmp / ".rejected"
-    spill.mkdir()
-    files, schema, total = [], pl.DataFrame(), 0
-    for k, chunk in enumerate(iter_rejected(result)):
-        f = spill / f"{k:06d}.parquet"
-        chunk.write_parquet(f)
-        files.append(f)
-        schema = pl.concat([schema, chunk.clear()], how="diagonal_relaxed")
-        total += chunk.height
-    names: list[str] = []
-    if total:
-        w = SplitWriter(tmp / "data", "rejected", total, recipe.output.shard_rows, dict(schema.schema))
-        for f in files:
-            w.add(pl.read_parquet(f))
-        names = w.close()
-    shutil.rmtree(spill, ignore_errors=True)
-    return names, total
-
-
 def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Path:
     recipe = lr.recipe
     if vdir.exists():
@@ -445,8 +339,8 @@ def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Pa
     tmp = vdir.parent / f".tmp-{recipe.version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     (tmp / "data").mkdir(parents=True)
     try:
-        files = _write_train(result, tmp, recipe)
-        rej_files, n_rejected = _write_rejected(result, tmp, recipe) if recipe.output.include_rejected else ([], 0)
+        files = write_train(result, tmp, recipe)
+        rej_files, n_rejected = write_rejected(result, tmp, recipe) if recipe.output.include_rejected else ([], 0)
         files += rej_files
         manifest = _manifest(lr, result, n_rejected, files, limit)
         manifest = _strip_local_paths(manifest, local_prefixes(Path(lr.base_dir)))

@@ -18,23 +18,23 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import polars as pl
 
 from . import __version__, shards
 from .atomic import atomic_dir
+from .columns import ROW_ID
 from .engines import get_engine
 from .errors import RecipeError, VersionExistsError
-from .fingerprint import frame_fingerprint
 from .home import curate_home, work_dir_for  # noqa: F401  (re-exported: curate.runner.work_dir_for)
 from .recipe import LoadedRecipe
-from .columns import ROW_ID
 from .registry import get_stage
 from .shards import Layer
-from .stages.base import DROP, Context
+from .stages.base import Context
 
 CACHE_FORMAT = "3"
 
@@ -87,21 +87,11 @@ class RunResult:
     @property
     def rejected(self) -> pl.DataFrame:
         if "rejected" not in self._memo:
-            parts = list(iter_rejected(self))
+            from .splits import iter_rejected
+
+            parts = list(iter_rejected(self.bad, self.layers))
             self._memo["rejected"] = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
         return self._memo["rejected"]
-
-
-def iter_rejected(result: RunResult) -> Iterator[pl.DataFrame]:
-    """The rejected rows, source first, then stage by stage and shard by shard, with ``dropped_by``."""
-    if result.bad.height:
-        yield result.bad.with_columns(pl.lit("source").alias("dropped_by"))
-    for label, layer in result.layers:
-        for i in range(layer.n_shards):
-            rej = shards.read_rejected(layer, i)
-            if rej is not None:
-                rej = rej.sort(ROW_ID).drop([c for c in shards.HIDDEN if c in rej.columns])
-                yield rej.with_columns(pl.lit(label).alias("dropped_by"))
 
 
 def _key(*parts: Any) -> str:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import polars as pl
 import xxhash
@@ -56,7 +57,7 @@ class Layer:
     fingerprint: str
     """Content fingerprint of the live rows (parent's fingerprint + this layer's parts)."""
     rows: int
-    parent: "Layer | None" = None
+    parent: Layer | None = None
 
     def part(self, i: int) -> Path:
         return self.dir / f"part-{i:05d}.parquet"
@@ -80,7 +81,7 @@ class Layer:
         (self.dir / "layer.json").write_text(json.dumps(meta))
 
     @classmethod
-    def load(cls, root: Path, ref: str) -> "Layer | None":
+    def load(cls, root: Path, ref: str) -> Layer | None:
         """The layer at ``root/ref`` with its parents, or None when it or a parent is missing or changed."""
         d = root / ref
         try:
@@ -96,9 +97,9 @@ class Layer:
             return None
         return cls(d, meta["n_shards"], meta["columns"], meta["fingerprint"], meta["rows"], parent)
 
-    def relocate(self, old: Path, new: Path) -> "Layer":
+    def relocate(self, old: Path, new: Path) -> Layer:
         """The same layer after its folder (or a folder above it) moved from ``old`` to ``new``."""
-        def move(x: "Layer | None") -> "Layer | None":
+        def move(x: Layer | None) -> Layer | None:
             if x is None:
                 return None
             d = x.dir
@@ -169,7 +170,7 @@ def narrow(layer: Layer, columns: list[str] | None) -> tuple[pl.DataFrame, pl.Se
     """Every live row with only ``columns`` (+ ``__rid``), in the dataset's order, and each row's shard.
     Problem-constant text columns come as pl.Categorical (one string per problem in memory)."""
     want = None if columns is None else [*columns, POS] if POS in layer.columns else columns
-    parts, shards = [], []
+    parts = []
     for i in range(layer.n_shards):
         df = read(layer, i, want)
         if columns is not None:
@@ -178,6 +179,8 @@ def narrow(layer: Layer, columns: list[str] | None) -> tuple[pl.DataFrame, pl.Se
     df = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
     if POS in df.columns:
         df = df.sort(POS).drop(POS)
+    elif layer.n_shards > 1:
+        df = df.sort(ROW_ID)  # the dataset's order (source order), not the shards'
     return df.drop("__shard"), df["__shard"]
 
 

@@ -58,7 +58,8 @@ def _funnel(vdir: Path) -> list[tuple]:
 
 def _stats(vdir: Path) -> list[dict]:
     m = json.loads((vdir / "manifest.json").read_text())
-    return [s["stats"] for s in m["stages"][1:]]
+    # the verifier's pool counters count the worker processes every shard started: not a property of the data
+    return [{k: v for k, v in s["stats"].items() if k != "pool"} for s in m["stages"][1:]]
 
 
 def test_many_small_shards_give_the_dataset_of_one_shard(tmp_path):
