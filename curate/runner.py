@@ -357,6 +357,8 @@ def _run_stage(stage: Any, label: str, layer: Layer, ctx: Context, key: str, eng
             new = _problem_stage(stage, label, layer, ctx, engine, tmp)
         else:
             new = _global_stage(stage, label, layer, ctx, engine, tmp, lr.recipe.shard_rows)
+        if engine.name != "local" and (cls.scope == "problem" or callable(getattr(stage, "map_shard", None))):
+            ctx.stats["engine"] = engine.name  # its shards ran as the engine's tasks
         dropped = [shards.part_drops(new.part(i)) for i in range(new.n_shards)]
         rec = StageRecord(stage=label, type=cls.name, version=cls.version, cache_key=key, rows_in=layer.rows,
                           rows_out=new.rows, dropped=shards.drop_counts(dropped),
