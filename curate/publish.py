@@ -353,8 +353,7 @@ def publish(lr: Any, result: Any, vdir: Path, *, limit: int | None = None) -> Pa
         if write_report is not None:
             train = pl.scan_parquet([tmp / f for f in files if f.startswith("data/train-")])
             rejected = pl.scan_parquet([tmp / f for f in rej_files]) if rej_files else None
-            audit_summary = write_report(tmp, train.collect(), rejected.collect() if rejected is not None else None,
-                                         manifest, _audit_config(lr))  # fmt: skip
+            audit_summary = write_report(tmp, train, rejected, manifest, _audit_config(lr))  # bounded memory
             manifest["audit"] = {"report": "audit/report.html", "summary": "audit/summary.json"}
         recipe_text = yaml.safe_dump(manifest["recipe"], sort_keys=False, allow_unicode=True)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str, ensure_ascii=False))
