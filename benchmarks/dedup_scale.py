@@ -2,7 +2,7 @@
 
     python benchmarks/dedup_scale.py                          # 50,000 and 400,000 problems
     python benchmarks/dedup_scale.py --small 5000 --large 40000
-    python benchmarks/dedup_scale.py --stage-rows 1000000     # + peak RSS of the dedup stage on 1M rows
+    python benchmarks/dedup_scale.py --stage-rows 1000000     # peak RSS of the dedup stage on 1M rows
 
 Templated problems are the hard case for MinHash LSH: many problems share a template ("Mia has 12
 apples and buys 7 more ...") and differ only in a name and the numbers, so in word 2-grams they are
@@ -12,8 +12,11 @@ bucket: all-pairs candidates grow with the square of the rows. The corpus also p
 duplicates (5% exact copies in other spelling, 5% copies with one word changed and the same numbers)
 so the stage still has work to do.
 
-Prints, per size, the LSH candidates, verified pairs, clusters, seconds, and the growth ratios;
-last line ``RESULT candidates_growth=<..> seconds_growth=<..> rows_growth=<..> [peak_rss_mb=<..>]``.
+Prints, per size, the LSH candidates, rows dropped, pairs kept apart, seconds, and the growth ratios;
+last line ``RESULT candidates_growth=<..> seconds_growth=<..> rows_growth=<..> ...``. With
+``--stage-rows N``: the dedup stage on N rows (8 per problem, 2 KB traces) on the full frame and, in a
+fresh process, on the narrow frame the runner hands it (``reads()`` + ``__rid``, Categorical problem
+columns); last line ``RESULT stage_rows=N full_frame_peak_rss_mb=<..> narrow_peak_rss_mb=<..>``.
 """
 
 from __future__ import annotations
@@ -153,26 +156,49 @@ def measure(n: int, n_templates: int, num_proc: int, max_bucket: int | None = No
             "near": st["near_duplicates"], "kept_apart": st["kept_apart"], "bands_rows": st["lsh_bands_rows"]}
 
 
-def stage_memory(rows: int, per_problem: int, n_templates: int) -> float:
-    """Peak RSS (MB) of this process while the dedup stage runs on ``rows`` rows (ru_maxrss after -
-    the frame alone is measured before)."""
+def _run_stage(df, label: str) -> tuple[float, float]:
+    """(seconds, peak RSS MB growth over the RSS before) of the dedup stage (keep most_correct) on ``df``."""
     import tempfile
 
     from curate.stages.base import Context
     from curate.stages.dedup import DedupConfig, DedupStage
 
-    df = templated_frame(rows // per_problem, per_problem, n_templates, reasoning_chars=2000)
     base = _rss_mb()
     with tempfile.TemporaryDirectory() as d:
         ctx = Context.for_test(Path(d))
         t0 = time.perf_counter()
-        out = DedupStage(DedupConfig(keep="most_correct")).run(df, ctx)
+        out = DedupStage(DedupConfig(keep="most_correct", num_proc=1)).run(df, ctx)
         sec = time.perf_counter() - t0
     peak = _rss_mb()
-    print(f"stage on {rows} rows ({rows // per_problem} problems, {df.estimated_size() / 2**20:.0f} MB frame): "
-          f"{sec:.1f}s, rss before {base:.0f} MB, peak {peak:.0f} MB (+{peak - base:.0f}); "
-          f"dropped {out['drop_reason'].is_not_null().sum()}; stats candidates {ctx.stats['lsh_candidates']}")
-    return peak
+    print(f"{label}: {df.height} rows, columns {df.columns} ({df.estimated_size() / 2**20:.0f} MB): {sec:.1f}s, "
+          f"process peak RSS {peak:.0f} MB (+{peak - base:.0f} MB in the stage); dropped "
+          f"{out['drop_reason'].is_not_null().sum()}, candidates {ctx.stats['lsh_candidates']}")
+    return sec, peak
+
+
+def stage_memory(rows: int, per_problem: int, n_templates: int) -> tuple[float, float]:
+    """Peak RSS (MB) of the dedup stage on ``rows`` rows: (a) on the full frame (2 KB traces) in this
+    process, (b) in a fresh process on what the runner hands it: ``reads()`` + ``__rid`` with
+    problem/gold_answer/problem_id as Categorical (read from parquet: nothing else ever in memory)."""
+    import subprocess
+    import tempfile
+
+    import polars as pl
+
+    from curate.stages.dedup import DedupConfig, DedupStage
+
+    df = templated_frame(rows // per_problem, per_problem, n_templates, reasoning_chars=2000)
+    df = df.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("__rid"))
+    _, full = _run_stage(df, "full frame")
+    reads = DedupStage(DedupConfig(keep="most_correct")).reads(df.columns)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "narrow.parquet"
+        cat = [c for c in ("problem", "gold_answer", "problem_id") if c in reads]
+        df.select(*reads, "__rid").with_columns(pl.col(cat).cast(pl.Categorical)).write_parquet(path)
+        del df
+        res = subprocess.run([sys.executable, __file__, "--narrow-file", str(path)], capture_output=True, text=True, check=True)
+    print(res.stdout.strip())
+    return full, float(res.stdout.strip().rsplit("=", 1)[1])
 
 
 def main() -> None:
@@ -182,12 +208,19 @@ def main() -> None:
     ap.add_argument("--templates", type=int, default=400)
     ap.add_argument("--num-proc", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--max-bucket", type=int, default=None, help="LSH bucket fan-out cap (default the stage's; 0: all pairs)")
-    ap.add_argument("--stage-rows", type=int, default=0, help="also run the dedup stage on this many rows (8 per problem)")
+    ap.add_argument("--stage-rows", type=int, default=0, help="peak RSS of the dedup stage on this many rows (8 per problem)")
+    ap.add_argument("--narrow-file", help=argparse.SUPPRESS)  # internal: the narrow run in a fresh process
     a = ap.parse_args()
+    if a.narrow_file:
+        import polars as pl
+
+        _, peak = _run_stage(pl.read_parquet(a.narrow_file), "narrow frame (reads + __rid, Categorical), fresh process")
+        print(f"narrow_peak_mb={peak:.0f}")
+        return
     print(f"load: {os.getloadavg()[0]:.2f} (1-min) on {os.cpu_count()} cores; {a.templates} templates")
     if a.stage_rows:
-        peak = stage_memory(a.stage_rows, 8, a.templates)
-        print(f"RESULT stage_rows={a.stage_rows} peak_rss_mb={peak:.0f}")
+        full, narrow = stage_memory(a.stage_rows, 8, a.templates)
+        print(f"RESULT stage_rows={a.stage_rows} full_frame_peak_rss_mb={full:.0f} narrow_peak_rss_mb={narrow:.0f}")
         return
     out = []
     for n in (a.small, a.large):
