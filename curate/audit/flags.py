@@ -331,6 +331,20 @@ def flag_exprs(df: pl.DataFrame, cfg: AuditConfig) -> dict[str, pl.Expr]:
     }
 
 
+def _flag_lists(m: pl.DataFrame, exprs: list[pl.Expr], names: tuple[str, ...] | list[str]) -> pl.Series:
+    """The ``flags`` lists (names in ``names`` order) from one boolean expression per flag: an integer
+    code per row (one bit a flag), then one list per distinct code (a few dozen), so memory per row is
+    the result's own, not a string column per flag."""
+    if not names:
+        return pl.Series("flags", [[]] * m.height, dtype=pl.List(pl.Utf8))
+    code = pl.sum_horizontal([e.fill_null(False).cast(pl.Int64) * (1 << i) for i, e in enumerate(exprs)])
+    codes = m.select(code.alias("code"))["code"]
+    uniq = codes.unique().sort()
+    lists = pl.Series("flags", [[f for i, f in enumerate(names) if c >> i & 1] for c in uniq.to_list()],
+                      dtype=pl.List(pl.Utf8))
+    return codes.to_frame().join(pl.DataFrame([uniq, lists]), on="code", how="left", maintain_order="left")["flags"]
+
+
 def audit_frame(
     df: pl.DataFrame,
     cfg: AuditConfig | None = None,
@@ -361,13 +375,7 @@ def audit_frame(
     m = m.with_columns(pl.Series("audit_length_z", np.round(z, 3), dtype=pl.Float64))
     exprs = flag_exprs(m, cfg)
     enabled = cfg.enabled()
-    bits = m.with_columns([exprs[f].fill_null(False).alias(f"__flag_{f}") for f in enabled]).select(
-        [pl.col(f"__flag_{f}").alias(f) for f in enabled])
-    flags = bits.select(
-        pl.concat_list([pl.when(pl.col(f)).then(pl.lit(f)).otherwise(pl.lit(None, pl.Utf8)) for f in enabled])
-        .list.drop_nulls()
-        .alias("flags")
-    )["flags"] if enabled else pl.Series("flags", [[] for _ in range(df.height)], dtype=pl.List(pl.Utf8))
+    flags = _flag_lists(m, [exprs[f] for f in enabled], enabled)
     measures = ["audit_chars", "audit_repeat", "audit_compress", "audit_foreign", "audit_letters", "audit_length_z",
                 "audit_after_chars"]
     keep = ["reasoning_tokens", "reflections_per_1k"] + (measures if keep_measures else [])
