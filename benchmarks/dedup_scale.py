@@ -129,7 +129,12 @@ def templated_frame(n_problems: int, per_problem: int = 8, n_templates: int = 40
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak RSS of this process (VmHWM: unlike ru_maxrss it does not carry a forking parent's peak)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def measure(n: int, n_templates: int, num_proc: int, max_bucket: int | None = None) -> dict:
