@@ -81,7 +81,7 @@ def test_cli_version_train_help_audit_output_and_cache(tmp_path, monkeypatch):
     res = r.invoke(app, ["run", str(ROOT / "recipes" / "quickstart.yaml"), "--output", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     res = r.invoke(app, ["cache", "ls", "quickstart"])
-    assert res.exit_code == 0 and "6 entries" in res.output and "verify" in res.output and "KB" in res.output
+    assert res.exit_code == 0 and "7 entries" in res.output and "verify" in res.output and "source" in res.output and "KB" in res.output
     res = r.invoke(app, ["cache", "clear", str(ROOT / "recipes" / "quickstart.yaml")])
     assert res.exit_code == 0 and "removed" in res.output
     assert "no cache entries" in r.invoke(app, ["cache", "ls", "quickstart"]).output
