@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -166,12 +167,27 @@ def execute(
 ) -> RunResult:
     """Run sources and stages; return the final frames and the funnel (no publishing)."""
     check_limit(limit)
-    with work_lock(lr):
+    with work_lock(lr), _small_workers():
         engine = get_engine(lr.recipe.engine, lr.recipe.ray.model_dump())
         try:
             return _execute(lr, engine, limit=limit, resume=resume, console=console)
         finally:
             engine.close()
+
+
+@contextlib.contextmanager
+def _small_workers() -> Iterator[None]:
+    """Worker pools a stage starts (verify's) fork from a small server process, not from this one: this
+    process holds a work shard of traces, which forked workers would share and count in their memory."""
+    key = "CURATE_VERIFY_START_METHOD"
+    if key in os.environ or sys.platform != "linux":
+        yield
+        return
+    os.environ[key] = "forkserver"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def _write_sources(lr: LoadedRecipe, limit: int | None, out_dir: Path) -> Any:
