@@ -11,34 +11,17 @@ are only marked (``drop_reason: not_selected``); the frame order is kept.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 
-from .. import difficulty as D
-from ..errors import RecipeError
-from .base import DROP, Context, Stage, StageConfig, mark_drop
+from ... import difficulty as D
+from ...errors import RecipeError
+from ..base import DROP, Context, Stage, StageConfig, mark_drop
+from .config import SelectConfig  # noqa: F401
 
 UNKNOWN = "unknown"
-
-
-class SelectConfig(StageConfig):
-    type: Literal["select"] = "select"
-    n: int = Field(ge=1)
-    """The budget."""
-    unit: Literal["problems", "rows"] = "problems"
-    """What ``n`` counts: problems (all their kept rows go along) or rows."""
-    by: str = "difficulty"
-    """The numeric column to favour (higher is preferred)."""
-    strength: float = Field(4.0, ge=0, le=1000)
-    """How strongly to favour ``by``: 0 = uniform random, large = strictly highest first."""
-    category: str | None = None
-    """Column (or key of the ``meta`` JSON) to spread the selection across, e.g. subject."""
-    spread: Literal["balanced", "proportional"] = "balanced"
-    seed: int | None = None
-    """Default: the run seed."""
 
 
 class SelectStage(Stage):

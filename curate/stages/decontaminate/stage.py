@@ -30,92 +30,26 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..columns import ROW_ID
-from ..dedup.contamination import BenchmarkIndex, ContamKernel, ContamParams, Match, matches_of
-from ..errors import RecipeError, SourceError
-from ..presets import PRESETS, get_preset
-from .base import DROP, Context, Stage, StageConfig, mark_drop
-
-
-class BenchmarkSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = None
-    preset: str | None = None
-    path: str | None = None
-    """A local file (jsonl/json/parquet/csv)."""
-    hub: str | None = None
-    """A hub dataset id (or a local dataset folder), loaded with datasets.load_dataset."""
-    config: str | None = None
-    split: str | None = None
-    revision: str | None = None
-    field: str | None = None
-    """The benchmark's text field (default: the preset's problem field, else 'problem')."""
-    format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "BenchmarkSpec":
-        given = [k for k in ("preset", "path", "hub") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError("a benchmark needs exactly one of preset, path, hub")
-        if self.preset and self.preset not in PRESETS:
-            raise ValueError(f"unknown benchmark preset '{self.preset}' (known: {', '.join(sorted(PRESETS))})")
-        return self
-
-    @property
-    def label(self) -> str:
-        if self.name:
-            return self.name
-        if self.preset:
-            return self.preset
-        if self.path:
-            return Path(self.path).stem
-        return str(self.hub).rstrip("/").split("/")[-1]
-
-
-class DecontaminateConfig(StageConfig):
-    type: Literal["decontaminate"] = "decontaminate"
-    benchmarks: list[BenchmarkSpec] = Field(min_length=1)
-    field: str = "problem"
-    ngram: int = Field(8, ge=1, le=64)
-    min_overlap: float = Field(3.0, gt=0)
-    """Rarity-weighted shared n-grams that flag a row: each distinct shared n-gram counts
-    1 / (benchmark rows that contain it), so a stock phrase repeated across a benchmark weighs little.
-    1 with a benchmark of distinct texts is open-r1's "any shared 8-gram"."""
-    minhash: bool = True
-    minhash_ngram: int = Field(1, ge=1, le=16)
-    minhash_threshold: float = Field(0.5, gt=0.0, le=1.0)
-    minhash_min_shingles: int = Field(15, ge=1)
-    """MinHash compares only texts with this many distinct shingles (words) or more on both sides."""
-    num_perm: int = Field(128, ge=16, le=1024)
-    max_examples: int = Field(3, ge=0, le=100)
-
-    @field_validator("benchmarks", mode="before")
-    @classmethod
-    def _strings_are_presets(cls, v: Any) -> Any:
-        if isinstance(v, (str, dict)):
-            v = [v]
-        files = (".jsonl", ".json", ".parquet", ".csv", ".ndjson")
-        return [
-            ({"path": b} if b.lower().endswith(files) else {"preset": b}) if isinstance(b, str) else b for b in v
-        ]
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> "DecontaminateConfig":
-        names = [b.label for b in self.benchmarks]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"benchmark names must be unique (repeated: {', '.join(sorted(dup))}); set name:")
-        return self
+from ...columns import ROW_ID
+from ...dedup.contamination import (
+    BenchmarkIndex,
+    ContamKernel,
+    ContamParams,
+    Match,
+    matches_of,
+)
+from ...errors import RecipeError, SourceError
+from ...presets import get_preset
+from ..base import DROP, Context, Stage, mark_drop
+from .config import BenchmarkSpec, DecontaminateConfig  # noqa: F401
 
 
 def _hub_frame(spec: BenchmarkSpec, path: str, config: str | None, split: str, revision: str | None) -> pl.DataFrame:
-    from ..readers import read_hub
+    from ...readers import read_hub
 
     df, _ = read_hub(path, config, split, revision, what=f"decontaminate: benchmark '{spec.label}' (hub)",
                      hint=f"download it and give a local file instead: {{name: {spec.label}, path: FILE, field: ...}}")
@@ -135,7 +69,7 @@ def load_benchmark(spec: BenchmarkSpec, ctx: Context) -> tuple[list[str], list[i
     """(texts, rows, where) of one benchmark set: the non-empty texts and their row indices in the
     benchmark file/split; raises a one-line SourceError naming file and field."""
     if spec.path:
-        from ..readers import read_file
+        from ...readers import read_file
 
         p = ctx.resolve(spec.path)
         if not p.exists():
@@ -195,7 +129,7 @@ class DecontaminateStage(Stage):
     def merge_stats(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
         """Counts add; each benchmark's examples are the whole frame's first ``max_examples`` matched texts (in
         source order, ``__rid``, else the parts' order), from the keys each part carries in ``_merge``."""
-        from .verify import merge_counts
+        from ..verify import merge_counts
 
         clean = [{k: v for k, v in p.items() if k != "_merge"} for p in parts]
         out = merge_counts(clean)

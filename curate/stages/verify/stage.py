@@ -15,22 +15,17 @@ See docs/verify.md.
 
 from __future__ import annotations
 
-import polars as pl
-
 import math
 from typing import Any
 
-from ..columns import ROW_ID
-from ..errors import CurateError, RecipeError
-from ..verify import VERDICTS, VerifyConfig, problem_aggregates
-from ..verify.frame import VerifyKernel, check_columns
-from .base import Context, Stage, mark_drop
+import polars as pl
 
-
-class VerifyStageConfig(VerifyConfig):
-    allow_missing_gold: bool = False
-    """Run when most rows have no gold answer (their verdict is ``no_gold``). Default: stop, since a
-    source whose ``fields`` map misses the gold column would otherwise pass every trace ungraded."""
+from ...columns import ROW_ID
+from ...errors import CurateError, RecipeError
+from ...verify import VERDICTS, VerifyConfig, problem_aggregates
+from ...verify.frame import VerifyKernel, check_columns
+from ..base import Context, Stage, mark_drop
+from .config import VerifyStageConfig  # noqa: F401
 
 
 def missing_gold(df: pl.DataFrame) -> int:
@@ -144,7 +139,7 @@ def _tally(agg: pl.DataFrame) -> dict[str, dict[str, int]]:
 def _summary(tally: dict[str, dict[str, int]], ks: Any) -> dict[str, Any]:
     """problems, pass@k, maj@k and mean_samples_per_problem from the per-problem tallies (deterministic:
     exact sums rounded once, so a sharded run's merged stats equal the whole run's)."""
-    from ..verify.metrics import pass_at_k
+    from ...verify.metrics import pass_at_k
 
     pairs = sorted(((tuple(int(x) for x in key.split(",")), n) for key, n in tally["n_c"].items()))
     problems = sum(n for _, n in pairs)

@@ -7,16 +7,13 @@ and are moved to the ``rejected`` split with ``drop_reason: teacher_error``, nev
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import polars as pl
 
-from ..sampling import SAMPLE_COLUMNS, SampleConfig
-from .base import Context, Stage, StageConfig
-
-
-class SampleStageConfig(StageConfig, SampleConfig):
-    type: Literal["sample"] = "sample"
+from ...sampling import SAMPLE_COLUMNS, SampleConfig
+from ..base import Context, Stage, StageConfig
+from .config import SampleStageConfig  # noqa: F401
 
 
 class SampleStage(Stage):
@@ -31,12 +28,12 @@ class SampleStage(Stage):
     def fingerprint(self, ctx: Context) -> str | None:
         """The teacher's identity by content (a local model folder's files), so that a teacher retrained
         in place recomputes the stage instead of serving the old samples from the cache."""
-        from ..sampling import teacher_fingerprint
+        from ...sampling import teacher_fingerprint
 
         return teacher_fingerprint(self.config.teacher)
 
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        from ..sampling import finish_stage_sampling, sample_rows
+        from ...sampling import finish_stage_sampling, sample_rows
 
         cfg = SampleConfig.model_validate(self.config.model_dump(exclude={"type", "label"}))
         out = sample_rows(df, cfg, ctx, log_name="sample")
