@@ -199,7 +199,7 @@ def test_distributed_minhash_edge_sizes(cluster):
 
 def test_distributed_decontamination_matches_local(cluster, tmp_path):
     from curate.dedup import BenchmarkIndex, ContamParams
-    from curate.dedup.contamination import ContamKernel, matches_of
+    from curate.stages.decontaminate import ContamKernel, matches_of
 
     bench = [t for t in _texts(400, seed=1) if t and len(t.split()) > 12][:150]
     rng = np.random.default_rng(2)

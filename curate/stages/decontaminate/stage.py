@@ -35,17 +35,12 @@ from typing import Any
 import polars as pl
 
 from ...columns import ROW_ID
-from ...dedup.contamination import (
-    BenchmarkIndex,
-    ContamKernel,
-    ContamParams,
-    Match,
-    matches_of,
-)
+from ...dedup.contamination import BenchmarkIndex, ContamParams, Match
 from ...errors import RecipeError, SourceError
 from ...presets import get_preset
 from ..base import DROP, Context, Stage, mark_drop
 from .config import BenchmarkSpec, DecontaminateConfig  # noqa: F401
+from .kernels import ContamKernel, matches_of
 
 
 def _hub_frame(spec: BenchmarkSpec, path: str, config: str | None, split: str, revision: str | None) -> pl.DataFrame:
