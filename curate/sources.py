@@ -206,7 +206,8 @@ def open_source(cfg: Any, base_dir: Path, chunk_rows: int | None = None) -> Open
         inputs = [{"hub": path, "config": cfg.config, "split": cfg.split, "revision": cfg.revision, "fingerprint": fp}]
         return OpenSource(cfg, cfg.name or path, f"hub {path}", inputs, frame=df)
     files = _expand(cfg.path, base_dir, f"sources[{cfg.kind}]")
-    where = str(files[0]) if len(files) == 1 else f"{files[0].parent}/{cfg.path}"
+    pattern = cfg.path if isinstance(cfg.path, str) else ", ".join(cfg.path)
+    where = str(files[0]) if len(files) == 1 else pattern if Path(pattern).is_absolute() else str(base_dir / pattern)
     src = OpenSource(cfg, cfg.name or files[0].stem, where, fingerprint_files(files))
     if chunk_rows and not cfg.shuffle and all(file_format(f, cfg.format) != "json" for f in files):
         src.files, src.schemas = files, [file_schema(f, cfg.format, chunk_rows) for f in files]
