@@ -82,7 +82,7 @@ class RunResult:
     def train(self) -> pl.DataFrame:
         if "train" not in self._memo:
             df = shards.read_all(self.final)
-            self._memo["train"] = df.drop([c for c in shards.HIDDEN if c in df.columns])
+            self._memo["train"] = shards.public(df)
         return self._memo["train"]
 
     @property
@@ -262,7 +262,7 @@ def _load_sources(lr: LoadedRecipe, limit: int | None, work: Path, slog: Any) ->
     from .validate import check_plan
 
     sample = shards.read(layer, 0).head(10_000)
-    check_plan(lr, layer.visible(), work, rows=sample.drop([c for c in shards.HIDDEN if c in sample.columns]))
+    check_plan(lr, layer.visible(), work, rows=shards.public(sample))
     warnings = [x for i in infos for x in i.get("warnings", [])]
     rec = StageRecord(
         stage="source",

@@ -38,6 +38,11 @@ CATEGORICAL = ("problem",)
 """Columns constant per problem that narrow reads hand over as pl.Categorical (one string per problem)."""
 
 
+def public(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` without the runner's and the stages' hidden ``__*`` columns (row ids, order, per-shard measures)."""
+    return df.drop([c for c in df.columns if c.startswith("__")])
+
+
 def shard_of(problem_ids: pl.Series, n: int) -> pl.Series:
     """The shard of each row: a stable hash of its problem id, modulo ``n`` (same in every process)."""
     if n <= 1:

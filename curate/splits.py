@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from .columns import ROW_ID
-from .shards import HIDDEN, Layer, iter_ordered, read_rejected
+from .shards import Layer, iter_ordered, public, read_rejected
 from .traces import join as assistant_content
 
 
@@ -78,7 +78,7 @@ def write_train(result: Any, tmp: Path, recipe: Any) -> list[str]:
     """The train split in the dataset's order (a bucket sort on disk across work shards)."""
     w = SplitWriter(tmp / "data", "train", result.final.rows, recipe.output.shard_rows)
     for chunk in iter_ordered(result.final, tmp / ".sort", bucket_rows=recipe.shard_rows):
-        w.add(add_formats(chunk.drop([c for c in HIDDEN if c in chunk.columns]), recipe.output.formats))
+        w.add(add_formats(public(chunk), recipe.output.formats))
     return w.close()
 
 
@@ -111,5 +111,5 @@ def iter_rejected(bad: pl.DataFrame, layers: list[tuple[str, Layer]]) -> Iterato
         for i in range(layer.n_shards):
             rej = read_rejected(layer, i)
             if rej is not None:
-                rej = rej.sort(ROW_ID).drop([c for c in HIDDEN if c in rej.columns])
+                rej = public(rej.sort(ROW_ID))
                 yield rej.with_columns(pl.lit(label).alias("dropped_by"))

@@ -71,6 +71,8 @@ def test_many_small_shards_give_the_dataset_of_one_shard(tmp_path):
     assert a.equals(b)  # same rows in the same (curriculum) order
     ra, rb = _split(one.version_dir, "rejected"), _split(many.version_dir, "rejected")
     assert ra.height > 50 and ra.columns == rb.columns
+    # hidden columns (row ids, order, per-shard measures such as difficulty's token counts) are never published
+    assert not [c for c in [*a.columns, *ra.columns] if c.startswith("__")]
     key = ["dropped_by", "sample_id"]
     assert ra.sort(key).equals(rb.sort(key))
     assert _funnel(one.version_dir) == _funnel(many.version_dir)
