@@ -17,11 +17,12 @@ from typing import ClassVar
 
 import polars as pl
 
-from ..audit.config import AuditConfig
-from ..audit.flags import FLAG_INPUTS, MeasureKernel, audit_frame
-from ..audit.summary import flag_counts
-from ..errors import RecipeError, require
-from .base import Context, Stage
+from ...audit.flags import FLAG_INPUTS, audit_frame
+from ...audit.summary import flag_counts
+from ...errors import RecipeError, require
+from ..base import Context, Stage
+from .config import AuditConfig
+from .kernels import MeasureKernel
 
 MEASURE_PREFIX = "__audit."
 """map_shard's columns: ``__audit.<config key>.<measure>`` (hidden: not for publishing). The key is a hash
