@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ import polars as pl
 from . import __version__, shards
 from .atomic import atomic_dir
 from .columns import ROW_ID
-from .engines import get_engine
+from .engines import forkserver_pools, get_engine
 from .errors import RecipeError, VersionExistsError
 from .home import curate_home, work_dir_for  # noqa: F401  (re-exported: curate.runner.work_dir_for)
 from .recipe import LoadedRecipe
@@ -167,7 +166,7 @@ def execute(
 ) -> RunResult:
     """Run sources and stages; return the final frames and the funnel (no publishing)."""
     check_limit(limit)
-    with work_lock(lr), _small_workers():
+    with work_lock(lr), forkserver_pools():
         engine = get_engine(lr.recipe.engine, lr.recipe.ray.model_dump())
         try:
             return _execute(lr, engine, limit=limit, resume=resume, console=console)
@@ -175,35 +174,9 @@ def execute(
             engine.close()
 
 
-@contextlib.contextmanager
-def _small_workers() -> Iterator[None]:
-    """Worker pools a stage starts (verify's) fork from a small server process, not from this one: this
-    process holds a work shard of traces, which forked workers would share and count in their memory."""
-    key = "CURATE_VERIFY_START_METHOD"
-    if key in os.environ or sys.platform != "linux":
-        yield
-        return
-    os.environ[key] = "forkserver"
-    try:
-        yield
-    finally:
-        os.environ.pop(key, None)
-
-
 def _write_sources(lr: LoadedRecipe, limit: int | None, out_dir: Path) -> Any:
-    try:
-        from .source_shards import write_source_shards
-    except ImportError:  # TEMPORARY until source_shards lands
-        import math
-        from types import SimpleNamespace
+    from .source_shards import write_source_shards
 
-        from .sources import load_sources
-
-        df, bad, infos = load_sources(lr.recipe.sources, lr.base_dir, limit)
-        df = df.with_row_index(ROW_ID).with_columns(pl.col(ROW_ID).cast(pl.Int64))
-        n = max(1, math.ceil(df.height / lr.recipe.shard_rows))
-        shards.write_split_by_shard(df, shards.shard_of(df["problem_id"], n), n, out_dir)
-        return SimpleNamespace(n_shards=n, rows=df.height, bad=bad, infos=infos, columns=df.columns, sample=df.head(10000))
     return write_source_shards(lr.recipe.sources, lr.base_dir, limit, out_dir, lr.recipe.shard_rows)
 
 

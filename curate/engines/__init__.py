@@ -3,7 +3,10 @@ worker processes); other engines (``ray``) distribute the same stage code. Only 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+import contextlib
+import os
+import sys
+from typing import Any, Callable, Iterator, Protocol
 
 import polars as pl
 
@@ -33,6 +36,22 @@ class LocalEngine:
 
     def close(self) -> None:
         pass
+
+
+@contextlib.contextmanager
+def forkserver_pools() -> Iterator[None]:
+    """Worker pools a stage starts (verify's) fork from a small server process while this is active, not from
+    the caller: forking a process that runs Ray threads can hang, and a forked worker shares (and counts in
+    its memory) the caller's heap, which holds a work shard of traces. A value the user set is kept."""
+    key = "CURATE_VERIFY_START_METHOD"
+    if key in os.environ or sys.platform != "linux":
+        yield
+        return
+    os.environ[key] = "forkserver"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def get_engine(name: str, options: dict[str, Any] | None = None) -> Engine:

@@ -21,7 +21,6 @@ Results are identical to the local engine (tests/test_ray_engine.py). See docs/r
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -34,6 +33,7 @@ import pyarrow as pa
 from .. import errors
 from ..errors import BackendError, CurateError, require
 from ..stages.base import Context, Kernel, Stage
+from . import forkserver_pools
 from .ray_common import (  # noqa: F401
     DISTRIBUTED,
     ERROR,
@@ -79,21 +79,6 @@ def _check_reachable(address: str) -> None:
             f"engine ray: no Ray cluster answers at {address} ({e.strerror or e}); "
             "start one with `ray start --head` or fix ray.address / --address"
         ) from None
-
-
-@contextlib.contextmanager
-def _no_fork_pools():
-    """While Ray runs in this process, forking it can hang (Ray's threads): the local verify pool,
-    used by stages that stay on the driver, starts its workers with forkserver instead."""
-    key = "CURATE_VERIFY_START_METHOD"
-    if key in os.environ:
-        yield
-        return
-    os.environ[key] = "forkserver"
-    try:
-        yield
-    finally:
-        os.environ.pop(key, None)
 
 
 def _shard_task(fn: Callable[..., Any], *args: Any) -> Any:
@@ -190,7 +175,7 @@ class RayEngine:
         return ray.get([task.remote(fn, *job) for job in jobs])
 
     def run_stage(self, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        with _no_fork_pools():
+        with forkserver_pools():
             return self._run_stage(stage, df, ctx)
 
     def _run_stage(self, stage: Stage, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
