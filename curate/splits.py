@@ -16,6 +16,8 @@ from .columns import ROW_ID
 from .shards import Layer, iter_ordered, public, read_rejected
 from .traces import join as assistant_content
 
+FORMAT_ROWS = 10_000
+
 
 def add_formats(df: pl.DataFrame, formats: list[str]) -> pl.DataFrame:
     """Add ``messages`` and/or ``completion`` (with the existing chat ``prompt``) training columns."""
@@ -40,37 +42,56 @@ def add_formats(df: pl.DataFrame, formats: list[str]) -> pl.DataFrame:
 
 
 class SplitWriter:
-    """Writes one split as ``<split>-<i>-of-<n>.parquet`` files of ``shard_rows`` rows from chunks as they come."""
+    """Writes one split as ``<split>-<i>-of-<n>.parquet`` files of ``shard_rows`` rows from chunks as they
+    come, each chunk appended as row groups (memory: one chunk, whatever the file size)."""
 
     def __init__(self, data_dir: Path, split: str, total: int, shard_rows: int, schema: dict | None = None):
         self.dir, self.split, self.rows = data_dir, split, shard_rows
         self.n = max(1, -(-total // shard_rows))
-        self.buf: list[pl.DataFrame] = []
-        self.have = 0
         self.names: list[str] = []
         self.schema = schema
+        self.arrow: Any = None
+        self.writer: Any = None
+        self.in_file = 0
 
     def add(self, df: pl.DataFrame) -> None:
         if self.schema is not None:
             df = pl.concat([pl.DataFrame(schema=self.schema), df], how="diagonal_relaxed").select(list(self.schema))
-        self.buf.append(df)
-        self.have += df.height
-        while self.have >= self.rows and len(self.names) < self.n - 1:
-            self._flush(self.rows)
+        while True:
+            if self.writer is None:
+                self._open(df)
+            last = len(self.names) == self.n
+            room = df.height if last else self.rows - self.in_file
+            part, df = df.slice(0, room), df.slice(room)
+            if part.height or self.in_file == 0:
+                table = part.to_arrow()
+                self.writer.write_table(table if table.schema == self.arrow else table.cast(self.arrow))
+                self.in_file += part.height
+            if not last and self.in_file >= self.rows:
+                self._close()
+            if df.height == 0:
+                return
 
-    def _flush(self, rows: int) -> None:
-        df = pl.concat(self.buf, how="diagonal_relaxed") if len(self.buf) > 1 else self.buf[0]
+    def _open(self, df: pl.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        if self.arrow is None:
+            self.arrow = df.clear().to_arrow().schema
         name = f"{self.split}-{len(self.names):05d}-of-{self.n:05d}.parquet"
-        df.slice(0, rows).write_parquet(self.dir / name)
+        self.writer = pq.ParquetWriter(self.dir / name, self.arrow, compression="zstd")
         self.names.append(f"data/{name}")
-        rest = df.slice(rows)
-        self.buf, self.have = ([rest] if rest.height or rest.width else []), rest.height
+        self.in_file = 0
+
+    def _close(self) -> None:
+        self.writer.close()
+        self.writer = None
 
     def close(self) -> list[str]:
-        while len(self.names) < self.n:
-            if not self.buf:
-                self.buf = [pl.DataFrame(schema=self.schema or {})]
-            self._flush(self.have if len(self.names) == self.n - 1 else self.rows)
+        while len(self.names) < self.n or self.writer is not None:
+            if self.writer is None:
+                self._open(pl.DataFrame(schema=self.schema or {}))
+                self.writer.write_table(self.arrow.empty_table())
+            self._close()
         return self.names
 
 
@@ -78,7 +99,8 @@ def write_train(result: Any, tmp: Path, recipe: Any) -> list[str]:
     """The train split in the dataset's order (a bucket sort on disk across work shards)."""
     w = SplitWriter(tmp / "data", "train", result.final.rows, recipe.output.shard_rows)
     for chunk in iter_ordered(result.final, tmp / ".sort", bucket_rows=recipe.shard_rows):
-        w.add(add_formats(public(chunk), recipe.output.formats))
+        for part in public(chunk).iter_slices(FORMAT_ROWS):  # the training columns are built in Python
+            w.add(add_formats(part, recipe.output.formats))
     return w.close()
 
 
