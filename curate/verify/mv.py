@@ -15,18 +15,161 @@ enforces the per-item timeout (``curate.verify.pool``).
 from __future__ import annotations
 
 import logging
+import re
+from collections import OrderedDict
+from contextlib import contextmanager
 from itertools import groupby
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import sympy
 from latex2sympy2_extended.latex2sympy2 import convert_to_pct, latex2sympy, normalize_latex
 from math_verify import ExprExtractionConfig, LatexExtractionConfig
 from math_verify.grader import should_treat_as_complex
 from math_verify.grader import verify as _mv_verify
-from math_verify.parser import extract_latex, get_extraction_regexes, parse_latex_cached
+import latex2sympy2_extended.latex2sympy2 as _l2s_module
+import math_verify.parser as _mv_parser
+from math_verify.parser import extract_latex, get_extraction_regexes
 
 # Math-Verify logs a warning when its timeouts are off and on every failed comparison: we own both.
 logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+
+class _Memo(OrderedDict):
+    """A small LRU of a pure function's results (per process)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def put(self, k, v):
+        self[k] = v
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return v
+
+
+_MISS = object()
+
+
+class _Failed:
+    """A remembered parse failure (re-raised as a fresh exception: every caller catches ``Exception``)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str):
+        self.error = error
+
+
+class LatexParseError(ValueError):
+    pass
+
+
+# Math-Verify parses every LaTeX answer with ``parse_latex_cached``, an ``lru_cache`` of 20 entries that
+# does not remember failures: the samples of a problem repeat the same few answers (and a wrong answer is
+# read again by the second reading), so most parses were repeated. The same function behind a larger
+# LRU that also remembers failures (never an interrupt: a timeout, RecursionError or MemoryError is not
+# remembered); the result for a string is what Math-Verify's function returns (a pure function of it).
+_ORIGINAL_CACHED = getattr(_mv_parser.parse_latex_cached, "_curate_original", _mv_parser.parse_latex_cached)
+_PARSE_LATEX = getattr(_ORIGINAL_CACHED, "__wrapped__", _ORIGINAL_CACHED)
+_LATEX_MEMO = _Memo(8192)
+
+
+# Plain numbers are most answers; latex2sympy reads them through an ANTLR parse and ``sympy.Number(str)``
+# (``parse_expr``), about 2 ms each. For these exact shapes the same objects are built directly (a test
+# compares them with latex2sympy's on thousands of strings): an integer -> Integer, a decimal -> Float
+# of the same string (precision from its digits, as ``Number`` gives), \frac{a}{b}, \dfrac, \tfrac
+# and a/b with b > 0 -> Rational (reduced, an Integer when it divides).
+_FAST_INT = re.compile(r"-?[0-9]{1,60}")
+_FAST_DEC = re.compile(r"-?[0-9]{1,30}\.[0-9]{1,30}")
+_FAST_FRAC = re.compile(r"(-?)(?:\\[dt]?frac\{([0-9]{1,30})\}\{([0-9]{1,30})\}|([0-9]{1,30})/([0-9]{1,30}))")
+
+
+def fast_number(latex: str) -> Optional[Any]:
+    """The sympy number latex2sympy would give for a plain integer, decimal or fraction; None for
+    anything else (then the full parse runs)."""
+    if _FAST_INT.fullmatch(latex):
+        return sympy.Integer(int(latex))
+    if _FAST_DEC.fullmatch(latex):
+        return sympy.Float(latex)
+    m = _FAST_FRAC.fullmatch(latex)
+    if m:
+        num, den = (m.group(2), m.group(3)) if m.group(2) is not None else (m.group(4), m.group(5))
+        if int(den) == 0:
+            return None
+        q = sympy.Rational(int(num), int(den))
+        return -q if m.group(1) else q
+    return None
+
+
+# Inside a parse, latex2sympy reads every number with ``sympy.Number(text)``, i.e. ``sympify`` ->
+# ``parse_expr`` (~0.8 ms a number). For ASCII digits (after its own comma removal) the same objects are
+# built directly; anything else goes to its own method.
+_Converter = _l2s_module._Latex2Sympy
+_ORIGINAL_NUMBER = getattr(_Converter.parse_number, "_curate_original", _Converter.parse_number)
+_ASCII_INT = re.compile(r"[0-9]{1,60}")
+_ASCII_DEC = re.compile(r"[0-9]{1,30}\.[0-9]{1,30}")
+
+
+def _parse_number(self, text):
+    t = text.replace(",", "")
+    if _ASCII_INT.fullmatch(t):
+        return sympy.Integer(int(t))  # int() drops leading zeros as latex2sympy does
+    if _ASCII_DEC.fullmatch(t):
+        return sympy.Float(t)
+    return _ORIGINAL_NUMBER(self, text)
+
+
+_parse_number._curate_original = _ORIGINAL_NUMBER  # type: ignore[attr-defined]
+_Converter.parse_number = _parse_number
+
+
+def parse_latex_cached(latex: str) -> Any:
+    """Math-Verify's ``parse_latex_cached`` with a larger cache that remembers failures too, and
+    plain numbers built directly (:func:`fast_number`)."""
+    fast = fast_number(latex) if len(latex) <= 80 else None
+    if fast is not None:
+        return fast
+    got = _LATEX_MEMO.get(latex, _MISS)
+    if got is _MISS:
+        try:
+            got = _PARSE_LATEX(latex)
+        except (RecursionError, MemoryError):
+            raise
+        except Exception as e:
+            _LATEX_MEMO.put(latex, _Failed(f"{type(e).__name__}: {e}"[:200]))
+            raise
+        _LATEX_MEMO.put(latex, got)
+        return got
+    _LATEX_MEMO.move_to_end(latex)
+    if isinstance(got, _Failed):
+        raise LatexParseError(got.error)
+    return got
+
+
+parse_latex_cached.__wrapped__ = _PARSE_LATEX  # type: ignore[attr-defined]
+parse_latex_cached._curate_original = _ORIGINAL_CACHED  # type: ignore[attr-defined]
+_mv_parser.parse_latex_cached = parse_latex_cached  # extract_latex looks the name up at call time
+
+
+def clear_memos() -> None:
+    """Forget every remembered parse and extraction of this process."""
+    for memo in (_LATEX_MEMO, _EXTRACTED, _FIRST):
+        memo.clear()
+    _ORIGINAL_CACHED.cache_clear()
+
+
+@contextmanager
+def library_parsing() -> Iterator[None]:
+    """Math-Verify and latex2sympy exactly as shipped while inside (their own ``parse_latex_cached`` and
+    ``parse_number``, no memo of extractions): the reference that tests and ``benchmarks/verify.py``
+    compare the fast paths with. Not thread-safe (it swaps module attributes)."""
+    global _MEMO_CHARS
+    saved = (_mv_parser.parse_latex_cached, _Converter.parse_number, _MEMO_CHARS)
+    _mv_parser.parse_latex_cached, _Converter.parse_number, _MEMO_CHARS = _ORIGINAL_CACHED, _ORIGINAL_NUMBER, -1
+    try:
+        yield
+    finally:
+        _mv_parser.parse_latex_cached, _Converter.parse_number, _MEMO_CHARS = saved
+
 
 _LATEX_CFG = LatexExtractionConfig()
 _EXPR_CFG = ExprExtractionConfig()
@@ -52,7 +195,7 @@ def parse_latex(s: str) -> Optional[Any]:
         if "\\circ" in norm:  # degrees inside an expression (sin(90^\circ - x)): convert to radians
             return latex2sympy(norm, is_real=not should_treat_as_complex(norm), convert_degrees=True,
                                normalization_config=None)
-        return parse_latex_cached(norm)
+        return _mv_parser.parse_latex_cached(norm)  # (the name library_parsing() swaps)
     except Exception:
         return None
 
@@ -84,9 +227,27 @@ def _safe_expr(match) -> tuple[Optional[Any], str]:
     return None, expr
 
 
+# mv_extract / mv_first_string are pure functions of the text: short texts (an answer's sentence, the
+# text after </think>) repeat across a problem's samples and across problems ("The answer is $\\boxed{5}$.")
+_MEMO_CHARS = 2000
+_EXTRACTED = _Memo(8192)
+_FIRST = _Memo(8192)
+
+
 def mv_extract(text: str) -> Optional[tuple[str, Any]]:
     """Math-Verify's ``extract_target_from_pred`` (any_match, first_match fallback) with the safe
-    expression conversion. Returns (answer string, sympy or None) or None."""
+    expression conversion. Returns (answer string, sympy or None) or None (remembered for short texts)."""
+    if len(text) > _MEMO_CHARS:
+        return _mv_extract(text)
+    got = _EXTRACTED.get(text, _MISS)
+    if got is _MISS:
+        got = _EXTRACTED.put(text, _mv_extract(text))
+    else:
+        _EXTRACTED.move_to_end(text)
+    return got
+
+
+def _mv_extract(text: str) -> Optional[tuple[str, Any]]:
     all_patterns = [
         (pattern, target, prio) for patterns, target in _targets() for pattern, prio in patterns
     ]
@@ -116,7 +277,18 @@ def mv_extract(text: str) -> Optional[tuple[str, Any]]:
 
 def mv_first_string(text: str) -> Optional[str]:
     """The text of the match Math-Verify's extraction would try first (no parsing): used to skip
-    a second reading that would only find the answer already compared."""
+    a second reading that would only find the answer already compared (remembered for short texts)."""
+    if len(text) > _MEMO_CHARS:
+        return _mv_first_string(text)
+    got = _FIRST.get(text, _MISS)
+    if got is _MISS:
+        got = _FIRST.put(text, _mv_first_string(text))
+    else:
+        _FIRST.move_to_end(text)
+    return got
+
+
+def _mv_first_string(text: str) -> Optional[str]:
     all_patterns = [
         (pattern, target, prio) for patterns, target in _targets() for pattern, prio in patterns
     ]
