@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from collections import Counter
 from typing import Sequence
 
@@ -40,6 +42,12 @@ def answer_key(ans: str | None) -> str | None:
         return None
     if len(ans) > 1000:  # never normalise huge strings here (no timeout in this process)
         return ans
+    return _key(ans)
+
+
+@lru_cache(maxsize=1 << 16)
+def _key(ans: str) -> str:
+    # a pure function of the string; a problem's samples repeat answers (and the tally runs twice)
     return string_key(normalize(ans))
 
 
