@@ -34,7 +34,8 @@ from math_verify.parser import extract_latex, get_extraction_regexes
 logging.getLogger("math_verify").setLevel(logging.CRITICAL)
 
 class _Memo(OrderedDict):
-    """A small LRU of a pure function's results (per process)."""
+    """A bounded memo of a pure function's results (per process; the oldest entry goes first). Only
+    single dict operations, so threads sharing it can at worst recompute a result, never fail."""
 
     def __init__(self, size: int):
         super().__init__()
@@ -43,7 +44,10 @@ class _Memo(OrderedDict):
     def put(self, k, v):
         self[k] = v
         if len(self) > self.size:
-            self.popitem(last=False)
+            try:
+                self.popitem(last=False)
+            except KeyError:
+                pass
         return v
 
 
@@ -139,7 +143,6 @@ def parse_latex_cached(latex: str) -> Any:
             raise
         _LATEX_MEMO.put(latex, got)
         return got
-    _LATEX_MEMO.move_to_end(latex)
     if isinstance(got, _Failed):
         raise LatexParseError(got.error)
     return got
@@ -230,8 +233,8 @@ def _safe_expr(match) -> tuple[Optional[Any], str]:
 # mv_extract / mv_first_string are pure functions of the text: short texts (an answer's sentence, the
 # text after </think>) repeat across a problem's samples and across problems ("The answer is $\\boxed{5}$.")
 _MEMO_CHARS = 2000
-_EXTRACTED = _Memo(8192)
-_FIRST = _Memo(8192)
+_EXTRACTED = _Memo(4096)
+_FIRST = _Memo(4096)
 
 
 def mv_extract(text: str) -> Optional[tuple[str, Any]]:
@@ -242,8 +245,6 @@ def mv_extract(text: str) -> Optional[tuple[str, Any]]:
     got = _EXTRACTED.get(text, _MISS)
     if got is _MISS:
         got = _EXTRACTED.put(text, _mv_extract(text))
-    else:
-        _EXTRACTED.move_to_end(text)
     return got
 
 
@@ -283,8 +284,6 @@ def mv_first_string(text: str) -> Optional[str]:
     got = _FIRST.get(text, _MISS)
     if got is _MISS:
         got = _FIRST.put(text, _mv_first_string(text))
-    else:
-        _FIRST.move_to_end(text)
     return got
 
 
