@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import sympy
 
-from curate.verify import VerifyConfig
-from curate.verify import equiv, mv
+from curate.verify import VerifyConfig, equiv, mv
 from curate.verify.equiv import Options
 from curate.verify.pool import run_tasks
 

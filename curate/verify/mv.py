@@ -21,13 +21,17 @@ from contextlib import contextmanager
 from itertools import groupby
 from typing import Any, Iterator, Optional
 
+import latex2sympy2_extended.latex2sympy2 as _l2s_module
+import math_verify.parser as _mv_parser
 import sympy
-from latex2sympy2_extended.latex2sympy2 import convert_to_pct, latex2sympy, normalize_latex
+from latex2sympy2_extended.latex2sympy2 import (
+    convert_to_pct,
+    latex2sympy,
+    normalize_latex,
+)
 from math_verify import ExprExtractionConfig, LatexExtractionConfig
 from math_verify.grader import should_treat_as_complex
 from math_verify.grader import verify as _mv_verify
-import latex2sympy2_extended.latex2sympy2 as _l2s_module
-import math_verify.parser as _mv_parser
 from math_verify.parser import extract_latex, get_extraction_regexes
 
 # Math-Verify logs a warning when its timeouts are off and on every failed comparison: we own both.
