@@ -23,9 +23,9 @@ import polars as pl
 from ...columns import ROW_ID
 from ...errors import CurateError, RecipeError
 from ...verify import VERDICTS, VerifyConfig, problem_aggregates
-from ...verify.frame import VerifyKernel, check_columns
 from ..base import Context, Stage, mark_drop
 from .config import VerifyStageConfig  # noqa: F401
+from .kernels import VerifyKernel, check_columns
 
 
 def missing_gold(df: pl.DataFrame) -> int:
