@@ -102,18 +102,6 @@ class Layer:
             return None
         return cls(d, meta["n_shards"], meta["columns"], meta["fingerprint"], meta["rows"], parent)
 
-    def relocate(self, old: Path, new: Path) -> Layer:
-        """The same layer after its folder (or a folder above it) moved from ``old`` to ``new``."""
-        def move(x: Layer | None) -> Layer | None:
-            if x is None:
-                return None
-            d = x.dir
-            if d == old or old in d.parents:
-                d = new / d.relative_to(old)
-            return Layer(d, x.n_shards, x.columns, x.fingerprint, x.rows, move(x.parent))
-
-        return move(self)  # type: ignore[return-value]
-
 
 # ----------------------------------------------------------------------------- reading
 

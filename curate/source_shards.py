@@ -31,9 +31,9 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-import xxhash
 
 from .columns import ROW_ID
+from .shards import shard_of  # noqa: F401  (re-exported: the one partition function)
 from .sources import SourceRows
 
 SAMPLE_ROWS = 10_000
@@ -59,14 +59,6 @@ class SourceShards:
 
 def shard_path(out_dir: Path, i: int) -> Path:
     return Path(out_dir) / f"part-{i:05d}.parquet"
-
-
-def shard_of(problem_ids: pl.Series, n: int) -> pl.Series:
-    """The shard (UInt32) of each problem id: xxh3-64 of its UTF-8 bytes modulo ``n`` (null: as "")."""
-    if n <= 1:
-        return pl.Series("shard", [0] * problem_ids.len(), dtype=pl.UInt32)
-    h = xxhash.xxh3_64_intdigest
-    return pl.Series("shard", [h((p or "").encode()) % n for p in problem_ids.to_list()], dtype=pl.UInt32)
 
 
 class _Writers:
