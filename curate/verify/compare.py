@@ -12,7 +12,6 @@ from typing import Any, Optional
 from .numbers import Num, num_from_sympy
 from .options import Options
 
-
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:\\text\{)?\s*([ap])?\.?\s*(?:m\.?)?\s*\}?$", re.I)
 
 

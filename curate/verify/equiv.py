@@ -15,10 +15,9 @@ Otherwise ``incorrect`` (or ``unparseable`` when the prediction does not parse w
 
 from __future__ import annotations
 
-from fractions import Fraction
 import re
-from collections import OrderedDict
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Optional
 
 from .compare import (  # noqa: F401  (re-exported: imported from here)
@@ -34,6 +33,7 @@ from .compare import (  # noqa: F401  (re-exported: imported from here)
     exact_rational,
 )
 from .extract import EXTRACTORS, extract_choice, gold_choice, last_boxed, parse_options
+from .memo import Memo
 from .normalize import normalize, split_top_level, string_key
 from .numbers import Num, numbers_equal, quantity, read_number
 from .options import Options
@@ -43,7 +43,6 @@ WEAK_EXTRACTORS = frozenset({"whole", "math_verify", "last_number"})
 STRONG_EXTRACTORS = frozenset({"boxed", "final_answer", "answer_tag", "hash"})
 _PERCENT = re.compile(r"(?:\\%|%|\\percent|\bpercent(?:age)?\b)\s*\}?\s*\.?\s*$", re.I)
 from ..columns import VERDICTS  # noqa: E402,F401  (the data contract, re-exported)
-
 
 # ----------------------------------------------------------------------------- gold
 
@@ -94,22 +93,8 @@ class Gold:
         return self._parsed
 
 
-class _LRU(OrderedDict):
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def put(self, k, v):
-        self[k] = v
-        if len(self) > self.size:
-            self.popitem(last=False)
-        return v
-
-
-# Per-process memo: a distinct answer string is parsed once, and a (gold, answer) pair is judged
-# once (the samples of one problem repeat answers: majority answers, common wrong answers).
-_PARSES = _LRU(4096)
-_JUDGED = _LRU(16384)
+_PARSES = Memo(4096)
+_JUDGED = Memo(16384)
 _MISS = object()
 
 

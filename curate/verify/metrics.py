@@ -11,9 +11,8 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from collections import Counter
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np

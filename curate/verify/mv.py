@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
 from contextlib import contextmanager
 from itertools import groupby
 from typing import Any, Iterator, Optional
@@ -34,26 +33,10 @@ from math_verify.grader import should_treat_as_complex
 from math_verify.grader import verify as _mv_verify
 from math_verify.parser import extract_latex, get_extraction_regexes
 
+from .memo import Memo
+
 # Math-Verify logs a warning when its timeouts are off and on every failed comparison: we own both.
 logging.getLogger("math_verify").setLevel(logging.CRITICAL)
-
-class _Memo(OrderedDict):
-    """A bounded memo of a pure function's results (per process; the oldest entry goes first). Only
-    single dict operations, so threads sharing it can at worst recompute a result, never fail."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def put(self, k, v):
-        self[k] = v
-        if len(self) > self.size:
-            try:
-                self.popitem(last=False)
-            except KeyError:
-                pass
-        return v
-
 
 _MISS = object()
 
@@ -78,7 +61,7 @@ class LatexParseError(ValueError):
 # remembered); the result for a string is what Math-Verify's function returns (a pure function of it).
 _ORIGINAL_CACHED = getattr(_mv_parser.parse_latex_cached, "_curate_original", _mv_parser.parse_latex_cached)
 _PARSE_LATEX = getattr(_ORIGINAL_CACHED, "__wrapped__", _ORIGINAL_CACHED)
-_LATEX_MEMO = _Memo(8192)
+_LATEX_MEMO = Memo(8192)
 
 
 # Plain numbers are most answers; latex2sympy reads them through an ANTLR parse and ``sympy.Number(str)``
@@ -237,8 +220,8 @@ def _safe_expr(match) -> tuple[Optional[Any], str]:
 # mv_extract / mv_first_string are pure functions of the text: short texts (an answer's sentence, the
 # text after </think>) repeat across a problem's samples and across problems ("The answer is $\\boxed{5}$.")
 _MEMO_CHARS = 2000
-_EXTRACTED = _Memo(4096)
-_FIRST = _Memo(4096)
+_EXTRACTED = Memo(4096)
+_FIRST = Memo(4096)
 
 
 def mv_extract(text: str) -> Optional[tuple[str, Any]]:
