@@ -224,15 +224,20 @@ _EXTRACTED = Memo(4096)
 _FIRST = Memo(4096)
 
 
+def _remembered(memo: Memo, fn: Any, text: str) -> Any:
+    """``fn(text)``, remembered in ``memo`` for short texts (long ones are rarely repeated)."""
+    if len(text) > _MEMO_CHARS:
+        return fn(text)
+    got = memo.get(text, _MISS)
+    if got is _MISS:
+        got = memo.put(text, fn(text))
+    return got
+
+
 def mv_extract(text: str) -> Optional[tuple[str, Any]]:
     """Math-Verify's ``extract_target_from_pred`` (any_match, first_match fallback) with the safe
     expression conversion. Returns (answer string, sympy or None) or None (remembered for short texts)."""
-    if len(text) > _MEMO_CHARS:
-        return _mv_extract(text)
-    got = _EXTRACTED.get(text, _MISS)
-    if got is _MISS:
-        got = _EXTRACTED.put(text, _mv_extract(text))
-    return got
+    return _remembered(_EXTRACTED, _mv_extract, text)
 
 
 def _mv_extract(text: str) -> Optional[tuple[str, Any]]:
@@ -266,12 +271,7 @@ def _mv_extract(text: str) -> Optional[tuple[str, Any]]:
 def mv_first_string(text: str) -> Optional[str]:
     """The text of the match Math-Verify's extraction would try first (no parsing): used to skip
     a second reading that would only find the answer already compared (remembered for short texts)."""
-    if len(text) > _MEMO_CHARS:
-        return _mv_first_string(text)
-    got = _FIRST.get(text, _MISS)
-    if got is _MISS:
-        got = _FIRST.put(text, _mv_first_string(text))
-    return got
+    return _remembered(_FIRST, _mv_first_string, text)
 
 
 def _mv_first_string(text: str) -> Optional[str]:
