@@ -26,6 +26,7 @@ __all__ = [
     "default_bucket_labels",
     "parse_judge_score",
     "seeded_permutation",
+    "keyed_random",
     "weighted_interleave",
     "break_ties",
     "length_signals",
@@ -341,6 +342,16 @@ def stable_row_key_series(df: pl.DataFrame) -> pl.Series:
     if "sample_id" in df.columns:
         key = pl.when(pl.col("sample_id").is_not_null()).then(pl.col("sample_id").cast(pl.Utf8)).otherwise(key)
     return df.select(key.alias("_key"))["_key"]
+
+
+def keyed_random(keys: pl.Series, seed: int, salt: str = "") -> np.ndarray:
+    """A seeded random number per key that depends on that key alone (xxh3-64 of seed, salt and key): the
+    same in any frame or shard that holds the row, unlike :func:`random_keys`' ranks over a set."""
+    import xxhash
+
+    head = f"{seed}\x00{salt}\x00".encode()
+    return np.fromiter((xxhash.xxh3_64_intdigest(head + k.encode()) for k in keys.cast(pl.Utf8).fill_null("").to_list()),
+                       dtype=np.uint64, count=len(keys))
 
 
 def random_keys(keys: Sequence[str] | pl.Series, seed: int, salt: str = "") -> np.ndarray:

@@ -34,7 +34,7 @@ from .home import curate_home, work_dir_for  # noqa: F401  (re-exported: curate.
 from .recipe import LoadedRecipe
 from .registry import get_stage
 from .shards import Layer
-from .stages.base import Context
+from .stages.base import ORDER, Context, Planned
 
 CACHE_FORMAT = "3"
 
@@ -308,6 +308,8 @@ def _global_stage(stage: Any, label: str, layer: Layer, ctx: Context, engine: An
         base.save(out_dir.parent, moved=(out_dir, out_dir.parent / out_dir.name))
     reads = stage.reads(base.visible())
     given = None if reads is None else [c for c in dict.fromkeys(reads) if c in base.columns]
+    if isinstance(stage, Planned):
+        return _planned_stage(stage, label, base, given, ctx, engine, out_dir)
     nar, shard_ids = shards.narrow(base, given)
     out = engine.run_stage(stage, nar, ctx)
     if given is None and not _same_rows(nar, out):  # a stage that makes new rows (sample): a new root layer
@@ -329,6 +331,50 @@ def _global_stage(stage: Any, label: str, layer: Layer, ctx: Context, engine: An
                  shards.combine(base.fingerprint, fps), live, base)
 
 
+def summarize_shard(stage: Any, layer: Layer, i: int, ctx: Context, given: list[str] | None) -> dict[str, Any]:
+    """A planned stage's ``summarize`` on shard ``i`` (its ``reads`` columns and :data:`ORDER`)."""
+    want = None if given is None else [*given, *([shards.POS] if shards.POS in layer.columns else [])]
+    df = shards.read(layer, i, want)
+    order = pl.col(shards.POS) if shards.POS in df.columns else pl.col(ROW_ID)
+    df = df.with_columns(order.alias(ORDER))
+    if given is not None and shards.POS in df.columns and shards.POS not in given:
+        df = df.drop(shards.POS)
+    c = dataclasses.replace(ctx, stats={})
+    return {"summary": stage.summarize(df, c), "cacheable": c.cacheable}
+
+
+def apply_shard(stage: Any, layer: Layer, i: int, ctx: Context, given: list[str] | None, plan: Any,
+                out_dir: Path, label: str) -> dict[str, Any]:
+    """A planned stage's ``apply`` on shard ``i``: its delta part and stats (runs in any worker)."""
+    inp = shards.read(layer, i, given)
+    c = dataclasses.replace(ctx, stats={})
+    out = stage.apply(inp, plan, c)
+    d = shards.delta(inp, out, label)
+    dropped = shards.counts_of(d)
+    return {"fp": shards.write_part(d, out_dir / f"part-{i:05d}.parquet"), "stats": c.stats,
+            "columns": shards.columns_after(layer, inp.columns, out), "rows_out": inp.height - sum(dropped.values()),
+            "cacheable": c.cacheable}
+
+
+def _planned_stage(stage: Any, label: str, base: Layer, given: list[str] | None, ctx: Context, engine: Any,
+                   out_dir: Path) -> Layer:
+    """A :class:`Planned` global stage: summaries per shard, one plan, then the plan applied per shard; no
+    step holds a column of every row (issue 18)."""
+    sums = engine.map_shards(summarize_shard, [(stage, base, i, ctx, given) for i in range(base.n_shards)])
+    ctx.stats.clear()
+    plan = stage.plan([r["summary"] for r in sums], ctx)
+    ctx.cacheable = ctx.cacheable and all(r["cacheable"] for r in sums)
+    del sums
+    res = engine.map_shards(apply_shard, [(stage, base, i, ctx, given, plan, out_dir, label) for i in range(base.n_shards)])
+    stats = stage.merge_applied(dict(ctx.stats), [r["stats"] for r in res])
+    ctx.stats.clear()
+    ctx.stats.update(stats)
+    ctx.cacheable = ctx.cacheable and all(r["cacheable"] for r in res)
+    cols = given if given is not None else base.columns
+    return Layer(out_dir, base.n_shards, _union([r["columns"] for r in res]) if res else list(cols),
+                 shards.combine(base.fingerprint, [r["fp"] for r in res]), sum(r["rows_out"] for r in res), base)
+
+
 def _run_stage(stage: Any, label: str, layer: Layer, ctx: Context, key: str, engine: Any,
                lr: LoadedRecipe, cache_root: Path) -> tuple[Layer, StageRecord]:
     """Run one stage (not served from the cache) into its cache entry: (its layer, its funnel record)."""
@@ -346,7 +392,8 @@ def _run_stage(stage: Any, label: str, layer: Layer, ctx: Context, key: str, eng
             new = _problem_stage(stage, label, layer, ctx, engine, tmp)
         else:
             new = _global_stage(stage, label, layer, ctx, engine, tmp, lr.recipe.shard_rows)
-        if engine.name != "local" and (cls.scope == "problem" or callable(getattr(stage, "map_shard", None))):
+        if engine.name != "local" and (cls.scope == "problem" or isinstance(stage, Planned)
+                                      or callable(getattr(stage, "map_shard", None))):
             ctx.stats["engine"] = engine.name  # its shards ran as the engine's tasks
         dropped = [shards.part_drops(new.part(i)) for i in range(new.n_shards)]
         rec = StageRecord(stage=label, type=cls.name, version=cls.version, cache_key=key, rows_in=layer.rows,

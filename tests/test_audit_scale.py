@@ -137,3 +137,24 @@ def test_measures_belong_to_their_settings(tmp_path: Path) -> None:
     got = other.run(other.map_shard(mapped, Context.for_test(tmp_path)), Context.for_test(tmp_path))
     assert_frame_equal(got, want)
     assert not [c for c in got.columns if c.startswith("__audit")]
+
+
+def test_audit_planned_on_shards_equals_whole_and_plans_over_token_counts_only(tmp_path: Path) -> None:
+    """The runner's path (issue 18): map_shard, then per shard only the token counts go to ``plan`` (one
+    integer per row, no frame of every row), and each shard is flagged with the frame-wide reference."""
+    from support.planned import run_planned
+
+    df = _rows()
+    stage = AuditStage(AuditConfig())
+    whole_ctx = Context.for_test(tmp_path)
+    whole = stage.run(df, whole_ctx)
+    shard = pl.col("problem_id").hash(seed=1) % 3
+    parts = [stage.map_shard(df.filter(shard == k), Context.for_test(tmp_path)) for k in (2, 0, 1)]
+    got, stats, sums = run_planned(stage, parts, lambda: Context.for_test(tmp_path))
+    assert all(s.ndim == 1 and s.dtype.kind in "iu" for s in sums)  # token counts, nothing else
+    assert not [c for c in got.columns if c.startswith("__")  and c != ROW_ID]
+    joined = (df.drop([c for c in got.columns if c != ROW_ID], strict=False)
+              .join(got, on=ROW_ID, how="left").sort(ROW_ID).select(whole.columns))
+    assert_frame_equal(joined, whole)
+    assert stats == whole_ctx.stats
+    assert stats["flag_counts"]["length_outlier"] > 0

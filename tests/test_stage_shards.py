@@ -259,6 +259,26 @@ def test_difficulty_after_map_shard_reads_no_trace_text(frames, cfg):
     _check_global_stage(stage, verified, tmp, prepared=prepared)
 
 
+@pytest.mark.parametrize("cfg", DIFFICULTY)
+def test_difficulty_planned_on_shards_equals_whole_and_plans_over_problems(frames, cfg):
+    """The runner's path (issue 18): per shard one row per problem goes to ``plan`` (not a column of every
+    row), and each shard gets the whole frame's scores, buckets and filters."""
+    from support.planned import run_planned
+
+    tmp, _, verified = frames
+    stage = DifficultyStage(DifficultyConfig(**cfg))
+    whole_ctx = _ctx(tmp)
+    whole = stage.run(verified, whole_ctx)
+    parts = [stage.map_shard(p, _ctx(tmp)) for p in _parts(verified)]
+    got, stats, sums = run_planned(stage, parts, lambda: _ctx(tmp))
+    assert [s["problems"].height for s in sums] == [p["problem_id"].n_unique() for p in parts]
+    assert not {"reasoning", "answer_text", "problem", "prompt"} & set(sums[0]["problems"].columns)
+    rest = verified.drop([c for c in got.columns if c != ROW_ID and c in verified.columns])
+    joined = whole.select(ROW_ID).join(got.join(rest, on=ROW_ID, how="left"), on=ROW_ID, how="left", maintain_order="left")
+    assert_frame_equal(joined.select(whole.columns), whole)
+    assert stats == whole_ctx.stats
+
+
 def test_difficulty_over_an_earlier_difficulty_run(frames):
     """Columns an earlier difficulty stage left (judge_score, the buckets) are replaced or removed alike."""
     tmp, _, verified = frames

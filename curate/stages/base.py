@@ -28,11 +28,19 @@ default): ``run`` sees every live row at once, but only the columns ``reads`` na
 returns is joined back onto the full rows by ``__rid``; an optional ``map_shard`` is a per-shard first
 phase (row-wise columns such as audit's measures) whose columns ``run`` may then read.
 
+A global stage whose whole-frame part is small (per-problem aggregates, a length reference) can instead be
+*planned* (:class:`Planned`), so no step holds a column of every row: ``summarize`` runs per shard on
+the ``reads`` columns and returns something small (a frame of one row per problem); ``plan`` runs once on
+the list of those (one per shard) and decides (sets the stage's global ``ctx.stats``); ``apply`` runs per
+shard with that plan and returns the shard's rows, like ``run``; ``merge_applied`` adds the shards' stats.
+``run`` on a whole frame is the same three steps, so both give the same rows.
+
 Extra numbers and tables a stage wants in the funnel/manifest/card go into ``ctx.stats`` (JSON-able).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, Literal
 
 import polars as pl
@@ -74,3 +82,33 @@ class Stage:
 
     def check(self, ctx: Context) -> None:
         """Semantic checks for ``curate validate`` (files exist, ...); raise RecipeError. No work."""
+
+
+ORDER = "__order"
+"""Given to ``summarize`` by the runner: each row's position in the dataset's order (``__pos`` or ``__rid``),
+so ``plan`` can restore that order across shards (a frame without it: the row's index)."""
+
+
+class Planned:
+    """Mixin: a global stage in three steps, so the whole-frame step sees aggregates, not rows (issue 18).
+
+    ``summarize(df, ctx)`` per shard (the ``reads`` columns of whole problems, with :data:`ORDER`) ->
+    something small and picklable; ``plan(parts, ctx)`` once, on the list of those -> the plan (picklable),
+    setting the stage's global ``ctx.stats``; ``apply(df, plan, ctx)`` per shard -> that shard's rows (the
+    same rows, same order; new columns and drop marks) and per-shard ``ctx.stats``;
+    ``merge_applied(plan_stats, parts)`` -> the stage's stats. ``run`` is the three steps on one frame."""
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        given = df if ORDER in df.columns else df.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ORDER))
+        plan = self.plan([self.summarize(given, ctx)], ctx)  # type: ignore[attr-defined]
+        applied = dataclasses.replace(ctx, stats={})
+        out = self.apply(df, plan, applied)  # type: ignore[attr-defined]
+        stats = self.merge_applied(dict(ctx.stats), [applied.stats])
+        ctx.stats.clear()
+        ctx.stats.update(stats)
+        ctx.cacheable = ctx.cacheable and applied.cacheable
+        return out
+
+    def merge_applied(self, plan_stats: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """The stats of ``plan`` with the shards' ``apply`` stats (default: ``plan``'s alone)."""
+        return plan_stats

@@ -17,10 +17,12 @@ from typing import ClassVar
 
 import polars as pl
 
-from ...audit.flags import FLAG_INPUTS, audit_frame
+import numpy as np
+
+from ...audit.flags import FLAG_INPUTS, audit_frame, length_stats
 from ...audit.summary import flag_counts
 from ...errors import RecipeError, require
-from ..base import Context, Stage
+from ..base import ORDER, Context, Planned, Stage
 from .config import AuditConfig
 from .kernels import MeasureKernel
 
@@ -29,7 +31,7 @@ MEASURE_PREFIX = "__audit."
 of the audit's settings, so a second audit stage with other settings never reads the first one's."""
 
 
-class AuditStage(Stage):
+class AuditStage(Planned, Stage):
     name = "audit"
     CHUNK = 20_000
     """Rows per local batch of the measures (a progress bar with rows/s; the same flags). Measuring holds
@@ -75,22 +77,45 @@ class AuditStage(Stage):
             return None
         return [c for c in columns if c.startswith(pre) or c in FLAG_INPUTS]
 
-    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        cfg: AuditConfig = self.config  # type: ignore[assignment]
+    def _measured(self, df: pl.DataFrame, ctx: Context) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """``df`` without any audit's hidden measures, and this audit's measures of its rows (map_shard's
+        columns where they are there, else measured now)."""
         prefix = self._prefix()
         pre = [c for c in df.columns if c.startswith(prefix)]
-        # measured shard by shard already (map_shard): the flags only
         measured = df.select(pre).rename(lambda c: c[len(prefix):]) if pre else None
-        df = df.drop([c for c in df.columns if c.startswith(MEASURE_PREFIX)])  # hidden: never returned
+        df = df.drop([c for c in df.columns if c.startswith(MEASURE_PREFIX) or c == ORDER])  # hidden: never returned
         if measured is None:
             self._need_reasoning(df, ctx)
-            # the per-row measures are the kernel (an engine may run it anywhere); the flags need the
-            # whole frame's length reference: here
-            measured = ctx.map(self._kernel(), df) if df.height else None
-        out = audit_frame(df, cfg, measured=measured)
-        counts = flag_counts(out, cfg.enabled())
-        ctx.stats["flag_counts"] = counts
+            measured = ctx.map(self._kernel(), df) if df.height else self._kernel()(df)
+        return df, measured
+
+    def summarize(self, df: pl.DataFrame, ctx: Context) -> np.ndarray:
+        """A shard's rows' reasoning tokens (the length reference is taken over every row)."""
+        return self._measured(df, ctx)[1]["reasoning_tokens"].to_numpy()
+
+    def plan(self, parts: list[np.ndarray], ctx: Context) -> dict:
+        """The length reference (median, MAD of log tokens) over all rows, none below ``length_min_rows``."""
+        cfg: AuditConfig = self.config  # type: ignore[assignment]
+        tokens = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        if len(tokens):
+            ctx.stats["reasoning_tokens_p50"] = float(np.median(tokens))
+        return {"length_ref": length_stats(tokens) if len(tokens) >= cfg.length_min_rows else None}
+
+    def apply(self, df: pl.DataFrame, plan: dict, ctx: Context) -> pl.DataFrame:
+        cfg: AuditConfig = self.config  # type: ignore[assignment]
+        df, measured = self._measured(df, ctx)
+        out = audit_frame(df, cfg, measured=measured if df.height else None, length_ref=plan["length_ref"])
+        ctx.stats["flag_counts"] = flag_counts(out, cfg.enabled())
         ctx.stats["rows_flagged"] = int((out["flags"].list.len() > 0).sum()) if out.height else 0
-        if out.height:
-            ctx.stats["reasoning_tokens_p50"] = float(out["reasoning_tokens"].median())
         return out
+
+    def merge_applied(self, plan_stats: dict, parts: list[dict]) -> dict:
+        """Flag counts and flagged rows summed over the shards; the median tokens from ``plan``."""
+        enabled = list(self.config.enabled())  # type: ignore[attr-defined]
+        total: dict[str, int] = {}
+        for p in parts:
+            for f, n in p["flag_counts"].items():
+                total[f] = total.get(f, 0) + n
+        names = enabled + sorted(f for f in total if f not in enabled)
+        return {"flag_counts": {f: total.get(f, 0) for f in names},
+                "rows_flagged": sum(p["rows_flagged"] for p in parts), **plan_stats}

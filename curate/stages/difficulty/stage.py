@@ -33,7 +33,7 @@ from ... import difficulty as D
 from ...columns import PROBLEM_COLUMNS  # noqa: E402  (the data contract)
 from ...errors import RecipeError
 from ...verify import VerifyConfig
-from ..base import DROP, Context, Stage, StageConfig, mark_drop
+from ..base import DROP, ORDER, Context, Planned, Stage, StageConfig, mark_drop
 from .config import (  # noqa: F401
     DEFAULT_JUDGE_PROMPT,
     UNGRADED_VERDICTS,
@@ -52,10 +52,11 @@ TEXT_COLUMNS = ("reasoning", "answer_text")
 OUT_COLUMNS = ("n_samples", "pass_rate", "pass_rate_low", "pass_rate_high", "difficulty", "difficulty_bucket")
 
 
-class DifficultyStage(Stage):
+class DifficultyStage(Planned, Stage):
     name: ClassVar[str] = "difficulty"
     Config: ClassVar[type[StageConfig]] = DifficultyConfig
-    version: ClassVar[str] = "2"  # 2: row keys without frame positions; map_shard token counts (shard contract)
+    version: ClassVar[str] = "3"  # 2: row keys without frame positions; map_shard token counts (shard contract);
+    # 3: planned (per-problem summaries per shard); prefer: random by a per-row keyed hash, not a rank over all rows
     requires: ClassVar[tuple[str, ...]] = ("problem_id",)
     produces: ClassVar[tuple[str, ...]] = OUT_COLUMNS
 
@@ -82,49 +83,57 @@ class DifficultyStage(Stage):
         tokens, _ = self._with_lengths(df.drop([c for c in (TOKENS, "_tokens") if c in df.columns]))
         return df.with_columns(tokens["_tokens"].alias(TOKENS))
 
-    # ------------------------------------------------------------------ run
-    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        cfg = self.config
-        label = ctx.stage_label or self.name
+    # ------------------------------------------------------------------ run: summarize, plan, apply
+    # (Planned: per shard one row per problem goes to ``plan``, which scores and buckets the problems;
+    # ``apply`` joins the scores onto each shard's rows and filters them; no step holds every row)
+
+    def _prepare(self, df: pl.DataFrame, label: str) -> pl.DataFrame:
         if "problem_id" not in df.columns:
             raise RecipeError(f"stage '{label}': the input has no 'problem_id' column")
-        df = df.drop([c for c in (*OUT_COLUMNS, "judge_score") if c in df.columns])
+        return df.drop([c for c in (*OUT_COLUMNS, "judge_score") if c in df.columns])
 
-        has_correct = "correct" in df.columns
+    def summarize(self, df: pl.DataFrame, ctx: Context) -> dict[str, Any]:
+        """One row per problem of this shard (its columns, first position, verdict tallies and length
+        signals) and the rows' token-count tallies."""
+        label = ctx.stage_label or self.name
+        df = self._prepare(df, label)
         self._check_methods(df, label)
+        order = pl.col(ORDER) if ORDER in df.columns else pl.int_range(pl.len(), dtype=pl.Int64)
+        df = df.with_columns(order.alias(ORDER))
+        probs = self._problems(df).join(df.group_by("problem_id").agg(pl.col(ORDER).min()), on="problem_id",
+                                        how="left", maintain_order="left")
+        df, counts = self._with_lengths(df)
+        if "correct" in df.columns:
+            probs = probs.join(_aggregate(df), on="problem_id", how="left", maintain_order="left")
+        probs = probs.join(D.length_signals(df), on="problem_id", how="left", maintain_order="left")
+        return {"problems": probs, "counts": counts, "correct": "correct" in df.columns}
 
-        probs = self._problems(df)
-        stats: dict[str, Any] = {"problems": probs.height}
+    def plan(self, parts: list[dict[str, Any]], ctx: Context) -> pl.DataFrame:
+        """Score, tie-break and bucket every problem (in the dataset's order); the unsolved ones."""
+        cfg = self.config
+        probs = pl.concat([p["problems"] for p in parts], how="diagonal_relaxed").sort(ORDER).drop(ORDER)
+        has_correct = any(p["correct"] for p in parts)
+        n_missing, counted, height = (sum(p["counts"][k] for p in parts) for k in range(3))
+        stats: dict[str, Any] = {"problems": probs.height,
+                                 "length_tokens": self._how(n_missing, height) if counted else "completion_tokens"}
         warnings: list[str] = []
-        df, stats["length_tokens"] = self._with_lengths(df)
-
-        # teacher aggregates (always, when verdicts exist)
-        if has_correct:
-            teacher = _aggregate(df)
-            probs = probs.join(teacher, on="problem_id", how="left")
-        # probe aggregates
         pass_src = next((m.source for m in cfg.methods if isinstance(m, PassRateMethod)), "teacher")
         if any(isinstance(m, PassRateMethod) and m.source == "probe" for m in cfg.methods):
             probe = self._probe(probs, ctx, stats)
             probs = probs.join(probe.with_columns(pl.col("problem_id").cast(probs.schema["problem_id"])),
-                               on="problem_id", how="left")
+                               on="problem_id", how="left", maintain_order="left")
         if any(isinstance(m, JudgeMethod) for m in cfg.methods):
             judge = self._judge(probs, ctx, stats)
             probs = probs.join(judge.with_columns(pl.col("problem_id").cast(probs.schema["problem_id"])),
-                               on="problem_id", how="left")
-        probs = probs.join(D.length_signals(df), on="problem_id", how="left")
-
+                               on="problem_id", how="left", maintain_order="left")
         probs = D.pass_rate_columns(probs, pass_src, cfg.confidence)
-
         combined = self._combine(probs, warnings)
         probs = probs.with_columns(pl.Series("difficulty", D.break_ties(combined, probs, stats), dtype=pl.Float64))
         probs = self._bucket(probs, stats, warnings)
-
-        keep_cols = ["problem_id", *OUT_COLUMNS]
-        if "judge_score" in probs.columns:
-            keep_cols.append("judge_score")
-        out = df.join(probs.select(keep_cols), on="problem_id", how="left", maintain_order="left")
-        out = self._filter(out, probs, ctx, stats).drop([c for c in ("_tokens", TOKENS) if c in out.columns])
+        unsolved = pl.lit(False)
+        if has_correct and cfg.unsolved != "keep":
+            unsolved = (pl.col("teacher_n") > 0) & (pl.col("teacher_c") == 0)
+            self._unsolved(probs.filter(unsolved), ctx, stats)
         pr = probs["pass_rate"].drop_nulls()
         stats["pass_rate_source"] = pass_src
         stats["pass_rate_mean"] = round(float(pr.mean()), 4) if pr.len() else None
@@ -132,6 +141,16 @@ class DifficultyStage(Stage):
         if warnings:
             stats["warnings"] = warnings
         ctx.stats.update(stats)
+        keep_cols = ["problem_id", *OUT_COLUMNS, *(["judge_score"] if "judge_score" in probs.columns else [])]
+        return probs.select(*keep_cols, unsolved.fill_null(False).alias("_unsolved"))
+
+    def apply(self, df: pl.DataFrame, plan: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        """The problems' scores on each row, and the row filters."""
+        df = self._prepare(df, ctx.stage_label or self.name)
+        df, _ = self._with_lengths(df)
+        plan = plan.with_columns(pl.col("problem_id").cast(df.schema["problem_id"]))
+        out = df.join(plan, on="problem_id", how="left", maintain_order="left")
+        out = self._filter(out, ctx).drop([c for c in ("_tokens", TOKENS, "_unsolved") if c in out.columns])
         return out
 
     def _check_methods(self, df: pl.DataFrame, label: str) -> None:
@@ -152,16 +171,16 @@ class DifficultyStage(Stage):
                     "('completion_tokens', or 'reasoning'/'answer_text' to count)"
                 )
 
-    def _with_lengths(self, df: pl.DataFrame) -> tuple[pl.DataFrame, str]:
-        """``_tokens`` per row: completion_tokens, else counted from reasoning + answer_text."""
+    def _with_lengths(self, df: pl.DataFrame) -> tuple[pl.DataFrame, tuple[int, int, int]]:
+        """``_tokens`` per row: completion_tokens, else counted from reasoning + answer_text; and (rows
+        without completion_tokens, rows counted from text, rows)."""
         from ...audit.flags import count_tokens
 
-        if TOKENS in df.columns:  # counted by map_shard: the same numbers, and the same description
+        if TOKENS in df.columns:  # counted by map_shard: the same numbers
             df = df.with_columns(pl.col(TOKENS).cast(pl.Float64).alias("_tokens"))
             given = df["completion_tokens"].is_not_null() if "completion_tokens" in df.columns else pl.Series([False] * df.height)
             n_missing = df.height - int(given.sum())
-            counted = int((~given & df["_tokens"].is_not_null()).sum())
-            return df, self._how(n_missing, df.height) if counted else "completion_tokens"
+            return df, (n_missing, int((~given & df["_tokens"].is_not_null()).sum()), df.height)
         have = (
             pl.col("completion_tokens").cast(pl.Float64)
             if "completion_tokens" in df.columns
@@ -172,14 +191,14 @@ class DifficultyStage(Stage):
         n_missing = int(missing.sum())
         text_cols = [c for c in ("reasoning", "answer_text") if c in df.columns]
         if n_missing == 0 or not text_cols or df.height == 0:
-            return df, "completion_tokens"
+            return df, (n_missing, 0, df.height)
         texts = df.select(
             pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("") for c in text_cols], separator="\n")
         ).to_series()
         counted = count_tokens(texts.filter(missing), self.config.tokenizer).astype("float64")
         vals = df["_tokens"].to_numpy().astype("float64").copy()
         vals[missing.to_numpy()] = counted
-        return df.with_columns(pl.Series("_tokens", vals, dtype=pl.Float64)), self._how(n_missing, df.height)
+        return df.with_columns(pl.Series("_tokens", vals, dtype=pl.Float64)), (n_missing, n_missing, df.height)
 
     def _how(self, n_missing: int, height: int) -> str:
         how = f"tokenizer:{self.config.tokenizer}" if self.config.tokenizer else "approx-regex"
@@ -298,26 +317,25 @@ class DifficultyStage(Stage):
             )
         return probs.with_columns(pl.Series("difficulty_bucket", labels, dtype=pl.Utf8))
 
-    def _filter(self, df: pl.DataFrame, probs: pl.DataFrame, ctx: Context, stats: dict) -> pl.DataFrame:
+    def _unsolved(self, rows: pl.DataFrame, ctx: Context, stats: dict) -> None:
+        """Count the unsolved problems (graded teacher samples, none correct); with ``resample``, write them."""
+        stats["unsolved_problems"] = rows.height
+        if self.config.unsolved == "resample":
+            path = ctx.stage_dir() / "unsolved.jsonl"
+            rows = rows.select([c for c in PROBLEM_COLUMNS if c in rows.columns])
+            with open(path, "w", encoding="utf-8") as f:
+                for r in rows.iter_rows(named=True):
+                    f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+            stats["unsolved_file"] = str(path)
+
+    def _filter(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg = self.config
         has_correct = "correct" in df.columns
         if DROP not in df.columns:
             df = df.with_columns(pl.lit(None, dtype=pl.Utf8).alias(DROP))
         graded = _graded_expr(df)
-        # unsolved: graded teacher samples, none correct
-        if has_correct and cfg.unsolved != "keep":
-            unsolved_ids = probs.filter((pl.col("teacher_n") > 0) & (pl.col("teacher_c") == 0))["problem_id"]
-            df = mark_drop(df, pl.col("problem_id").is_in(unsolved_ids.implode()), "unsolved")
-            stats["unsolved_problems"] = unsolved_ids.len()
-            if cfg.unsolved == "resample":
-                path = ctx.stage_dir() / "unsolved.jsonl"
-                rows = probs.filter(pl.col("problem_id").is_in(unsolved_ids.implode())).select(
-                    [c for c in PROBLEM_COLUMNS if c in probs.columns]
-                )
-                with open(path, "w", encoding="utf-8") as f:
-                    for r in rows.iter_rows(named=True):
-                        f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-                stats["unsolved_file"] = str(path)
+        if has_correct and cfg.unsolved != "keep":  # decided per problem by the plan
+            df = mark_drop(df, pl.col("_unsolved").fill_null(False), "unsolved")
         # pass-rate window
         if cfg.min_pass_rate is not None:
             test = pl.col("pass_rate") if cfg.window == "point" else pl.col("pass_rate_high")
@@ -340,12 +358,12 @@ class DifficultyStage(Stage):
         seed = ctx.seed if cfg.seed is None else cfg.seed
         df = df.with_row_index("_row")
         stable = D.stable_row_key_series(df)
-        rand = D.random_keys(stable, seed, "max_correct_per_problem")
+        rand = D.keyed_random(stable, seed, "max_correct_per_problem")  # per row: the same in any shard
         length = pl.col("_tokens") if "_tokens" in df.columns else pl.lit(0.0)
         df = df.with_columns(pl.Series("_rand", rand), stable.alias("_stable"), length.fill_null(float("inf")).alias("_len"))
         elig = df.filter(pl.col(DROP).is_null() & graded & (pl.col("correct") == True))  # noqa: E712
         if cfg.prefer == "random":
-            elig = elig.sort(["problem_id", "_rand"])
+            elig = elig.sort(["problem_id", "_rand", "_stable"])
         else:
             elig = elig.sort(["problem_id", "_len", "_stable"], descending=[False, cfg.prefer == "longest", False])
         over = elig.with_columns(pl.int_range(pl.len()).over("problem_id").alias("_k")).filter(
