@@ -308,7 +308,7 @@ def _global_stage(stage: Any, label: str, layer: Layer, ctx: Context, engine: An
         base.save(out_dir.parent, moved=(out_dir, out_dir.parent / out_dir.name))
     reads = stage.reads(base.visible())
     given = None if reads is None else [c for c in dict.fromkeys(reads) if c in base.columns]
-    if isinstance(stage, Planned):
+    if isinstance(stage, Planned) and stage.planned():
         return _planned_stage(stage, label, base, given, ctx, engine, out_dir)
     nar, shard_ids = shards.narrow(base, given)
     out = engine.run_stage(stage, nar, ctx)
@@ -392,7 +392,7 @@ def _run_stage(stage: Any, label: str, layer: Layer, ctx: Context, key: str, eng
             new = _problem_stage(stage, label, layer, ctx, engine, tmp)
         else:
             new = _global_stage(stage, label, layer, ctx, engine, tmp, lr.recipe.shard_rows)
-        if engine.name != "local" and (cls.scope == "problem" or isinstance(stage, Planned)
+        if engine.name != "local" and (cls.scope == "problem" or (isinstance(stage, Planned) and stage.planned())
                                       or callable(getattr(stage, "map_shard", None))):
             ctx.stats["engine"] = engine.name  # its shards ran as the engine's tasks
         dropped = [shards.part_drops(new.part(i)) for i in range(new.n_shards)]

@@ -23,6 +23,7 @@ from curate.sources import TracesSource, load_sources
 from curate.stages.base import Context
 from curate.stages.curriculum import CurriculumConfig, CurriculumStage
 from curate.stages.decontaminate import DecontaminateConfig, DecontaminateStage
+from curate.stages.dedup import DedupConfig, DedupStage
 from curate.stages.difficulty import DifficultyConfig, DifficultyStage
 from curate.stages.select import SelectConfig, SelectStage
 from curate.stages.verify import VerifyStage, VerifyStageConfig
@@ -355,3 +356,37 @@ def test_select_on_its_read_columns_equals_whole(frames, rated, cfg):
     assert not {"reasoning", "problem", "prompt", "answer_text"} & set(stage.reads(rated.columns))
     out = _check_global_stage(stage, rated, tmp)
     assert 0 < out.filter(pl.col("drop_reason").is_null()).height < out.height
+
+
+# ----------------------------------------------------------------------------------------------- dedup
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(keep="most_correct", threshold=0.5), dict(method="exact"),
+                                 dict(merge_different_answers=True, merge_different_numbers=True, keep="shortest")])
+def test_dedup_by_problem_planned_on_shards_equals_whole(frames, cfg):
+    """By problem, the runner's path (issue 18): per shard one row per live problem (its text, not its
+    samples) goes to ``plan``; each shard's rows get the whole run's clusters and drops."""
+    from support.planned import run_planned
+
+    tmp, _, verified = frames
+    # some problems re-asked under another id (exact) or with a word changed (near)
+    ids = verified["problem_id"].unique(maintain_order=True).to_list()
+    text = dict(zip(verified["problem_id"].to_list(), verified["problem"].to_list()))
+    copy = {ids[i]: text[ids[i + 1]] + (" again" if i % 4 == 0 else "") for i in range(0, 40, 2)}
+    df = verified.with_columns(pl.col("problem_id").replace_strict(copy, default=pl.col("problem")).alias("problem"))
+    stage = DedupStage(DedupConfig(**cfg))
+    assert stage.planned()
+    whole_ctx = _ctx(tmp)
+    whole = stage.run(df, whole_ctx)
+    got, stats, sums = run_planned(stage, _parts(df), lambda: _ctx(tmp))
+    assert [s.height for s in sums] == [p["problem_id"].n_unique() for p in _parts(df)]
+    assert not {"reasoning", "answer_text", "prompt"} & {c for s in sums for c in s.columns}
+    rest = df.drop([c for c in got.columns if c != ROW_ID and c in df.columns])
+    joined = whole.select(ROW_ID).join(got.join(rest, on=ROW_ID, how="left"), on=ROW_ID, how="left", maintain_order="left")
+    assert_frame_equal(joined.select(whole.columns), whole)
+    assert stats == whole_ctx.stats
+    assert stats["exact_duplicates"] > 0 and stats["rows_dropped"] > 0
+
+
+def test_dedup_by_sample_is_not_planned():
+    assert not DedupStage(DedupConfig(scope="sample", field="reasoning")).planned()

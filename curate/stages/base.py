@@ -109,6 +109,10 @@ class Planned:
         ctx.cacheable = ctx.cacheable and applied.cacheable
         return out
 
+    def planned(self) -> bool:
+        """Whether the runner runs this configuration planned (else ``run`` on the ``reads`` columns of every row)."""
+        return True
+
     def merge_applied(self, plan_stats: dict[str, Any], parts: list[dict[str, Any]]) -> dict[str, Any]:
         """The stats of ``plan`` with the shards' ``apply`` stats (default: ``plan``'s alone)."""
         return plan_stats

@@ -36,7 +36,7 @@ import polars as pl
 from ...dedup.cluster import choose_kept, cluster_labels, find_duplicates
 from ...dedup.minhash import MAX_BUCKET, MinHashParams
 from ...errors import RecipeError
-from ..base import DROP, Context, Stage, mark_drop
+from ..base import DROP, ORDER, Context, Planned, Stage, mark_drop
 from .config import DedupConfig  # noqa: F401
 
 
@@ -96,7 +96,7 @@ def _length(df: pl.DataFrame, keep: str) -> pl.Expr:
     return pl.sum_horizontal([pl.col(c).cast(pl.Utf8).fill_null("").str.len_chars() for c in cols]).cast(pl.Float64)
 
 
-class DedupStage(Stage):
+class DedupStage(Planned, Stage):
     name = "dedup"
     Config = DedupConfig
     version = "1"
@@ -127,7 +127,23 @@ class DedupStage(Stage):
         want.append(DROP)
         return [c for c in dict.fromkeys(want) if c in columns]
 
+    def planned(self) -> bool:
+        """By problem, the runner runs it planned: per shard one row per problem (its text, no row of its
+        samples) goes to ``plan``, which finds the duplicates; ``apply`` marks each shard's rows. By sample,
+        the units are rows: ``run`` on the narrow rows."""
+        return self.config.scope == "problem"  # type: ignore[attr-defined]
+
     def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        if self.planned():
+            return Planned.run(self, df, ctx)
+        rows, where = self._rows(df, ctx)
+        units, unit_col = self._units(rows, df, where)
+        unit_frame, rows_dropped = self._decide(units, unit_col, ctx)
+        out = _mark_units(df, rows, unit_frame, unit_col)
+        ctx.stats["rows_dropped"] = int(out[DROP].is_not_null().sum()) - int(df[DROP].is_not_null().sum() if DROP in df.columns else 0)
+        return out
+
+    def _rows(self, df: pl.DataFrame, ctx: Context) -> tuple[pl.DataFrame, str]:
         cfg: DedupConfig = self.config  # type: ignore[assignment]
         where = f"stage {ctx.stage_label or self.name}"
         for c in _text_cols(cfg.field):
@@ -141,8 +157,39 @@ class DedupStage(Stage):
             _correct=pl.col("correct").cast(pl.Float64).fill_null(0.0) if "correct" in df.columns else pl.lit(0.0),
             _alive=alive,
         )
-        units, unit_col = self._units(rows, df, where)
+        return rows, where
 
+    def summarize(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        """This shard's problems (live ones): id, text, gold answer, first position, live rows, length, correct."""
+        rows, where = self._rows(df.drop(ORDER, strict=False), ctx)
+        order = df[ORDER] if ORDER in df.columns else pl.int_range(rows.height, dtype=pl.Int64, eager=True)
+        units, _ = self._units(rows.with_columns(order.alias(ORDER)), df, where)
+        return units.drop([c for c in ("problem", "_row") if c in units.columns and c != self._unit_col(df)])
+
+    def plan(self, parts: list[pl.DataFrame], ctx: Context) -> dict[str, Any]:
+        """The duplicates among every shard's problems (in the dataset's order): per problem its cluster,
+        the kept one and the reason it is dropped."""
+        units = pl.concat(parts, how="vertical_relaxed").sort(ORDER)
+        unit_col = next(c for c in ("problem_id", "problem") if c in units.columns)
+        unit_frame, rows_dropped = self._decide(units, unit_col, ctx)
+        ctx.stats["rows_dropped"] = rows_dropped
+        return {"units": unit_frame, "unit_col": unit_col}
+
+    def apply(self, df: pl.DataFrame, plan: dict[str, Any], ctx: Context) -> pl.DataFrame:
+        rows, _ = self._rows(df, ctx)
+        unit_col = plan["unit_col"]
+        units = plan["units"].with_columns(pl.col(unit_col).cast(df.schema[unit_col]))
+        return _mark_units(df, rows, units, unit_col)
+
+    def _unit_col(self, df: pl.DataFrame) -> str | None:
+        if self.config.scope != "problem":  # type: ignore[attr-defined]
+            return None
+        return "problem_id" if "problem_id" in df.columns else "problem"
+
+    def _decide(self, units: pl.DataFrame, unit_col: str | None, ctx: Context) -> tuple[pl.DataFrame, int]:
+        """Find the duplicates among ``units``: the per-unit frame ``_mark_units`` joins (cluster_id,
+        duplicate_of, _reason) and the live rows the dropped units hold; the stats go to ``ctx.stats``."""
+        cfg: DedupConfig = self.config  # type: ignore[assignment]
         texts = units["_text"]  # a polars Series: workers get it chunk by chunk (no full Python copy)
         numbers = None
         if cfg.field == "problem" and cfg.method == "minhash" and not cfg.merge_different_numbers:
@@ -161,10 +208,9 @@ class DedupStage(Stage):
         kept = choose_kept(res.labels, score) if n else np.empty(0, dtype=np.int64)
         dropped = kept != np.arange(n)
         exact = res.keys == res.keys[kept]
-        out = _mark_units(df, rows, units, unit_col, kept, dropped, exact)
-
-        ctx.stats.update(self._stats(df, out, res, texts, (dropped, exact), kept_apart))
-        return out
+        ctx.stats.update(self._stats(res, texts, (dropped, exact), kept_apart))
+        rows_dropped = int(units["_rows"].filter(pl.Series(dropped)).sum()) if n else 0
+        return _unit_frame(units, unit_col, kept, dropped, exact), rows_dropped
 
     def _units(self, rows: pl.DataFrame, df: pl.DataFrame, where: str) -> tuple[pl.DataFrame, str | None]:
         """The live units to compare (problems or rows) and, by problem, the column naming them. By
@@ -182,6 +228,8 @@ class DedupStage(Stage):
                     *([pl.col("problem").first()] if unit_col != "problem" else []),
                     pl.col("_len").mean(),
                     pl.col("_correct").sum(),
+                    pl.len().alias("_rows"),
+                    *([pl.col(ORDER).min()] if ORDER in rows.columns else []),
                     *([pl.col("gold_answer").first().alias("_gold")] if gold else []),
                 )
             )
@@ -198,7 +246,8 @@ class DedupStage(Stage):
             )
             golds = [pl.col("gold_answer").cast(pl.Utf8).alias("_gold")] if gold else []
             units = rows.filter(pl.col("_alive")).select(
-                uid.alias("_uid"), _text(rows, cfg.field, where).alias("_text"), "_len", "_correct", "_row", *golds
+                uid.alias("_uid"), _text(rows, cfg.field, where).alias("_text"), "_len", "_correct", "_row", *golds,
+                pl.lit(1, pl.UInt32).alias("_rows"),
             )
         return units, unit_col
 
@@ -225,8 +274,8 @@ class DedupStage(Stage):
                 max_bucket=self.max_bucket,
             )
 
-    def _stats(self, df: pl.DataFrame, out: pl.DataFrame, res: Any, texts: pl.Series,
-               marks: tuple[np.ndarray, np.ndarray], kept_apart: dict[str, int]) -> dict[str, Any]:
+    def _stats(self, res: Any, texts: pl.Series, marks: tuple[np.ndarray, np.ndarray],
+               kept_apart: dict[str, int]) -> dict[str, Any]:
         cfg: DedupConfig = self.config  # type: ignore[assignment]
         dropped, exact = marks
         n = len(texts)
@@ -243,7 +292,7 @@ class DedupStage(Stage):
             "kept_apart": kept_apart,
             "lsh_candidates": res.n_candidates,
             "lsh_bands_rows": list(res.lsh_params) if res.lsh_params else None,
-            "rows_dropped": int(out[DROP].is_not_null().sum()) - int(df[DROP].is_not_null().sum() if DROP in df.columns else 0),
+            "rows_dropped": 0,  # set by the caller (the units' live rows)
             "examples": [
                 {"kept": texts[int(a)][:300], "dropped": texts[int(b)][:300], "similarity": round(float(s), 4)}
                 for a, b, s in list(zip(res.pairs_i, res.pairs_j, res.similarity))[:5]
@@ -289,9 +338,9 @@ def _groups(numbers: list[tuple[str, ...]]) -> np.ndarray:
     return np.fromiter((xxhash.xxh3_64_intdigest("\x1f".join(t).encode()) for t in numbers), dtype=np.uint64, count=len(numbers))
 
 
-def _mark_units(df: pl.DataFrame, rows: pl.DataFrame, units: pl.DataFrame, unit_col: str | None,
-                kept: np.ndarray, dropped: np.ndarray, exact: np.ndarray) -> pl.DataFrame:
-    """cluster_id / duplicate_of on every row, and the duplicates marked dropped (live rows only)."""
+def _unit_frame(units: pl.DataFrame, unit_col: str | None, kept: np.ndarray, dropped: np.ndarray,
+                exact: np.ndarray) -> pl.DataFrame:
+    """Per unit: cluster_id, duplicate_of and the drop reason, keyed by the unit's id (by problem) or row."""
     n = len(units)
     uids = np.asarray(units["_uid"].to_list(), dtype=object)
     reason = np.where(dropped, np.where(exact, "exact_duplicate", "near_duplicate"), None)
@@ -305,11 +354,13 @@ def _mark_units(df: pl.DataFrame, rows: pl.DataFrame, units: pl.DataFrame, unit_
         schema={"_uid": pl.Utf8, "cluster_id": pl.Utf8, "duplicate_of": pl.Utf8, "_reason": pl.Utf8},
     )
     if unit_col is not None:  # by problem: units are unique problem ids: every sample of a problem joins its unit
-        unit_frame = unit_frame.drop("_uid").with_columns(units[unit_col])  # the id in its own dtype (Categorical too)
-        out = rows.join(unit_frame, on=unit_col, how="left", maintain_order="left")
-    else:  # units are rows: join by row position (ids need not be unique)
-        unit_frame = unit_frame.drop("_uid").with_columns(units["_row"])
-        out = rows.join(unit_frame, on="_row", how="left", maintain_order="left")
+        return unit_frame.drop("_uid").with_columns(units[unit_col])  # the id in its own dtype (Categorical too)
+    return unit_frame.drop("_uid").with_columns(units["_row"])  # units are rows: by row position
+
+
+def _mark_units(df: pl.DataFrame, rows: pl.DataFrame, unit_frame: pl.DataFrame, unit_col: str | None) -> pl.DataFrame:
+    """cluster_id / duplicate_of on every row, and the duplicates marked dropped (live rows only)."""
+    out = rows.join(unit_frame, on=unit_col or "_row", how="left", maintain_order="left")
     out = out.with_columns(pl.when(pl.col("_alive")).then(pl.col("_reason")).alias("_reason"))
     out = mark_drop(out, pl.col("_reason").is_not_null(), pl.col("_reason"))
     out = out.drop("_row", "_len", "_correct", "_alive", "_reason", *[c for c in ("_uid", "_text") if c in out.columns])
