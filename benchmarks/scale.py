@@ -29,6 +29,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,9 +109,11 @@ class TreeRSS:
     """Peak summed RSS of a process and all its descendants, sampled in a thread; with ``cluster``,
     also the peak of (tree + this machine's Ray processes that are not in the tree)."""
 
-    def __init__(self, pid: int, every: float = 0.2, cluster: bool = False):
-        self.proc, self.every, self.cluster = psutil.Process(pid), every, cluster
+    def __init__(self, pid: int, every: float = 0.2, cluster: bool = False, log: Path | None = None):
+        self.proc, self.every, self.cluster, self.log = psutil.Process(pid), every, cluster, log
         self.peak = self.peak_single = self.peak_with_cluster = 0
+        self.by_stage: dict[str, int] = {}
+        """Peak tree RSS per stage label (``publish`` after the last stage), from the run's stage log lines."""
         self._last_scan = 0.0
         self._ray: list[psutil.Process] = []
         self._stop = threading.Event()
@@ -132,6 +135,9 @@ class TreeRSS:
                 total += rss
                 self.peak_single = max(self.peak_single, rss)
             self.peak = max(self.peak, total)
+            if self.log is not None:
+                stage = self._stage()
+                self.by_stage[stage] = max(self.by_stage.get(stage, 0), total)
             if self.cluster:
                 if time.monotonic() - self._last_scan > 2.0:  # new Ray workers appear: rescan now and then
                     self._ray, self._last_scan = ray_processes(), time.monotonic()
@@ -145,6 +151,26 @@ class TreeRSS:
                 self.peak_with_cluster = max(self.peak_with_cluster, total)
             self._stop.wait(self.every)
 
+    _TAG = re.compile(r"\[(\d+)/(\d+)\] ([^:\s]+): (.*)")
+
+    def _stage(self) -> str:
+        """The stage running now: the last ``[k/n] label: ...`` line of the log (after the last stage's end
+        line: ``publish``)."""
+        try:
+            with open(self.log, "rb") as f:  # type: ignore[arg-type]
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 8192))
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return "start"
+        for line in reversed(lines):
+            m = self._TAG.search(line)
+            if m:
+                k, n, label, rest = int(m[1]), int(m[2]), m[3], m[4]
+                done = " -> " in rest
+                return "publish" if done and k == n else label
+        return getattr(self, "_last", "start")
+
     def stop(self) -> None:
         self._stop.set()
         self._t.join()
@@ -156,7 +182,7 @@ def run_curate(recipe_path: Path, home: Path, log: Path, cluster: bool = False) 
     with open(log, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "curate.cli", "run", str(recipe_path), "--no-resume"],
                                 stdout=f, stderr=subprocess.STDOUT, env=env, cwd=recipe_path.parent)
-        mon = TreeRSS(proc.pid, cluster=cluster)
+        mon = TreeRSS(proc.pid, cluster=cluster, log=log)
         rc = proc.wait()
     wall = time.perf_counter() - t0
     mon.stop()
@@ -185,18 +211,22 @@ def one_size(rows: int, args: argparse.Namespace, work: Path, engine: str, tag: 
     manifest = json.loads((vdir / "manifest.json").read_text())
     funnel = manifest.get("funnel") or manifest.get("stages") or []
     staged = sum(float(f.get("seconds") or 0) for f in funnel)
-    print(f"{'stage':12} {'rows in':>10} {'rows out':>10} {'seconds':>9} {'rows/s':>10}")
+    print(f"{'stage':12} {'rows in':>10} {'rows out':>10} {'seconds':>9} {'rows/s':>10} {'peak GiB':>9}")
+    gib = {k: v / GIB for k, v in mon.by_stage.items()}
     for f in funnel:
         sec = float(f.get("seconds") or 0)
         rate = f["rows_in"] / sec if sec > 0 else float("inf")
-        print(f"{f['stage']:12} {f['rows_in']:>10,} {f['rows_out']:>10,} {sec:9.1f} {rate:10,.0f}")
+        print(f"{f['stage']:12} {f['rows_in']:>10,} {f['rows_out']:>10,} {sec:9.1f} {rate:10,.0f} "
+              f"{gib.get(f['stage'], float('nan')):9.2f}")
     other = wall - staged
-    print(f"{'other':12} {'':>10} {'':>10} {other:9.1f} {'':>10}   (start-up, imports, publish)")
+    print(f"{'other':12} {'':>10} {'':>10} {other:9.1f} {'':>10} {gib.get('publish', float('nan')):9.2f}"
+          "   (start-up, imports, publish; peak: publishing)")
     print(f"{'total':12} {rows:>10,} {manifest['splits']['train']:>10,} {wall:9.1f} {rows / wall:10,.0f}")
     peak = mon.peak_with_cluster if cluster else mon.peak
     print(f"peak_rss_gib={peak / GIB:.2f} (process tree{' + Ray processes on this machine' if cluster else ''})  "
           f"tree alone={mon.peak / GIB:.2f}  largest process={mon.peak_single / GIB:.2f} GiB", flush=True)
-    return {"rows": rows, "seconds": wall, "peak": peak / GIB, "funnel": funnel, "vdir": vdir, "data": data}
+    return {"rows": rows, "seconds": wall, "peak": peak / GIB, "funnel": funnel, "vdir": vdir, "data": data,
+            "by_stage": gib}
 
 
 def train_frame(vdir: Path) -> pl.DataFrame:
@@ -260,6 +290,9 @@ def main() -> None:
             parts = [f"{f['stage']} {float(f.get('seconds') or 0) / by_stage[f['stage']]:.2f}x"
                      for f in last["funnel"] if by_stage.get(f["stage"])]
             print("per stage: " + "  ".join(parts))
+            mem = [f"{k} {last['by_stage'][k] / v:.2f}x" for k, v in first["by_stage"].items()
+                   if v and k in last["by_stage"] and k != "start"]
+            print("peak RSS per stage: " + "  ".join(mem))
         if identical is not None:
             print(f"identical={int(identical)}")
         print(f"RESULT rows={last['rows']} seconds={last['seconds']:.1f} peak_rss_gib={last['peak']:.2f} "
