@@ -23,6 +23,9 @@ ROW_ID = "__rid"
 """Hidden Int64 row id the runner adds to every row (its position in the sources' order): stages keep it;
 the runner joins a global stage's output back onto the full rows by it and removes it before publishing."""
 
+ROW_POS = "__pos"
+"""Hidden Int64: the row's position in the order a reordering stage gave (curriculum); published in that order."""
+
 MESSAGES = pl.List(pl.Struct({"role": pl.Utf8, "content": pl.Utf8}))
 
 PROBLEM_SCHEMA: dict[str, pl.DataType] = {

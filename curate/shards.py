@@ -27,12 +27,11 @@ import polars as pl
 import xxhash
 
 from .columns import DROP_REASON as DROP
-from .columns import ROW_ID
+from .columns import ROW_ID, ROW_POS
 from .errors import CurateError
 from .fingerprint import frame_fingerprint
 
-POS = "__pos"
-"""Hidden Int64: the row's position in the order a reordering stage gave (curriculum)."""
+POS = ROW_POS
 HIDDEN = (ROW_ID, POS)
 CATEGORICAL = ("problem",)
 """Columns constant per problem that narrow reads hand over as pl.Categorical (one string per problem)."""

@@ -348,6 +348,36 @@ def test_curriculum_on_its_read_columns_equals_whole(frames, rated, cfg):
     assert out["curriculum_rank"].to_list() == list(range(out.height))
 
 
+@pytest.mark.parametrize("order", ["easy_to_hard", "hard_to_easy"])
+@pytest.mark.parametrize("bucket", [True, False])
+def test_curriculum_planned_on_shards_gives_the_order_of_the_whole_sort(frames, rated, order, bucket, monkeypatch):
+    """The runner's path (issue 18): per shard one row per problem goes to ``plan``; each shard's rows get
+    their stage, rank and ``__pos``, which are exactly the whole frame's sort (rows, order and stats)."""
+    from support.planned import run_planned
+
+    from curate.columns import ROW_POS
+
+    tmp = frames[0]
+    df = rated if bucket else rated.drop("difficulty_bucket")
+    stage = CurriculumStage(CurriculumConfig(order=order))
+    assert stage.planned()
+    sorted_ctx = _ctx(tmp)
+    monkeypatch.setattr(CurriculumStage, "planned", lambda self: False)
+    whole = stage.run(df, sorted_ctx)  # the sort over every row
+    monkeypatch.undo()
+    planned_ctx = _ctx(tmp)
+    assert_frame_equal(stage.run(df, planned_ctx), whole)
+    assert planned_ctx.stats == sorted_ctx.stats
+    got, stats, sums = run_planned(stage, _parts(df), lambda: _ctx(tmp))
+    assert [s.height for s in sums] == [p["problem_id"].n_unique() for p in _parts(df)]
+    assert sorted(got[ROW_POS].to_list()) == list(range(df.height))
+    got = got.sort(ROW_POS)
+    assert got[ROW_ID].to_list() == whole[ROW_ID].to_list()
+    assert got["curriculum_rank"].to_list() == whole["curriculum_rank"].to_list()
+    assert got["curriculum_stage"].to_list() == whole["curriculum_stage"].to_list()
+    assert stats == sorted_ctx.stats
+
+
 @pytest.mark.parametrize("cfg", [dict(n=40), dict(n=25, category="subject", spread="proportional"),
                                  dict(n=90, unit="rows", category="source"), dict(n=30, by="pass_rate", strength=0)])
 def test_select_on_its_read_columns_equals_whole(frames, rated, cfg):

@@ -23,14 +23,16 @@ import polars as pl
 
 from ... import difficulty as D
 from ...errors import RecipeError
-from ..base import Context, Stage, StageConfig
+from ...columns import ROW_POS
+from ..base import Context, Planned, Stage, StageConfig
 from .config import ORDERS, CurriculumConfig  # noqa: F401
 
 
-class CurriculumStage(Stage):
+class CurriculumStage(Planned, Stage):
     name: ClassVar[str] = "curriculum"
     Config: ClassVar[type[StageConfig]] = CurriculumConfig
     version: ClassVar[str] = "2"  # 2: row keys without frame positions (shard contract)
+    # (easy_to_hard / hard_to_easy run planned: the same order, in bounded memory)
     requires: ClassVar[tuple[str, ...]] = ("difficulty",)
     produces: ClassVar[tuple[str, ...]] = ("curriculum_rank", "curriculum_stage")
 
@@ -41,10 +43,16 @@ class CurriculumStage(Stage):
         want = [] if self.config.order == "random" else ["problem_id", "difficulty", "difficulty_bucket"]
         return [c for c in dict.fromkeys([*want, *D.key_columns(columns)]) if c in columns]
 
-    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+    def planned(self) -> bool:
+        """easy_to_hard / hard_to_easy keep each problem's rows together, so the runner runs them planned:
+        per shard one row per problem goes to ``plan``, which orders the problems and gives each its first
+        position; ``apply`` places each shard's rows (by their stable keys) after it. Other orders shuffle
+        rows across problems: ``run`` on the narrow rows."""
+        return self.config.order in ("easy_to_hard", "hard_to_easy")
+
+    def _prepare(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         cfg = self.config
         label = ctx.stage_label or self.name
-        seed = ctx.seed if cfg.seed is None else cfg.seed
         df = df.drop([c for c in ("curriculum_rank", "curriculum_stage") if c in df.columns])
         need = [] if cfg.order == "random" else ["difficulty"]
         if cfg.order == "interleaved" or (cfg.order == "staged" and cfg.stages is None):
@@ -56,6 +64,59 @@ class CurriculumStage(Stage):
             raise RecipeError(
                 f"stage '{label}': order: {cfg.order} needs column(s) {', '.join(missing)}; add a difficulty stage before it"
             )
+        return df
+
+    def _stats(self, sizes: pl.DataFrame, seed: int) -> dict:
+        cfg = self.config
+        return {"order": cfg.order, "seed": seed, "stage_sizes": {str(s): int(n) for s, n in sizes.iter_rows()},
+                "description": describe(cfg, seed)}
+
+    def summarize(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        """This shard's problems: id, difficulty, bucket and row count."""
+        df = self._prepare(df, ctx)
+        bucket = [pl.col("difficulty_bucket").first()] if "difficulty_bucket" in df.columns else []
+        return df.group_by("problem_id").agg(pl.col("difficulty").first(), *bucket, pl.len().alias("_n"))
+
+    def plan(self, parts: list[pl.DataFrame], ctx: Context) -> pl.DataFrame:
+        """The problems in curriculum order: each one's first position and its stage."""
+        cfg = self.config
+        seed = ctx.seed if cfg.seed is None else cfg.seed
+        probs = pl.concat(parts, how="vertical_relaxed")
+        text = probs["problem_id"].cast(pl.Utf8).fill_null("None")
+        probs = probs.with_columns(pl.Series("_prob_rand", D.random_keys(text, seed, "curriculum:problem"), dtype=pl.Int64))
+        probs = probs.sort(["difficulty", "_prob_rand", "problem_id"], descending=[cfg.order == "hard_to_easy", False, False],
+                           nulls_last=True)
+        probs = probs.with_columns((pl.col("_n").cum_sum() - pl.col("_n")).cast(pl.Int64).alias("_offset"))
+        if "difficulty_bucket" in probs.columns:  # stage = the bucket's place in traversal order (null: one too)
+            first = (probs.select("difficulty_bucket").with_row_index("_i").group_by("difficulty_bucket")
+                     .agg(pl.col("_i").min()).sort("_i")
+                     .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).alias("curriculum_stage")))
+            probs = probs.join(first.drop("_i"), on="difficulty_bucket", how="left", maintain_order="left", nulls_equal=True)
+        else:
+            probs = probs.with_columns(pl.lit(1, pl.Int32).alias("curriculum_stage"))
+        sizes = probs.group_by("curriculum_stage").agg(pl.col("_n").sum()).sort("curriculum_stage")
+        ctx.stats.update(self._stats(sizes, seed))
+        return probs.select("problem_id", "_offset", "curriculum_stage")
+
+    def apply(self, df: pl.DataFrame, plan: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        """Each row's stage and position: its problem's first position + its place among the problem's
+        rows by stable row key."""
+        df = self._prepare(df, ctx)
+        plan = plan.with_columns(pl.col("problem_id").cast(df.schema["problem_id"]))
+        t = df.select("problem_id").with_columns(D.stable_row_key_series(df).alias("_row_key"),
+                                                 pl.int_range(pl.len(), dtype=pl.Int64).alias("_i"))
+        t = t.join(plan, on="problem_id", how="left", maintain_order="left", nulls_equal=True)
+        t = t.sort(["problem_id", "_row_key"], nulls_last=True).with_columns(
+            (pl.col("_offset") + pl.int_range(pl.len(), dtype=pl.Int64).over("problem_id")).alias("_pos")).sort("_i")
+        return df.with_columns(t["curriculum_stage"], t["_pos"].alias("curriculum_rank"), t["_pos"].alias(ROW_POS))
+
+    def run(self, df: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        if self.planned():
+            return Planned.run(self, df, ctx).sort(ROW_POS).drop(ROW_POS)
+        cfg = self.config
+        label = ctx.stage_label or self.name
+        seed = ctx.seed if cfg.seed is None else cfg.seed
+        df = self._prepare(df, ctx)
 
         keys = D.stable_row_key_series(df)
         tmp = df.with_columns(
@@ -79,15 +140,7 @@ class CurriculumStage(Stage):
 
         out = out.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("curriculum_rank"))
         out = out.drop([c for c in ("_row_rand", "_row_key", "_prob_rand", "_stage_ord") if c in out.columns])
-        sizes = out.group_by("curriculum_stage").len().sort("curriculum_stage")
-        ctx.stats.update(
-            {
-                "order": cfg.order,
-                "seed": seed,
-                "stage_sizes": {str(s): int(n) for s, n in sizes.iter_rows()},
-                "description": describe(cfg, seed),
-            }
-        )
+        ctx.stats.update(self._stats(out.group_by("curriculum_stage").len().sort("curriculum_stage"), seed))
         return out
 
     # ------------------------------------------------------------------ orders
