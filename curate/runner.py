@@ -94,6 +94,22 @@ class RunResult:
         return self._memo["rejected"]
 
 
+def release_memory() -> None:
+    """Hand memory freed by the last stage back to the OS (Python's cycles, Arrow's mimalloc pool, glibc's
+    heap), so the next stage's peak does not sit on top of the last one's high-water mark (issue 18)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(Exception):
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    if os.name == "posix":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -415,6 +431,7 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
     cache_root.mkdir(parents=True, exist_ok=True)
     slog = StageLog(len(recipe.stages) + 1)  # start/end line per stage (the `curate` logger)
     layer, bad, infos, src_rec = _load_sources(lr, limit, work, slog)
+    release_memory()
     records = [src_rec]
     layers: list[tuple[str, Layer]] = []
     executed: list[str] = []
@@ -436,6 +453,7 @@ def _execute(lr: LoadedRecipe, engine: Any, *, limit: int | None, resume: bool, 
             executed.append(label)
         records.append(rec)
         slog.end(idx + 2, rec)
+        release_memory()
         layers.append((label, new))
         layer = new
     return RunResult(final=layer, layers=layers, bad=bad, records=records, inputs=infos, executed=executed)
@@ -465,5 +483,6 @@ def run_recipe(
         probe_writable(vdir.parent, "--output" if output_dir else "output.dir")
         clean_stale_tmp(vdir.parent, f".tmp-{lr.recipe.version}-")  # left by a publish that was killed
         result = execute(lr, limit=limit, resume=resume, console=console)
+        release_memory()
         result.version_dir = publish(lr, result, vdir, limit=limit)
     return result
