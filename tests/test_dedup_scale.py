@@ -175,3 +175,30 @@ def test_categorical_inputs_give_the_utf8_result(tmp_path):
         b = DedupStage(DedupConfig(**cfg)).run(cat, Context.for_test(tmp_path))
         assert b.with_columns(pl.col("problem", "gold_answer", "problem_id").cast(pl.Utf8)).equals(a)
         assert b.schema["problem"] == pl.Categorical  # columns the stage does not change keep their dtype
+
+
+def test_exact_jaccard_chunk_by_chunk_equals_one_pass(monkeypatch):
+    """The candidates' exact Jaccard is computed a chunk of pairs at a time (only those texts' shingle
+    sets held): the same similarities, pairs and clusters as holding every set at once."""
+    from curate.dedup import cluster
+
+    texts, _ = bench.templated_problems(600, 20)
+    params = MinHashParams()
+    whole = find_duplicates(texts, params, threshold=0.6, num_proc=1)
+    assert whole.n_candidates > 50
+    monkeypatch.setattr(cluster, "PAIR_CHUNK", 7)
+    chunked = find_duplicates(texts, params, threshold=0.6, num_proc=1)
+    assert np.array_equal(chunked.similarity, whole.similarity)
+    assert np.array_equal(chunked.pairs_i, whole.pairs_i) and np.array_equal(chunked.pairs_j, whole.pairs_j)
+    assert np.array_equal(chunked.labels, whole.labels)
+
+
+def test_signatures_over_a_window_of_worker_chunks_equal_one_process():
+    """Worker chunks are sent a few at a time (bounded memory), yielded in order: the same signatures."""
+    from curate.dedup.minhash import signatures
+
+    texts, _ = bench.templated_problems(3000, 40)
+    params = MinHashParams()
+    one, keys1 = signatures(texts, params, num_proc=1)
+    two, keys2 = signatures(texts, params, num_proc=2, chunk=50, min_parallel=100)  # 60 chunks, window of 8
+    assert np.array_equal(one, two) and np.array_equal(keys1, keys2)

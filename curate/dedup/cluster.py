@@ -85,15 +85,24 @@ def find_duplicates(
     return DedupResult(cluster_labels(rep, pi, pj), keys, pi, pj, sim, n_candidates=n_cand, lsh_params=lsh_params)
 
 
+PAIR_CHUNK = 50_000
+"""Candidate pairs whose exact Jaccard is computed together: only their texts' shingle sets are held."""
+
+
 def _similarity(texts, sigs: np.ndarray, ci: np.ndarray, cj: np.ndarray, params: MinHashParams, verify: Verify,
                 num_proc: int) -> np.ndarray:
-    """Similarity of each candidate pair: exact shingle-set Jaccard, or the signature estimate."""
+    """Similarity of each candidate pair: exact shingle-set Jaccard (chunk of pairs by chunk: bounded
+    memory at any number of candidates), or the signature estimate."""
     if verify != "exact":
         return estimated_jaccard(sigs, ci, cj)
-    involved = np.unique(np.concatenate([ci, cj]))
-    sets = shingle_sets([texts[int(k)] for k in involved], params, num_proc=num_proc)
-    where = {int(k): s for k, s in zip(involved, sets)}
-    return np.array([jaccard(where[int(a)], where[int(b)]) for a, b in zip(ci, cj)])
+    out = np.empty(len(ci), dtype=np.float64)
+    for s in range(0, len(ci), PAIR_CHUNK):
+        a, b = ci[s : s + PAIR_CHUNK], cj[s : s + PAIR_CHUNK]
+        involved = np.unique(np.concatenate([a, b]))
+        sets = shingle_sets([texts[int(k)] for k in involved], params, num_proc=num_proc)
+        ia, ib = np.searchsorted(involved, a), np.searchsorted(involved, b)
+        out[s : s + len(a)] = [jaccard(sets[x], sets[y]) for x, y in zip(ia.tolist(), ib.tolist())]
+    return out
 
 
 def cluster_labels(rep: np.ndarray, pi: np.ndarray, pj: np.ndarray) -> np.ndarray:

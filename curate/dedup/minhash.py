@@ -13,6 +13,8 @@ calls over an (n_shingles x num_perm) block instead of one Python hash call per 
 
 from __future__ import annotations
 
+import collections
+import itertools
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -137,10 +139,19 @@ def _imap(fn, texts: Sequence[str | None], params: MinHashParams, num_proc: int,
     done = 0
     try:
         with _pool(num_proc) as ex:
-            futs = [ex.submit(fn, list(texts[s:e]), params, perms) for s, e in spans]
-            for (s, _), f in zip(spans, futs):
+            # a window of chunks in flight, not every chunk at once: the texts sent and the results
+            # waiting stay bounded (issue 18: 500k problems queued at once held a copy of every text)
+            pending: collections.deque = collections.deque()
+            todo = iter(spans)
+            for s, e in itertools.islice(todo, num_proc * 4):
+                pending.append((s, ex.submit(fn, list(texts[s:e]), params, perms)))
+            while pending:
+                s, f = pending.popleft()
                 res = f.result()
                 done += 1
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt[0], ex.submit(fn, list(texts[nxt[0]:nxt[1]]), params, perms)))
                 yield s, res
     except BrokenProcessPool:  # e.g. a __main__ that cannot be re-imported: finish here instead
         for s, e in spans[done:]:
