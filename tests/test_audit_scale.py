@@ -158,3 +158,33 @@ def test_audit_planned_on_shards_equals_whole_and_plans_over_token_counts_only(t
     assert_frame_equal(joined, whole)
     assert stats == whole_ctx.stats
     assert stats["flag_counts"]["length_outlier"] > 0
+
+
+def test_rejected_flags_are_tallied_batch_by_batch_as_over_every_row(tmp_path: Path, monkeypatch) -> None:
+    """The rejected split's flags: measured batch by batch, spilled, flagged with the length reference of
+    every row, counted (no column of every row held): the counts of flagging the whole frame at once."""
+    from curate.audit import frames
+    from curate.audit.frames import audited, flag_tallies
+    from curate.audit.summary import flag_counts
+
+    rejected = pl.concat([
+        _rows().drop(ROW_ID).with_columns(pl.lit("verify").alias("dropped_by"), pl.lit("wrong").alias("drop_reason")),
+        pl.DataFrame([{**_clean(300), "reasoning": None, "answer_text": None, "dropped_by": "dedup",
+                       "drop_reason": "near_duplicate"}]),
+        _frame().with_columns(pl.lit("difficulty").alias("dropped_by"), pl.lit("incorrect_trace").alias("drop_reason")),
+    ], how="diagonal_relaxed")
+    cfg = AuditConfig()
+    where = pl.col("reasoning").is_not_null() | pl.col("answer_text").is_not_null()
+    cols = ["dropped_by", "drop_reason"]
+    whole = audited(rejected, cfg, cols, recompute=True, where=where)  # every row at once
+    assert whole["flags"].list.contains("length_outlier").any()
+    key = pl.concat_str([pl.col(c).fill_null("") for c in cols], separator=" / ")
+    want_by = {k: {f: int(g["flags"].list.contains(f).sum()) for f in cfg.enabled()}
+               for (k,), g in whole.with_columns(key.alias("_k")).group_by("_k", maintain_order=True)}
+    monkeypatch.setattr(frames, "BATCH_ROWS", 6)
+    lazy = pl.scan_parquet(_write_parts(rejected, tmp_path / "rej", 3))
+    got = flag_tallies(lazy, cfg, cols, where=where)
+    assert got["rows"] == whole.height == rejected.height - 1
+    assert got["flagged"] == int((whole["flags"].list.len() > 0).sum())
+    assert {k: v for k, v in got["counts"].items() if v} == {k: v for k, v in flag_counts(whole, cfg.enabled()).items() if v}
+    assert got["by"] == want_by

@@ -103,3 +103,61 @@ def audited(f: Frame, cfg: AuditConfig, keep: Sequence[str], *, recompute: bool 
         return base
     out = audit_frame(base, cfg, measured=pl.concat(measures) if measures else None)
     return out.select(ROW, *[c for c in out.columns if c in keep or c == PROBLEM_KEY], *AUDIT_COLUMNS)
+
+
+def flag_tallies(f: Frame, cfg: AuditConfig, by: Sequence[str], where: pl.Expr | None = None) -> dict | None:
+    """Flag counts of every row (that ``where`` holds) measured from its traces, without holding a column
+    of every row: the traces are measured batch by batch and the measures spilled to a temporary parquet
+    file per batch; the length reference is taken over all rows' token counts (one integer per row); the
+    batches are then flagged with it and counted. The same counts as :func:`audited` with ``recompute``.
+    Returns None when no row qualifies, else ``rows``, ``flagged``, ``counts`` (flag -> rows, every flag
+    seen) and ``by`` (the ``by`` columns' joined value -> flag -> rows, in order of first appearance)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from .flags import length_stats
+
+    have = columns(f)
+    by = [c for c in by if c in have]
+    plain = [*by, *[c for c in FLAG_INPUTS if c in have and c not in by]]
+    text = [c for c in TEXT if c in have and c not in plain]
+    kernel = MeasureKernel(cfg)
+    tmp = Path(tempfile.mkdtemp(prefix="curate-audit-"))
+    try:
+        files, tokens = [], []
+        for k, b in enumerate(batches(f, plain + text)):
+            if where is not None:
+                b = b.filter(where)
+            if not b.height:
+                continue
+            m = kernel(b.drop(ROW))
+            path = tmp / f"{k:06d}.parquet"
+            pl.concat([b.select(plain), m], how="horizontal").write_parquet(path)
+            files.append((path, m.columns))
+            tokens.append(m["reasoning_tokens"].to_numpy())
+        if not files:
+            return None
+        tok = np.concatenate(tokens)
+        ref = length_stats(tok) if len(tok) >= cfg.length_min_rows else None
+        del tokens
+        counts: dict[str, int] = {}
+        groups: dict[str, dict[str, int]] = {}
+        flagged = 0
+        for path, mcols in files:
+            part = pl.read_parquet(path)
+            out = audit_frame(part.select(plain), cfg, measured=part.select(mcols), length_ref=ref)
+            flagged += int((out["flags"].list.len() > 0).sum())
+            for name, n in out.select(pl.col("flags").explode().drop_nulls().value_counts()).unnest("flags").iter_rows():
+                counts[name] = counts.get(name, 0) + int(n)
+            if by:
+                key = pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("") for c in by], separator=" / ")
+                for (kv,), g in out.with_columns(key.alias("_k")).group_by("_k", maintain_order=True):
+                    into = groups.setdefault(kv, {})
+                    for fl in cfg.enabled():
+                        into[fl] = into.get(fl, 0) + int(g["flags"].list.contains(fl).sum())
+        return {"rows": len(tok), "flagged": flagged, "counts": counts, "by": groups}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -160,7 +160,7 @@ def rejected_table(rejected: pl.DataFrame | pl.LazyFrame | None, cfg: AuditConfi
     """Rows of the rejected split by stage / reason; with traces in it, their flags too (what the
     curation threw away is audited as well: a filter that drops good traces shows here). A LazyFrame
     is read in batches (narrow columns kept; see :mod:`curate.audit.frames`)."""
-    from .frames import audited, columns, height
+    from .frames import columns, flag_tallies, height
 
     n = 0 if rejected is None else height(rejected)
     if rejected is None or n == 0:
@@ -174,20 +174,15 @@ def rejected_table(rejected: pl.DataFrame | pl.LazyFrame | None, cfg: AuditConfi
               .sort(["len", "_k"], descending=[True, False]).collect())
         out["by_reason"] = {k: int(v) for k, v in vc.iter_rows()}
     if cfg is not None and "reasoning" in have and "answer_text" in have:
-        a = audited(rejected, cfg, cols, recompute=True,
-                    where=pl.col("reasoning").is_not_null() | pl.col("answer_text").is_not_null())
-        if a.height:
-            counts = flag_counts(a, cfg.enabled())
-            out["audited_rows"] = a.height
-            out["rows_flagged"] = int((a["flags"].list.len() > 0).sum())
-            out["flag_counts"] = {f: c for f, c in counts.items() if c}
+        t = flag_tallies(rejected, cfg, cols, where=pl.col("reasoning").is_not_null() | pl.col("answer_text").is_not_null())
+        if t is not None:
+            enabled = list(cfg.enabled())
+            names = enabled + sorted(k for k in t["counts"] if k not in enabled)
+            out["audited_rows"] = t["rows"]
+            out["rows_flagged"] = t["flagged"]
+            out["flag_counts"] = {f: t["counts"][f] for f in names if t["counts"].get(f)}
             if cols:
-                by = a.with_columns(pl.concat_str([pl.col(c).cast(pl.Utf8).fill_null("") for c in cols],
-                                                  separator=" / ").alias("_k"))
-                out["flags_by_reason"] = {
-                    k: {f: int(n) for f in cfg.enabled() if (n := g["flags"].list.contains(f).sum())}
-                    for (k,), g in by.group_by("_k", maintain_order=True)
-                }
+                out["flags_by_reason"] = {k: {f: n for f in enabled if (n := g.get(f, 0))} for k, g in t["by"].items()}
     return out
 
 
