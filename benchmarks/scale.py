@@ -15,7 +15,8 @@ timed. Each size runs in a fresh ``CURATE_HOME`` (no stage cache) and publishes 
 output folder. Timing: per stage from the published ``manifest.json`` funnel (``seconds``);
 ``other`` = wall time of the subprocess minus the funnel's seconds (interpreter start, imports,
 publishing: writing the version, the card and the audit report). Memory: RSS of the ``curate run``
-process plus all its children (verify workers, Ray processes it started), summed, sampled every 0.2 s.
+process plus all its children (verify workers, Ray processes it started), summed, sampled every 0.2 s;
+per stage: the peak while that stage ran (from the run's ``[k/n] stage:`` log lines; ``other``: publishing).
 With ``--address`` the Ray cluster's own processes are not children: the RSS of this machine's Ray
 processes (raylet, GCS, workers, agents; idle ones included) is added, not that of other nodes.
 
