@@ -18,6 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import CurateError
+from .memory import configure_allocator
+
+configure_allocator()  # before polars loads: freed memory goes back to the OS at once (curate.memory)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Curate reasoning-distillation datasets.")
 cache_app = typer.Typer(no_args_is_help=True, help="The per-recipe stage cache and request logs (CURATE_HOME/<name>/).")

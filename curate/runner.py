@@ -30,6 +30,7 @@ from .atomic import atomic_dir
 from .columns import ROW_ID
 from .engines import forkserver_pools, get_engine
 from .errors import RecipeError, VersionExistsError
+from .memory import release_memory
 from .home import curate_home, work_dir_for  # noqa: F401  (re-exported: curate.runner.work_dir_for)
 from .recipe import LoadedRecipe
 from .registry import get_stage
@@ -92,22 +93,6 @@ class RunResult:
             parts = list(iter_rejected(self.bad, self.layers))
             self._memo["rejected"] = pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
         return self._memo["rejected"]
-
-
-def release_memory() -> None:
-    """Hand memory freed by the last stage back to the OS (Python's cycles, Arrow's mimalloc pool, glibc's
-    heap), so the next stage's peak does not sit on top of the last one's high-water mark (issue 18)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    with contextlib.suppress(Exception):
-        import pyarrow as pa
-
-        pa.default_memory_pool().release_unused()
-    if os.name == "posix":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _key(*parts: Any) -> str:
