@@ -371,8 +371,7 @@ def _planned_stage(stage: Any, label: str, base: Layer, given: list[str] | None,
     ctx.stats.clear()
     ctx.stats.update(stats)
     ctx.cacheable = ctx.cacheable and all(r["cacheable"] for r in res)
-    cols = given if given is not None else base.columns
-    return Layer(out_dir, base.n_shards, _union([r["columns"] for r in res]) if res else list(cols),
+    return Layer(out_dir, base.n_shards, _union([r["columns"] for r in res]),
                  shards.combine(base.fingerprint, [r["fp"] for r in res]), sum(r["rows_out"] for r in res), base)
 
 

@@ -138,10 +138,7 @@ class DedupStage(Planned, Stage):
             return Planned.run(self, df, ctx)
         rows, where = self._rows(df, ctx)
         units, unit_col = self._units(rows, df, where)
-        unit_frame, rows_dropped = self._decide(units, unit_col, ctx)
-        out = _mark_units(df, rows, unit_frame, unit_col)
-        ctx.stats["rows_dropped"] = int(out[DROP].is_not_null().sum()) - int(df[DROP].is_not_null().sum() if DROP in df.columns else 0)
-        return out
+        return _mark_units(df, rows, self._decide(units, unit_col, ctx), unit_col)
 
     def _rows(self, df: pl.DataFrame, ctx: Context) -> tuple[pl.DataFrame, str]:
         cfg: DedupConfig = self.config  # type: ignore[assignment]
@@ -171,9 +168,7 @@ class DedupStage(Planned, Stage):
         the kept one and the reason it is dropped."""
         units = pl.concat(parts, how="vertical_relaxed").sort(ORDER)
         unit_col = next(c for c in ("problem_id", "problem") if c in units.columns)
-        unit_frame, rows_dropped = self._decide(units, unit_col, ctx)
-        ctx.stats["rows_dropped"] = rows_dropped
-        return {"units": unit_frame, "unit_col": unit_col}
+        return {"units": self._decide(units, unit_col, ctx), "unit_col": unit_col}
 
     def apply(self, df: pl.DataFrame, plan: dict[str, Any], ctx: Context) -> pl.DataFrame:
         rows, _ = self._rows(df, ctx)
@@ -186,9 +181,9 @@ class DedupStage(Planned, Stage):
             return None
         return "problem_id" if "problem_id" in df.columns else "problem"
 
-    def _decide(self, units: pl.DataFrame, unit_col: str | None, ctx: Context) -> tuple[pl.DataFrame, int]:
+    def _decide(self, units: pl.DataFrame, unit_col: str | None, ctx: Context) -> pl.DataFrame:
         """Find the duplicates among ``units``: the per-unit frame ``_mark_units`` joins (cluster_id,
-        duplicate_of, _reason) and the live rows the dropped units hold; the stats go to ``ctx.stats``."""
+        duplicate_of, _reason); the stats (rows_dropped: the dropped units' live rows) go to ``ctx.stats``."""
         cfg: DedupConfig = self.config  # type: ignore[assignment]
         texts = units["_text"]  # a polars Series: workers get it chunk by chunk (no full Python copy)
         numbers = None
@@ -208,9 +203,9 @@ class DedupStage(Planned, Stage):
         kept = choose_kept(res.labels, score) if n else np.empty(0, dtype=np.int64)
         dropped = kept != np.arange(n)
         exact = res.keys == res.keys[kept]
-        ctx.stats.update(self._stats(res, texts, (dropped, exact), kept_apart))
-        rows_dropped = int(units["_rows"].filter(pl.Series(dropped)).sum()) if n else 0
-        return _unit_frame(units, unit_col, kept, dropped, exact), rows_dropped
+        rows_dropped = int(units["_rows"].filter(pl.Series(dropped)).sum()) if n else 0  # the units' live rows
+        ctx.stats.update(self._stats(res, texts, (dropped, exact), kept_apart, rows_dropped))
+        return _unit_frame(units, unit_col, kept, dropped, exact)
 
     def _units(self, rows: pl.DataFrame, df: pl.DataFrame, where: str) -> tuple[pl.DataFrame, str | None]:
         """The live units to compare (problems or rows) and, by problem, the column naming them. By
@@ -275,7 +270,7 @@ class DedupStage(Planned, Stage):
             )
 
     def _stats(self, res: Any, texts: pl.Series, marks: tuple[np.ndarray, np.ndarray],
-               kept_apart: dict[str, int]) -> dict[str, Any]:
+               kept_apart: dict[str, int], rows_dropped: int) -> dict[str, Any]:
         cfg: DedupConfig = self.config  # type: ignore[assignment]
         dropped, exact = marks
         n = len(texts)
@@ -292,7 +287,7 @@ class DedupStage(Planned, Stage):
             "kept_apart": kept_apart,
             "lsh_candidates": res.n_candidates,
             "lsh_bands_rows": list(res.lsh_params) if res.lsh_params else None,
-            "rows_dropped": 0,  # set by the caller (the units' live rows)
+            "rows_dropped": rows_dropped,
             "examples": [
                 {"kept": texts[int(a)][:300], "dropped": texts[int(b)][:300], "similarity": round(float(s), 4)}
                 for a, b, s in list(zip(res.pairs_i, res.pairs_j, res.similarity))[:5]
