@@ -230,17 +230,41 @@ def one_size(rows: int, args: argparse.Namespace, work: Path, engine: str, tag: 
             "by_stage": gib}
 
 
-def train_frame(vdir: Path) -> pl.DataFrame:
-    files = sorted((vdir / "data").glob("train-*.parquet"))
-    return pl.read_parquet(files).sort("sample_id")
+def split_frame(vdir: Path, split: str) -> pl.DataFrame:
+    """A published split's rows in their published order (its files in name order)."""
+    files = sorted((vdir / "data").glob(f"{split}-*.parquet"))
+    return pl.read_parquet(files) if files else pl.DataFrame()
 
 
 def content_hash(df: pl.DataFrame) -> str:
-    """sha256 over the rows' JSON (sorted by sample_id): independent of parquet chunking."""
+    """sha256 over the rows' JSON in their order: independent of parquet chunking."""
     h = hashlib.sha256()
     for i in range(0, df.height, 50_000):
         h.update(df.slice(i, 50_000).write_ndjson().encode())
     return h.hexdigest()[:16]
+
+
+def funnel_rows(vdir: Path) -> list[tuple]:
+    """The manifest funnel without its timings: (stage, rows in, rows out, dropped) per entry."""
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    return [(f["stage"], f.get("rows_in"), f.get("rows_out"), sorted((f.get("dropped") or {}).items()))
+            for f in manifest.get("funnel") or []]
+
+
+def compare_versions(a: Path, b: Path) -> dict:
+    """Two published versions of one recipe: each split (train, rejected, ...) frame for frame in its
+    published order (so the curriculum's order counts), with a content hash, and the funnel's rows.
+    ``identical``: all equal. One split is held at a time."""
+    names = [d.name.split("-")[0] for d in (*(a / "data").glob("*.parquet"), *(b / "data").glob("*.parquet"))]
+    splits = {}
+    for split in sorted(set(names)):
+        x, y = split_frame(a, split), split_frame(b, split)
+        splits[split] = {"rows": (x.height, y.height), "hash": (content_hash(x), content_hash(y)),
+                         "same": x.equals(y)}
+        del x, y
+    funnel_same = funnel_rows(a) == funnel_rows(b)
+    return {"splits": splits, "funnel_same": funnel_same,
+            "identical": funnel_same and all(s["same"] for s in splits.values())}
 
 
 def main() -> None:
@@ -270,12 +294,14 @@ def main() -> None:
             if args.compare_ray:
                 loc = one_size(rows, args, work, "local")
                 ray = one_size(rows, args, work, "ray")
-                a, b = train_frame(loc["vdir"]), train_frame(ray["vdir"])
-                same = a.equals(b)
+                cmp = compare_versions(loc["vdir"], ray["vdir"])
+                same = cmp["identical"]
                 identical = same if identical is None else identical and same
-                ha, hb = content_hash(a), content_hash(b)
-                print(f"compare {rows:,}: train rows local={a.height:,} ray={b.height:,}  hash local={ha} "
-                      f"ray={hb}  identical={int(same)}  seconds ray/local={ray['seconds'] / loc['seconds']:.2f}  "
+                for split, c in cmp["splits"].items():
+                    print(f"compare {rows:,} {split}: rows local={c['rows'][0]:,} ray={c['rows'][1]:,}  "
+                          f"hash local={c['hash'][0]} ray={c['hash'][1]}  same={int(c['same'])}")
+                print(f"compare {rows:,}: funnel same={int(cmp['funnel_same'])}  identical={int(same)}  "
+                      f"seconds ray/local={ray['seconds'] / loc['seconds']:.2f}  "
                       f"peak ray/local={ray['peak'] / max(loc['peak'], 1e-9):.2f}")
                 results.append(ray)
             else:

@@ -57,3 +57,37 @@ def test_synth_shape_and_seed(tmp_path: Path) -> None:
     # templated: many problems share their lead sentence
     lead = df["problem"].str.to_lowercase().str.split(".").list.first()
     assert lead.n_unique() < df.height * 0.9
+
+
+def _version(root: Path, train: pl.DataFrame, rejected: pl.DataFrame, dropped: int = 3) -> Path:
+    import json
+    (root / "data").mkdir(parents=True)
+    half = train.height // 2  # two files: the published order runs across them
+    train.slice(0, half).write_parquet(root / "data" / "train-00000-of-00002.parquet")
+    train.slice(half).write_parquet(root / "data" / "train-00001-of-00002.parquet")
+    rejected.write_parquet(root / "data" / "rejected-00000-of-00001.parquet")
+    funnel = [{"stage": "source", "rows_in": 10, "rows_out": 10, "dropped": {}, "seconds": 0.1},
+              {"stage": "dedup", "rows_in": 10, "rows_out": 10 - dropped, "dropped": {"near_duplicate": dropped},
+               "seconds": 0.5}]
+    (root / "manifest.json").write_text(json.dumps(
+        {"splits": {"train": train.height, "rejected": rejected.height}, "funnel": funnel}))
+    return root
+
+
+def test_compare_ray_checks_order_rejected_and_funnel(tmp_path: Path) -> None:
+    """--compare-ray's verdict: the published train split in its published order (the curriculum's),
+    the rejected split and the funnel's rows, not just the train rows as a set; seconds may differ."""
+    from scale import compare_versions
+
+    train = pl.DataFrame({"sample_id": ["a", "b", "c", "d"], "x": [1, 2, 3, 4]})
+    rejected = pl.DataFrame({"sample_id": ["e", "f"], "reject_reason": ["wrong", "duplicate"]})
+    ref = _version(tmp_path / "ref", train, rejected)
+    same = compare_versions(ref, _version(tmp_path / "same", train, rejected))
+    assert same["identical"] and same["splits"]["train"]["same"] and same["funnel_same"]
+    reordered = compare_versions(ref, _version(tmp_path / "order", train.reverse(), rejected))
+    assert not reordered["identical"] and not reordered["splits"]["train"]["same"]
+    assert reordered["splits"]["rejected"]["same"]
+    other_rejected = rejected.with_columns(pl.Series("reject_reason", ["wrong", "wrong"]))
+    assert not compare_versions(ref, _version(tmp_path / "rej", train, other_rejected))["identical"]
+    funnel = compare_versions(ref, _version(tmp_path / "fun", train, rejected, dropped=2))
+    assert not funnel["identical"] and not funnel["funnel_same"] and funnel["splits"]["train"]["same"]
