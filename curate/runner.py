@@ -235,7 +235,7 @@ def _load_sources(lr: LoadedRecipe, limit: int | None, work: Path, slog: Any) ->
     bad = pl.read_parquet(layer.dir / "bad.parquet")
     from .validate import check_plan
 
-    sample = shards.read(layer, 0).head(10_000)
+    sample = shards.read(layer, 0, ["gold_answer"]).head(10_000)  # the gold check needs nothing else
     check_plan(lr, layer.visible(), work, rows=shards.public(sample))
     warnings = [x for i in infos for x in i.get("warnings", [])]
     rec = StageRecord(

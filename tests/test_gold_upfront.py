@@ -55,3 +55,32 @@ def test_no_gold_is_refused_before_sampling(tmp_path, monkeypatch):
         res = CliRunner().invoke(app, ["run", "r.yaml"])
         assert res.exit_code == 2 and "no gold answer" in res.output, res.output
         assert srv.count() == before
+
+
+def test_plan_check_reads_only_the_gold_column(tmp_path, monkeypatch):
+    """The up-front gold check before the first stage is given the first shard's gold answers only,
+    not every column of it (the traces): at scale that shard is ~100k traces read for nothing."""
+    import shutil
+    from pathlib import Path
+
+    import curate.validate as validate
+    from curate.cli import app
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    shutil.copytree(root / "data", tmp_path / "data")
+    (tmp_path / "q.yaml").write_text((root / "quickstart.yaml").read_text())
+    seen: list[list[str]] = []
+    real = validate.check_plan
+
+    def spy(lr, columns, work_dir=None, rows=None):
+        seen.append(list(rows.columns) if rows is not None else [])
+        if rows is not None:
+            assert rows.height > 0
+        return real(lr, columns, work_dir, rows)
+
+    monkeypatch.setattr(validate, "check_plan", spy)
+    monkeypatch.setenv("CURATE_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["run", "q.yaml", "--output", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert seen == [["gold_answer"]]
