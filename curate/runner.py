@@ -30,8 +30,8 @@ from .atomic import atomic_dir
 from .columns import ROW_ID
 from .engines import forkserver_pools, get_engine
 from .errors import RecipeError, VersionExistsError
-from .memory import release_memory
 from .home import curate_home, work_dir_for  # noqa: F401  (re-exported: curate.runner.work_dir_for)
+from .memory import release_memory
 from .recipe import LoadedRecipe
 from .registry import get_stage
 from .shards import Layer

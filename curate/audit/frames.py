@@ -73,6 +73,16 @@ def fetch_rows(f: Frame, rows: Sequence[int], cols: Sequence[str]) -> pl.DataFra
     return pl.concat(parts) if parts else f.lazy().select(keep).clear().collect().with_row_index(ROW)
 
 
+def measured_batches(f: Frame, cols: Sequence[str], where: pl.Expr | None,
+                     kernel: MeasureKernel | None) -> Iterator[tuple[pl.DataFrame, pl.DataFrame | None]]:
+    """:func:`batches` of ``cols`` (the rows ``where`` holds), each with its traces' measures by
+    ``kernel`` (None without a kernel or for an empty batch)."""
+    for b in batches(f, cols):
+        if where is not None:
+            b = b.filter(where)
+        yield b, (kernel(b.drop(ROW)) if kernel is not None and b.height else None)
+
+
 def audited(f: Frame, cfg: AuditConfig, keep: Sequence[str], *, recompute: bool = False,
             where: pl.Expr | None = None, problem_key: bool = False) -> pl.DataFrame:
     """The ``keep`` columns (those present), ``__row`` and the audit's ``flags``/``reasoning_tokens``/
@@ -87,17 +97,14 @@ def audited(f: Frame, cfg: AuditConfig, keep: Sequence[str], *, recompute: bool 
     extra = [c for c in AUDIT_COLUMNS] if stored else [c for c in TEXT if c in have and c not in plain]
     if problem_key and "problem" in have and "problem" not in plain + extra:
         extra.append("problem")
-    kernel = MeasureKernel(cfg)
     parts: list[pl.DataFrame] = []
     measures: list[pl.DataFrame] = []
-    for b in batches(f, plain + extra):
-        if where is not None:
-            b = b.filter(where)
+    for b, m in measured_batches(f, plain + extra, where, None if stored else MeasureKernel(cfg)):
         part = b.select(ROW, *plain, *([c for c in AUDIT_COLUMNS] if stored else []),
                         *([pl.col("problem").hash().alias(PROBLEM_KEY)] if problem_key and "problem" in have else []))
         parts.append(part)
-        if not stored and b.height:
-            measures.append(kernel(b.drop(ROW)))
+        if m is not None:
+            measures.append(m)
     base = pl.concat(parts)
     if stored:
         return base
@@ -124,16 +131,12 @@ def flag_tallies(f: Frame, cfg: AuditConfig, by: Sequence[str], where: pl.Expr |
     by = [c for c in by if c in have]
     plain = [*by, *[c for c in FLAG_INPUTS if c in have and c not in by]]
     text = [c for c in TEXT if c in have and c not in plain]
-    kernel = MeasureKernel(cfg)
     tmp = Path(tempfile.mkdtemp(prefix="curate-audit-"))
     try:
         files, tokens = [], []
-        for k, b in enumerate(batches(f, plain + text)):
-            if where is not None:
-                b = b.filter(where)
-            if not b.height:
+        for k, (b, m) in enumerate(measured_batches(f, plain + text, where, MeasureKernel(cfg))):
+            if m is None:
                 continue
-            m = kernel(b.drop(ROW))
             path = tmp / f"{k:06d}.parquet"
             pl.concat([b.select(plain), m], how="horizontal").write_parquet(path)
             files.append((path, m.columns))

@@ -5,6 +5,7 @@ here is JSON-able: it is ``summary.json`` and what the HTML report draws."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,11 @@ def flag_counts(df: pl.DataFrame, flags: tuple[str, ...]) -> dict[str, int]:
     if df.height == 0 or "flags" not in df.columns:
         return {f: 0 for f in flags}
     vc = df.select(pl.col("flags").explode().drop_nulls().value_counts(sort=True)).unnest("flags")
-    got = dict(zip(vc["flags"].to_list(), vc["count"].to_list()))
+    return ordered_counts(dict(zip(vc["flags"].to_list(), vc["count"].to_list())), flags)
+
+
+def ordered_counts(got: dict[str, int], flags: Sequence[str]) -> dict[str, int]:
+    """Counts per flag: every one of ``flags`` in its order (0 when absent), then any other seen, sorted."""
     names = list(flags) + sorted(k for k in got if k not in flags)
     return {f: int(got.get(f, 0)) for f in names}
 
@@ -176,11 +181,10 @@ def rejected_table(rejected: pl.DataFrame | pl.LazyFrame | None, cfg: AuditConfi
     if cfg is not None and "reasoning" in have and "answer_text" in have:
         t = flag_tallies(rejected, cfg, cols, where=pl.col("reasoning").is_not_null() | pl.col("answer_text").is_not_null())
         if t is not None:
-            enabled = list(cfg.enabled())
-            names = enabled + sorted(k for k in t["counts"] if k not in enabled)
+            enabled = cfg.enabled()
             out["audited_rows"] = t["rows"]
             out["rows_flagged"] = t["flagged"]
-            out["flag_counts"] = {f: t["counts"][f] for f in names if t["counts"].get(f)}
+            out["flag_counts"] = {f: c for f, c in ordered_counts(t["counts"], enabled).items() if c}
             if cols:
                 out["flags_by_reason"] = {k: {f: n for f in enabled if (n := g.get(f, 0))} for k, g in t["by"].items()}
     return out
