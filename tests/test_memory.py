@@ -41,10 +41,3 @@ def test_the_cli_process_returns_freed_polars_memory_at_once():
 def test_a_users_allocator_setting_is_kept():
     _, _, conf = _probe({**os.environ, "_RJEM_MALLOC_CONF": "narenas:2"})
     assert conf.endswith(",narenas:2") and "background_thread" not in conf  # polars prepends its defaults
-
-
-def test_release_memory_runs_anywhere():
-    from curate.memory import release_memory
-
-    release_memory()
-    release_memory()
